@@ -1,0 +1,36 @@
+"""API keys: create (the secret is shown once) and revoke."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from levelup.api.deps import PrincipalDep, RuntimeDep
+from levelup.keys import service as keys
+
+router = APIRouter(tags=["keys"])
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "ingest", "read"]
+    programs: list[str] = Field(min_length=1, max_length=100)
+    note: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/keys", status_code=201)
+def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    with runtime.db.write() as connection:
+        key_id, secret = keys.create(
+            connection, role=body.role, programs=body.programs, creator=principal, note=body.note
+        )
+    return {"id": key_id, "key": secret, "role": body.role, "programs": sorted(set(body.programs))}
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+    with runtime.db.write() as connection:
+        keys.revoke(connection, key_id, by=principal)
+    return Response(status_code=204)

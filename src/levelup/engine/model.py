@@ -1,0 +1,155 @@
+"""What the engine reads (an event, a participant's state) and what it returns (effects).
+
+Plain data, no I/O: the storage shell loads a :class:`ParticipantState`, the
+engine turns an :class:`Event` into :class:`Effects`, and the shell writes them.
+Replay and simulation hold states in memory and never touch a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from levelup.ledger.positions import Position, PositionDelta, apply
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    participant: str
+    occurred_at: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    reverses: str | None = None
+
+
+@dataclass(frozen=True)
+class BookedEntry:
+    """A ledger entry an earlier event caused, as a reversal needs to see it."""
+
+    key: str
+    currency: str
+    amount: int
+    kind: str
+    rule: str | None
+    rule_version: int | None
+    explain: str
+
+
+@dataclass(frozen=True)
+class ReversedEvent:
+    """The earlier event a reversal cancels, with the program version and teams it was scored with."""
+
+    event: Event
+    program_version: int
+    teams: tuple[str, ...]
+    entries: tuple[BookedEntry, ...]
+
+
+@dataclass
+class ParticipantState:
+    """The slice of a participant's state the engine needs for the events at hand.
+
+    ``metrics`` and ``counters`` hold every period touched by those events
+    (absent means zero), keyed ``(metric or rule, period key)``.
+    """
+
+    id: str
+    name: str | None = None
+    teams: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    status: str = "active"
+    tier: str | None = None
+    positions: dict[str, Position] = field(default_factory=dict)
+    metrics: dict[tuple[str, str], float] = field(default_factory=dict)
+    counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_award: dict[str, dt.datetime] = field(default_factory=dict)
+
+    def position(self, currency: str) -> Position:
+        found = self.positions.get(currency)
+        if found is None:
+            found = self.positions[currency] = Position()
+        return found
+
+
+@dataclass(frozen=True)
+class LedgerEffect:
+    key: str  # unique within the event: the event's seq and this make the idempotency key
+    currency: str
+    amount: int
+    kind: str  # rule | reversal (later: challenge, prize, redemption, expiry, kudos)
+    rule: str | None
+    rule_version: int | None
+    explain: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    metric: str
+    period: str
+    delta: float
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """One value of a max or distinct metric on a local day (count -1 undoes it)."""
+
+    metric: str
+    day: str
+    value: float
+    value_key: str
+    count: int
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class CounterDelta:
+    rule: str
+    period: str
+    delta: int
+    last_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A rule or metric that could not be evaluated for this event; shown to the admin."""
+
+    source: str  # "rule:<key>" or "metric:<key>"
+    message: str
+
+
+@dataclass
+class Effects:
+    event: Event
+    program_version: int
+    teams: tuple[str, ...]
+    ledger: list[LedgerEffect] = field(default_factory=list)
+    positions: dict[str, PositionDelta] = field(default_factory=dict)
+    metrics: list[MetricDelta] = field(default_factory=list)
+    samples: list[MetricSample] = field(default_factory=list)
+    counters: list[CounterDelta] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def awards(self) -> list[dict[str, Any]]:
+        """The response's ``awards``: what this event earned by rule."""
+        return [{"currency": e.currency, "amount": e.amount, "rule": e.rule} for e in self.ledger if e.kind == "rule"]
+
+
+def apply_effects(state: ParticipantState, effects: Effects) -> None:
+    """Fold an event's effects into the in-memory state, so the next event sees them."""
+    for currency, delta in effects.positions.items():
+        apply(state.position(currency), delta)
+    for m in effects.metrics:
+        if m.team is None:
+            key = (m.metric, m.period)
+            state.metrics[key] = state.metrics.get(key, 0.0) + m.delta
+    for c in effects.counters:
+        key = (c.rule, c.period)
+        state.counters[key] = state.counters.get(key, 0) + c.delta
+        if c.last_at is not None and (c.rule not in state.last_award or c.last_at > state.last_award[c.rule]):
+            state.last_award[c.rule] = c.last_at

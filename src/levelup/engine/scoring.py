@@ -1,0 +1,233 @@
+"""The rules of the game: one event, one participant's state, one program version → effects.
+
+Pure: no clock, no I/O, no mutation of its inputs. Live ingestion, replay and
+simulation all call :func:`score`, which is why they agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from levelup.engine.model import (
+    CounterDelta,
+    Effects,
+    Event,
+    LedgerEffect,
+    MetricDelta,
+    MetricSample,
+    ParticipantState,
+    Problem,
+    ReversedEvent,
+)
+from levelup.ledger.positions import Position, PositionDelta, move
+from levelup.metrics.periods import GRAINS, local_date, period_keys
+from levelup.programs.compiled import CompiledProgram, CompiledRule
+from levelup.rules.expressions import Activation, condition_holds, whole_amount
+
+EARNING_KINDS = frozenset({"rule", "challenge", "prize"})
+
+
+def activation_for(program: CompiledProgram, state: ParticipantState, event: Event) -> Activation:
+    """The event and participant as CEL sees them, limited to what this event type's expressions read."""
+    wanted = program.variables_by_event.get(event.type, frozenset())
+    variables: dict[str, Any] = {}
+    if "id" in wanted:
+        variables["id"] = event.id
+    if "type" in wanted:
+        variables["type"] = event.type
+    if "data" in wanted:
+        variables["data"] = event.data
+    if "occurred_at" in wanted:
+        variables["occurred_at"] = event.occurred_at
+    if "participant" in wanted:
+        variables["participant"] = {
+            "id": state.id,
+            "name": state.name or "",
+            "teams": list(state.teams),
+            "attributes": dict(state.attributes),
+        }
+    return Activation(variables)
+
+
+def metric_contributions(
+    program: CompiledProgram, event: Event, teams: tuple[str, ...], activation: Activation, effects: Effects
+) -> None:
+    """What the event adds to each metric, in every period holding its time, for it and its teams."""
+    metrics = program.metrics_by_event.get(event.type)
+    if not metrics:
+        return
+    day = local_date(event.occurred_at, program.timezone)
+    periods = period_keys(day)
+    subjects: tuple[str | None, ...] = (None, *teams)
+    for metric in metrics:
+        holds, problem = condition_holds(metric.condition, activation)
+        if problem:
+            effects.problems.append(Problem(f"metric:{metric.key}", problem))
+        if not holds:
+            continue
+        value: Any = 1.0
+        if metric.value is not None:
+            try:
+                value = metric.value.evaluate(activation)
+            except Exception as exc:
+                effects.problems.append(Problem(f"metric:{metric.key}", f"value failed: {exc}"))
+                continue
+        if metric.aggregate in ("count", "sum"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                effects.problems.append(Problem(f"metric:{metric.key}", f"value {value!r} is not a number"))
+                continue
+            effects.metrics.extend(
+                MetricDelta(metric.key, period, float(value), team) for team in subjects for period in periods
+            )
+        else:
+            number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+            if metric.aggregate == "max" and (number != value or not math.isfinite(number)):
+                effects.problems.append(Problem(f"metric:{metric.key}", f"value {value!r} is not a number"))
+                continue
+            value_key = json.dumps(value, sort_keys=True, default=str)[:200]
+            effects.samples.extend(
+                MetricSample(metric.key, periods[0], number, value_key, 1, team) for team in subjects
+            )
+
+
+def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect, *, earning: bool) -> None:
+    """Append an entry and move the scratch position, so later entries of this event see it."""
+    position = scratch.get(entry.currency) or Position()
+    delta = move(position, entry.amount, counts_as_earned=earning)
+    scratch[entry.currency] = Position(
+        position.available + delta.available, position.arrears + delta.arrears, position.earned + delta.earned
+    )
+    effects.ledger.append(entry)
+    effects.positions[entry.currency] = effects.positions.get(entry.currency, PositionDelta()) + delta
+
+
+def _blocked(rule: CompiledRule, state: ParticipantState, event: Event, periods: tuple[str, ...]) -> str | None:
+    if rule.cap is not None:
+        period = periods[GRAINS.index(rule.cap.per)]
+        if state.counters.get((rule.key, period), 0) >= rule.cap.max:
+            return f"rule {rule.key}: cap of {rule.cap.max} per {rule.cap.per} reached ({period})"
+    if rule.cooldown_s is not None and rule.key in state.last_award:
+        gap = abs((event.occurred_at - state.last_award[rule.key]).total_seconds())
+        if gap < rule.cooldown_s:
+            return f"rule {rule.key}: cooldown of {rule.cooldown_s}s since the last award"
+    return None
+
+
+def _apply_rules(
+    program: CompiledProgram,
+    state: ParticipantState,
+    event: Event,
+    activation: Activation,
+    effects: Effects,
+    scratch: dict[str, Position],
+) -> None:
+    rules = program.rules_by_event.get(event.type)
+    if not rules:
+        return
+    if state.status != "active":
+        effects.notes.append(f"participant is {state.status}: no awards")
+        return
+    periods = period_keys(local_date(event.occurred_at, program.timezone))
+    for rule in rules:
+        holds, problem = condition_holds(rule.condition, activation)
+        if problem:
+            effects.problems.append(Problem(f"rule:{rule.key}", problem))
+        if not holds:
+            continue
+        blocked = _blocked(rule, state, event, periods)
+        if blocked:
+            effects.notes.append(blocked)
+            continue
+        entries = []
+        for award in rule.awards:
+            try:
+                base = (
+                    award.constant if award.expression is None else whole_amount(award.expression.evaluate(activation))
+                )
+            except Exception as exc:
+                effects.problems.append(Problem(f"rule:{rule.key}", f"award {award.currency} failed: {exc}"))
+                continue
+            amount = math.floor(base * program.multiplier(state.tier, award.currency))
+            if amount > 0:
+                entries.append(
+                    LedgerEffect(
+                        f"rule:{rule.key}:{award.currency}",
+                        award.currency,
+                        amount,
+                        "rule",
+                        rule.key,
+                        program.version,
+                        rule.explain,
+                        event.occurred_at,
+                    )
+                )
+        for entry in entries:
+            _book(effects, scratch, entry, earning=True)
+        if entries:
+            for grain in rule.counted_grains:
+                last = event.occurred_at if grain == "all" and rule.cooldown_s is not None else None
+                effects.counters.append(CounterDelta(rule.key, periods[GRAINS.index(grain)], 1, last))
+
+
+def _reverse(
+    reversed_event: ReversedEvent,
+    original: CompiledProgram,
+    state: ParticipantState,
+    event: Event,
+    effects: Effects,
+    scratch: dict[str, Position],
+) -> None:
+    """Undo an earlier event with compensating records: never by deleting."""
+    before = event.reverses
+    for entry in reversed_event.entries:
+        _book(
+            effects,
+            scratch,
+            LedgerEffect(
+                f"reversal:{entry.key}",
+                entry.currency,
+                -entry.amount,
+                "reversal",
+                entry.rule,
+                entry.rule_version,
+                f"reversal of event {before}: {entry.explain}",
+                event.occurred_at,
+            ),
+            earning=entry.kind in EARNING_KINDS,
+        )
+    undone = Effects(reversed_event.event, original.version, reversed_event.teams)
+    old = reversed_event.event
+    metric_contributions(original, old, reversed_event.teams, activation_for(original, state, old), undone)
+    effects.metrics.extend(MetricDelta(m.metric, m.period, -m.delta, m.team) for m in undone.metrics)
+    effects.samples.extend(
+        MetricSample(s.metric, s.day, s.value, s.value_key, -s.count, s.team) for s in undone.samples
+    )
+    periods = period_keys(local_date(old.occurred_at, original.timezone))
+    for rule_key in dict.fromkeys(e.rule for e in reversed_event.entries if e.kind == "rule" and e.rule):
+        rule = original.rules_by_key.get(rule_key)
+        for grain in rule.counted_grains if rule else ():
+            effects.counters.append(CounterDelta(rule_key, periods[GRAINS.index(grain)], -1))
+
+
+def score(
+    program: CompiledProgram,
+    state: ParticipantState,
+    event: Event,
+    reversed_event: ReversedEvent | None = None,
+    version_of: Callable[[int], CompiledProgram] | None = None,
+) -> Effects:
+    """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used."""
+    effects = Effects(event, program.version, state.teams)
+    scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
+    activation = activation_for(program, state, event)
+    if reversed_event is not None:
+        original = program
+        if version_of is not None and reversed_event.program_version != program.version:
+            original = version_of(reversed_event.program_version)
+        _reverse(reversed_event, original, state, event, effects, scratch)
+    metric_contributions(program, event, state.teams, activation, effects)
+    _apply_rules(program, state, event, activation, effects, scratch)
+    return effects

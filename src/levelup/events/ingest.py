@@ -1,0 +1,381 @@
+"""Event ingestion: the imperative shell around the engine.
+
+One transaction per batch: find duplicates, lock and load the participants,
+run every event through the engine in order (a :class:`~levelup.engine.world.World`),
+then write the event rows, ledger entries and projections with batched statements.
+Exactly-once comes from the database: one row per (program, event id), one ledger
+entry per idempotency key; a concurrent duplicate makes the transaction fail and
+the batch is retried, when it finds the duplicate and does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from levelup.engine.model import BookedEntry, Effects, Event, ReversedEvent
+from levelup.engine.world import World
+from levelup.errors import Conflict, FieldError, Invalid, LevelupError
+from levelup.events.schema import EventIn, parse_event
+from levelup.ledger.positions import PositionDelta
+from levelup.metrics.periods import local_date, period_keys
+from levelup.participants import repository as participants
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+from levelup.storage.sql import add_checked, upsert_add
+
+RETRIES = 3
+
+
+@dataclass
+class Outcome:
+    """What happened to one submitted event, in the response's shape."""
+
+    id: str
+    status: str  # accepted | duplicate | rejected
+    awards: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[FieldError] = field(default_factory=list)
+    error: LevelupError | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.status == "rejected":
+            body["errors"] = [e.as_dict() for e in self.errors]
+        else:
+            body["awards"] = self.awards
+        return body
+
+
+def _rejected(event_id: str, error: LevelupError) -> Outcome:
+    errors = error.errors or [FieldError("(event)", error.detail)]
+    return Outcome(event_id, "rejected", errors=errors, error=error)
+
+
+def ingest(runtime: Runtime, program_key: str, raw_events: Sequence[Any]) -> list[Outcome]:
+    """Ingest events in order; each gets an outcome. Retries the batch if a concurrent writer raced us."""
+    for attempt in range(RETRIES):
+        try:
+            with runtime.db.write() as connection:
+                return _ingest(runtime, connection, program_key, raw_events)
+        except IntegrityError:
+            if attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest(runtime: Runtime, connection: Connection, program_key: str, raw_events: Sequence[Any]) -> list[Outcome]:
+    program = programs.find(connection, program_key)
+    compiled = runtime.programs.compiled(connection, program)
+    received_at = dt.datetime.now(dt.UTC)
+    outcomes: list[Outcome | None] = [None] * len(raw_events)
+    parsed: list[tuple[int, EventIn, str]] = []
+    for i, raw in enumerate(raw_events):
+        result = parse_event(raw)
+        if isinstance(result, list):
+            raw_id = raw.get("id") if isinstance(raw, dict) else None
+            outcomes[i] = _rejected(str(raw_id or ""), Invalid("invalid event", errors=result))
+        else:
+            parsed.append((i, result, result.content_hash()))
+
+    stored = (
+        dict(
+            connection.execute(
+                select(t.events.c.event_id, t.events.c.content_hash).where(
+                    t.events.c.program_id == program.id, t.events.c.event_id.in_({e.id for _, e, _ in parsed})
+                )
+            )
+            .tuples()
+            .all()
+        )
+        if parsed
+        else {}
+    )
+    fresh: list[tuple[int, EventIn, str]] = []
+    for i, event, digest in parsed:
+        known = stored.get(event.id)
+        if known is None:
+            stored[event.id] = digest
+            fresh.append((i, event, digest))
+        elif known == digest:
+            outcomes[i] = Outcome(event.id, "duplicate")
+        else:
+            outcomes[i] = _rejected(
+                event.id,
+                Conflict(
+                    f"event {event.id!r} was already received with different content",
+                    errors=[FieldError("id", "already used by an event with different content")],
+                ),
+            )
+
+    if fresh:
+        _score_and_write(runtime, connection, program, compiled, fresh, received_at, outcomes)
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+def _earlier_events(
+    connection: Connection, program_id: int, event_ids: set[str]
+) -> tuple[dict[str, ReversedEvent], dict[str, str]]:
+    """Stored events that this batch reverses, with their ledger entries, and who already reversed them."""
+    if not event_ids:
+        return {}, {}
+    rows = connection.execute(
+        select(t.events, t.participants.c.external_id)
+        .join(t.participants, t.participants.c.id == t.events.c.participant_id)
+        .where(t.events.c.program_id == program_id, t.events.c.event_id.in_(event_ids))
+    ).all()
+    entries: dict[int, list[BookedEntry]] = defaultdict(list)
+    if rows:
+        for e in connection.execute(
+            select(t.ledger_entries).where(t.ledger_entries.c.event_seq.in_([r.seq for r in rows]))
+        ):
+            entries[e.event_seq].append(
+                BookedEntry(
+                    e.idempotency_key.split(":", 1)[1],
+                    e.currency,
+                    e.amount,
+                    e.kind,
+                    e.rule,
+                    e.rule_version,
+                    e.explain,
+                )
+            )
+    found = {
+        r.event_id: ReversedEvent(
+            Event(r.event_id, r.type, r.external_id, r.occurred_at, r.data, r.reverses),
+            r.program_version,
+            tuple(r.teams),
+            tuple(entries[r.seq]),
+        )
+        for r in rows
+    }
+    reversed_by = dict(
+        connection.execute(
+            select(t.reversals.c.reversed_event, t.reversals.c.by_event).where(
+                t.reversals.c.program_id == program_id, t.reversals.c.reversed_event.in_(event_ids)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    return found, reversed_by
+
+
+def _score_and_write(
+    runtime: Runtime,
+    connection: Connection,
+    program: programs.ProgramRecord,
+    compiled: CompiledProgram,
+    fresh: list[tuple[int, EventIn, str]],
+    received_at: dt.datetime,
+    outcomes: list[Outcome | None],
+) -> None:
+    events = [(i, e.to_event(received_at)) for i, e, _ in fresh]
+    ids = participants.ensure(connection, program.id, (e.participant for _, e in events))
+    participants.lock(connection, ids.values())
+    earlier, reversed_by = _earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
+    periods: dict[str, set[str]] = defaultdict(set)
+    for _, event in events:
+        periods[event.participant].update(period_keys(local_date(event.occurred_at, compiled.timezone)))
+    for target in earlier.values():
+        periods[target.event.participant].update(period_keys(local_date(target.event.occurred_at, compiled.timezone)))
+    loaded = participants.load_states(connection, program.id, ids, periods)
+
+    def version_of(version: int) -> CompiledProgram:
+        return runtime.programs.compiled(connection, program, version)
+
+    world = World(version_of, states=loaded.states, find_earlier=earlier.get, reversed_earlier=reversed_by.get)
+    done: list[Effects] = []
+    for i, event in events:
+        try:
+            effects = world.process(event, compiled)
+        except Invalid as exc:
+            outcomes[i] = _rejected(event.id, exc)
+            continue
+        done.append(effects)
+        outcomes[i] = Outcome(event.id, "accepted", effects.awards())
+    if done:
+        write_effects(connection, program.id, done, ids, received_at, {e.id: digest for _, e, digest in fresh})
+
+
+@dataclass
+class Writes:
+    """The rows a list of scored events turns into, merged per key: one statement per table."""
+
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    positions: dict[tuple[int, str], PositionDelta] = field(default_factory=dict)
+    totals: dict[tuple[str, str, str, int], float] = field(default_factory=lambda: defaultdict(float))
+    samples: dict[tuple[str, str, int, str, str], list[Any]] = field(default_factory=dict)
+    counters: dict[tuple[int, str, str], list[Any]] = field(default_factory=dict)
+    reversals: list[dict[str, Any]] = field(default_factory=list)
+
+
+def aggregate(
+    program_id: int,
+    done: Sequence[Effects],
+    ids: dict[str, int],
+    team_ids: dict[str, int],
+    seqs: dict[str, int],
+    created_at: dt.datetime,
+) -> Writes:
+    out = Writes()
+    for e in done:
+        participant_id = ids[e.event.participant]
+        seq = seqs[e.event.id]
+        out.ledger.extend(
+            {
+                "program_id": program_id,
+                "participant_id": participant_id,
+                "currency": entry.currency,
+                "amount": entry.amount,
+                "kind": entry.kind,
+                "rule": entry.rule,
+                "rule_version": entry.rule_version,
+                "event_seq": seq,
+                "idempotency_key": f"{seq}:{entry.key}",
+                "explain": entry.explain,
+                "at": entry.at,
+                "created_at": created_at,
+            }
+            for entry in e.ledger
+        )
+        for currency, delta in e.positions.items():
+            key = (participant_id, currency)
+            out.positions[key] = out.positions.get(key, PositionDelta()) + delta
+        for m in e.metrics:
+            subject = ("p", participant_id) if m.team is None else ("t", team_ids[m.team])
+            out.totals[(m.metric, m.period, *subject)] += m.delta
+        for s in e.samples:
+            subject = ("p", participant_id) if s.team is None else ("t", team_ids[s.team])
+            sample_key = (s.metric, subject[0], subject[1], s.day, s.value_key)
+            if sample_key in out.samples:
+                out.samples[sample_key][1] += s.count
+            else:
+                out.samples[sample_key] = [s.value, s.count]
+        for c in e.counters:
+            current = out.counters.setdefault((participant_id, c.rule, c.period), [0, None])
+            current[0] += c.delta
+            if c.last_at is not None and (current[1] is None or c.last_at > current[1]):
+                current[1] = c.last_at
+        if e.event.reverses:
+            out.reversals.append({"program_id": program_id, "reversed_event": e.event.reverses, "by_event": e.event.id})
+    return out
+
+
+def write_projections(connection: Connection, program_id: int, writes: Writes) -> None:
+    """Add the merged deltas to balances, metrics and rule counters."""
+    add_checked(
+        connection,
+        t.positions,
+        [
+            {
+                "participant_id": p,
+                "currency": c,
+                "program_id": program_id,
+                "available": d.available,
+                "arrears": d.arrears,
+                "earned": d.earned,
+            }
+            for (p, c), d in writes.positions.items()
+        ],
+        keys=["participant_id", "currency"],
+        add=["available", "arrears", "earned"],
+    )
+    upsert_add(
+        connection,
+        t.metric_totals,
+        [
+            {
+                "program_id": program_id,
+                "metric": m,
+                "period": p,
+                "subject_kind": k,
+                "subject_id": s,
+                "value": v,
+            }
+            for (m, p, k, s), v in writes.totals.items()
+        ],
+        keys=["program_id", "metric", "period", "subject_kind", "subject_id"],
+        add=["value"],
+    )
+    upsert_add(
+        connection,
+        t.metric_samples,
+        [
+            {
+                "program_id": program_id,
+                "metric": m,
+                "subject_kind": k,
+                "subject_id": s,
+                "day": d,
+                "value_key": vk,
+                "value": v[0],
+                "count": v[1],
+            }
+            for (m, k, s, d, vk), v in writes.samples.items()
+        ],
+        keys=["program_id", "metric", "subject_kind", "subject_id", "day", "value_key"],
+        add=["count"],
+    )
+    upsert_add(
+        connection,
+        t.rule_counters,
+        [
+            {"participant_id": p, "rule": r, "period": per, "count": v[0], "last_at": v[1]}
+            for (p, r, per), v in writes.counters.items()
+        ],
+        keys=["participant_id", "rule", "period"],
+        add=["count"],
+        latest=["last_at"],
+    )
+
+
+def write_effects(
+    connection: Connection,
+    program_id: int,
+    done: list[Effects],
+    ids: dict[str, int],
+    received_at: dt.datetime,
+    hashes: dict[str, str],
+) -> None:
+    """Append the scored events and their ledger entries, then update the projections."""
+    team_ids = participants.ensure_teams(connection, program_id, {team for e in done for team in e.teams})
+    seqs = dict(
+        connection.execute(
+            t.events.insert().returning(t.events.c.event_id, t.events.c.seq, sort_by_parameter_order=True),
+            [
+                {
+                    "program_id": program_id,
+                    "event_id": e.event.id,
+                    "type": e.event.type,
+                    "participant_id": ids[e.event.participant],
+                    "occurred_at": e.event.occurred_at,
+                    "received_at": received_at,
+                    "data": dict(e.event.data),
+                    "reverses": e.event.reverses,
+                    "content_hash": hashes[e.event.id],
+                    "program_version": e.program_version,
+                    "teams": list(e.teams),
+                    "problems": [p.__dict__ for p in e.problems] or None,
+                    "notes": e.notes or None,
+                }
+                for e in done
+            ],
+        )
+        .tuples()
+        .all()
+    )
+    writes = aggregate(program_id, done, ids, team_ids, seqs, received_at)
+    if writes.ledger:
+        connection.execute(t.ledger_entries.insert(), writes.ledger)
+    if writes.reversals:
+        connection.execute(t.reversals.insert(), writes.reversals)
+    write_projections(connection, program_id, writes)

@@ -1,0 +1,48 @@
+"""How a signed ledger amount moves a participant's position in one currency.
+
+A position is ``available`` (spendable now, never negative) and ``arrears`` (what
+a reversal could not take back because the points were already spent). The sum
+of the ledger always equals ``available - arrears``; new credits pay arrears off
+first. Nothing is silently lost and no balance is ever secretly negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Position:
+    available: int = 0
+    arrears: int = 0
+    earned: int = 0  # lifetime credits from play (rules, challenges, prizes): what levels climb on
+
+    @property
+    def net(self) -> int:
+        return self.available - self.arrears
+
+
+@dataclass(frozen=True)
+class PositionDelta:
+    available: int = 0
+    arrears: int = 0
+    earned: int = 0
+
+    def __add__(self, other: PositionDelta) -> PositionDelta:
+        return PositionDelta(self.available + other.available, self.arrears + other.arrears, self.earned + other.earned)
+
+
+def move(position: Position, amount: int, *, counts_as_earned: bool) -> PositionDelta:
+    """The delta that books ``amount``: credits pay arrears first, debits beyond the balance become arrears."""
+    earned = amount if counts_as_earned else 0
+    if amount >= 0:
+        paid = min(position.arrears, amount)
+        return PositionDelta(amount - paid, -paid, earned)
+    taken = min(position.available, -amount)
+    return PositionDelta(-taken, -amount - taken, earned)
+
+
+def apply(position: Position, delta: PositionDelta) -> None:
+    position.available += delta.available
+    position.arrears += delta.arrears
+    position.earned += delta.earned

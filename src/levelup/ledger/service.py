@@ -1,0 +1,151 @@
+"""Reading the ledger, and the one write path outside events: audited manual adjustments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.errors import Conflict, FieldError, Invalid, NotFound
+from levelup.ledger.positions import Position, move
+from levelup.participants import repository as participants
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.service import ProgramRecord
+from levelup.storage import tables as t
+from levelup.storage.sql import add_checked
+
+MAX_PAGE = 500
+
+
+def participant_id(connection: Connection, program: ProgramRecord, external_id: str) -> int:
+    found = connection.execute(
+        select(t.participants.c.id).where(
+            t.participants.c.program_id == program.id, t.participants.c.external_id == external_id
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no participant {external_id!r} in program {program.key!r}")
+    return int(found)
+
+
+def entries(
+    connection: Connection, program: ProgramRecord, external_id: str, *, before: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of entries, newest first, and the cursor of the next page (None at the end)."""
+    pid = participant_id(connection, program, external_id)
+    query = (
+        select(t.ledger_entries, t.events.c.event_id)
+        .outerjoin(t.events, t.events.c.seq == t.ledger_entries.c.event_seq)
+        .where(t.ledger_entries.c.participant_id == pid)
+        .order_by(t.ledger_entries.c.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(t.ledger_entries.c.id < before)
+    rows = connection.execute(query).all()
+    page = [
+        {
+            "id": r.id,
+            "currency": r.currency,
+            "amount": r.amount,
+            "kind": r.kind,
+            "rule": r.rule,
+            "rule_version": r.rule_version,
+            "event": r.event_id,
+            "explain": r.explain,
+            "at": r.at.isoformat(),
+        }
+        for r in rows[:limit]
+    ]
+    return page, (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def adjust(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    *,
+    participant: str,
+    currency: str,
+    amount: int,
+    note: str,
+    actor: str,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    """Credit or debit by hand. A debit never takes the available balance below zero."""
+    if currency not in compiled.currencies:
+        raise Invalid("unknown currency", errors=[FieldError("currency", f'no currency "{currency}" in the program')])
+    if amount == 0:
+        raise Invalid("amount is zero", errors=[FieldError("amount", "must not be zero")])
+    key = f"adjustment:{idempotency_key or uuid.uuid4().hex}"
+    pid = participants.ensure(connection, program.id, [participant])[participant]
+    participants.lock(connection, [pid])
+    existing = connection.execute(
+        select(t.ledger_entries).where(
+            t.ledger_entries.c.program_id == program.id, t.ledger_entries.c.idempotency_key == key
+        )
+    ).first()
+    if existing is not None:
+        if (existing.participant_id, existing.currency, existing.amount) != (pid, currency, amount):
+            raise Conflict("this idempotency key was used for a different adjustment")
+        return {"id": existing.id, "status": "duplicate"}
+    row = connection.execute(
+        select(t.positions).where(t.positions.c.participant_id == pid, t.positions.c.currency == currency)
+    ).first()
+    position = Position(row.available, row.arrears, row.earned) if row else Position()
+    if amount < 0 and position.available < -amount:
+        raise Conflict(
+            f"insufficient balance: {position.available} {currency} available, debit of {-amount}",
+            code="insufficient_balance",
+        )
+    delta = move(position, amount, counts_as_earned=True)
+    now = dt.datetime.now(dt.UTC)
+    entry_id = connection.execute(
+        t.ledger_entries.insert()
+        .values(
+            program_id=program.id,
+            participant_id=pid,
+            currency=currency,
+            amount=amount,
+            kind="adjustment",
+            idempotency_key=key,
+            explain=f"manual adjustment by {actor}: {note}",
+            at=now,
+            created_at=now,
+        )
+        .returning(t.ledger_entries.c.id)
+    ).scalar_one()
+    add_checked(
+        connection,
+        t.positions,
+        [
+            {
+                "participant_id": pid,
+                "currency": currency,
+                "program_id": program.id,
+                "available": delta.available,
+                "arrears": delta.arrears,
+                "earned": delta.earned,
+            }
+        ],
+        keys=["participant_id", "currency"],
+        add=["available", "arrears", "earned"],
+    )
+    connection.execute(
+        t.audit_log.insert().values(
+            program_id=program.id,
+            actor=actor,
+            action="ledger.adjust",
+            detail={
+                "participant": participant,
+                "currency": currency,
+                "amount": amount,
+                "note": note,
+                "entry": entry_id,
+            },
+            at=now,
+        )
+    )
+    return {"id": entry_id, "status": "accepted"}

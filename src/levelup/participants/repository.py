@@ -1,0 +1,171 @@
+"""Participants and teams: creation on first sight, profiles, and the engine state of a batch."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.engine.model import ParticipantState
+from levelup.ledger.positions import Position
+from levelup.storage import tables as t
+from levelup.storage.sql import insert_ignore
+
+
+@dataclass
+class Loaded:
+    """States of a batch's participants, with the internal ids the shell writes with."""
+
+    states: dict[str, ParticipantState]
+    ids: dict[str, int]
+    team_ids: dict[str, int]
+
+
+def ensure(connection: Connection, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
+    """Internal ids of these participants, creating the unknown ones."""
+    wanted = sorted(set(external_ids))
+    if not wanted:
+        return {}
+    query = select(t.participants.c.external_id, t.participants.c.id).where(
+        t.participants.c.program_id == program_id, t.participants.c.external_id.in_(wanted)
+    )
+    found = dict(connection.execute(query).tuples().all())
+    missing = [e for e in wanted if e not in found]
+    if missing:
+        now = dt.datetime.now(dt.UTC)
+        insert_ignore(
+            connection,
+            t.participants,
+            [{"program_id": program_id, "external_id": e, "attributes": {}, "created_at": now} for e in missing],
+        )
+        found = dict(connection.execute(query).tuples().all())
+    return found
+
+
+def ensure_teams(connection: Connection, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
+    wanted = sorted(set(external_ids))
+    if not wanted:
+        return {}
+    query = select(t.teams.c.external_id, t.teams.c.id).where(
+        t.teams.c.program_id == program_id, t.teams.c.external_id.in_(wanted)
+    )
+    found = dict(connection.execute(query).tuples().all())
+    missing = [e for e in wanted if e not in found]
+    if missing:
+        insert_ignore(connection, t.teams, [{"program_id": program_id, "external_id": e} for e in missing])
+        found = dict(connection.execute(query).tuples().all())
+    return found
+
+
+def lock(connection: Connection, ids: Iterable[int]) -> None:
+    """Serialize writers per participant (in id order, so two batches cannot deadlock).
+
+    SQLite has one writer at a time already (``BEGIN IMMEDIATE``).
+    """
+    if connection.dialect.name != "sqlite":
+        connection.execute(
+            select(t.participants.c.id)
+            .where(t.participants.c.id.in_(sorted(set(ids))))
+            .order_by(t.participants.c.id)
+            .with_for_update()
+        ).all()
+
+
+def load_states(
+    connection: Connection, program_id: int, ids: Mapping[str, int], periods: Mapping[str, set[str]]
+) -> Loaded:
+    """Engine states of these participants, with their metrics and rule counters in ``periods``."""
+    by_id = {v: k for k, v in ids.items()}
+    states: dict[str, ParticipantState] = {}
+    internal = list(by_id)
+    for row in connection.execute(
+        select(
+            t.participants.c.id,
+            t.participants.c.name,
+            t.participants.c.attributes,
+            t.participants.c.status,
+            t.participants.c.tier,
+        ).where(t.participants.c.id.in_(internal))
+    ):
+        external = by_id[row.id]
+        states[external] = ParticipantState(external, row.name, (), row.attributes or {}, row.status, row.tier)
+    team_ids: dict[str, int] = {}
+    memberships: dict[str, list[str]] = {}
+    for row in connection.execute(
+        select(t.memberships.c.participant_id, t.teams.c.external_id, t.teams.c.id)
+        .join(t.teams, t.teams.c.id == t.memberships.c.team_id)
+        .where(t.memberships.c.participant_id.in_(internal))
+    ):
+        memberships.setdefault(by_id[row.participant_id], []).append(row.external_id)
+        team_ids[row.external_id] = row.id
+    for external, team_list in memberships.items():
+        states[external].teams = tuple(sorted(team_list))
+    for row in connection.execute(select(t.positions).where(t.positions.c.participant_id.in_(internal))):
+        states[by_id[row.participant_id]].positions[row.currency] = Position(row.available, row.arrears, row.earned)
+    all_periods = sorted(set().union(*periods.values())) if periods else []
+    if all_periods:
+        for row in connection.execute(
+            select(
+                t.metric_totals.c.subject_id,
+                t.metric_totals.c.metric,
+                t.metric_totals.c.period,
+                t.metric_totals.c.value,
+            ).where(
+                t.metric_totals.c.subject_id.in_(internal),
+                t.metric_totals.c.subject_kind == "p",
+                t.metric_totals.c.period.in_(all_periods),
+            )
+        ):
+            states[by_id[row.subject_id]].metrics[(row.metric, row.period)] = row.value
+        for row in connection.execute(
+            select(t.rule_counters).where(
+                t.rule_counters.c.participant_id.in_(internal), t.rule_counters.c.period.in_(all_periods)
+            )
+        ):
+            state = states[by_id[row.participant_id]]
+            state.counters[(row.rule, row.period)] = row.count
+            if row.last_at is not None:
+                state.last_award[row.rule] = row.last_at
+    return Loaded(states, dict(ids), team_ids)
+
+
+def set_profile(
+    connection: Connection,
+    program_id: int,
+    external_id: str,
+    *,
+    name: str | None,
+    teams: list[str] | None,
+    attributes: dict[str, Any] | None,
+) -> bool:
+    """Create or update a participant; returns whether it was created."""
+    row = connection.execute(
+        select(t.participants.c.id).where(
+            t.participants.c.program_id == program_id, t.participants.c.external_id == external_id
+        )
+    ).first()
+    participant_id = row.id if row else ensure(connection, program_id, [external_id])[external_id]
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if attributes is not None:
+        changes["attributes"] = attributes
+    if changes:
+        connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(**changes))
+    if teams is not None:
+        team_ids = ensure_teams(connection, program_id, teams)
+        connection.execute(t.memberships.delete().where(t.memberships.c.participant_id == participant_id))
+        if team_ids:
+            connection.execute(
+                t.memberships.insert(),
+                [{"participant_id": participant_id, "team_id": i} for i in team_ids.values()],
+            )
+    return row is None
+
+
+def set_team(connection: Connection, program_id: int, external_id: str, *, name: str) -> None:
+    team_id = ensure_teams(connection, program_id, [external_id])[external_id]
+    connection.execute(t.teams.update().where(t.teams.c.id == team_id).values(name=name))

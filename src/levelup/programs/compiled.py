@@ -1,0 +1,145 @@
+"""A program version made ready for the engine: expressions compiled, rules indexed by event type.
+
+Built once per (program, version) and shared read-only, so scoring an event does
+no parsing and no lookups beyond a dict access.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from levelup.programs.document import Cap, ProgramDocument, Rule, duration_seconds
+from levelup.rules.expressions import Expression
+
+PERIOD_WORDS = {
+    "day": "a day",
+    "week": "a week",
+    "month": "a month",
+    "quarter": "a quarter",
+    "year": "a year",
+}
+
+
+@dataclass(frozen=True)
+class CompiledAward:
+    currency: str
+    constant: int | None
+    expression: Expression | None
+
+    @property
+    def source(self) -> str:
+        return str(self.constant) if self.expression is None else self.expression.source
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    key: str
+    event: str
+    condition: Expression | None
+    awards: tuple[CompiledAward, ...]
+    cap: Cap | None
+    cooldown_s: int | None
+    explain: str
+
+    @property
+    def counted_grains(self) -> tuple[str, ...]:
+        """Periods whose award counters this rule needs: its cap's, and ``all`` for a cooldown."""
+        grains = [self.cap.per] if self.cap else []
+        if self.cooldown_s is not None and "all" not in grains:
+            grains.append("all")
+        return tuple(grains)
+
+
+@dataclass(frozen=True)
+class CompiledMetric:
+    key: str
+    event: str
+    condition: Expression | None
+    aggregate: str
+    value: Expression | None
+
+
+def explain_rule(source: Rule, awards: tuple[CompiledAward, ...], currency_names: dict[str, str]) -> str:
+    """The rule's own explanation, or a sentence generated from it (caps and cooldowns included)."""
+    if source.explain:
+        return source.explain
+    amounts = " and ".join(f"{a.source} {currency_names.get(a.currency, a.currency)}" for a in awards)
+    text = f"{amounts} for each {source.event} event"
+    if source.if_:
+        text += f" when {source.if_}"
+    if source.cap:
+        per = "in all" if source.cap.per == "all" else PERIOD_WORDS[source.cap.per]
+        text += f", at most {source.cap.max} {'time' if source.cap.max == 1 else 'times'} {per}"
+    if source.cooldown:
+        text += f", at most once every {source.cooldown}"
+    return text
+
+
+class CompiledProgram:
+    """One immutable program version, ready to score events."""
+
+    def __init__(self, doc: ProgramDocument, version: int) -> None:
+        self.doc = doc
+        self.version = version
+        self.key = doc.program
+        self.timezone = doc.timezone
+        names = {c.key: c.name for c in doc.currencies}
+        rules: list[CompiledRule] = []
+        for source in doc.rules:
+            awards = tuple(
+                CompiledAward(c, None, Expression.compile(a))
+                if isinstance(a, str)
+                else CompiledAward(c, int(a // 1), None)
+                for c, a in source.award.items()
+            )
+            rules.append(
+                CompiledRule(
+                    key=source.key,
+                    event=source.event,
+                    condition=Expression.compile(source.if_) if source.if_ else None,
+                    awards=awards,
+                    cap=source.cap,
+                    cooldown_s=duration_seconds(source.cooldown) if source.cooldown else None,
+                    explain=explain_rule(source, awards, names),
+                )
+            )
+        self.rules = tuple(rules)
+        self.metrics = tuple(
+            CompiledMetric(
+                key=m.key,
+                event=m.event,
+                condition=Expression.compile(m.if_) if m.if_ else None,
+                aggregate=m.aggregate,
+                value=Expression.compile(m.value) if m.value else None,
+            )
+            for m in doc.metrics
+        )
+        self.rules_by_event: dict[str, tuple[CompiledRule, ...]] = {}
+        for rule in self.rules:
+            self.rules_by_event[rule.event] = (*self.rules_by_event.get(rule.event, ()), rule)
+        self.metrics_by_event: dict[str, tuple[CompiledMetric, ...]] = {}
+        for metric in self.metrics:
+            self.metrics_by_event[metric.event] = (*self.metrics_by_event.get(metric.event, ()), metric)
+        self.rules_by_key = {r.key: r for r in self.rules}
+        self.metrics_by_key = {m.key: m for m in self.metrics}
+        self.currencies = {c.key: c for c in doc.currencies}
+
+    @cached_property
+    def variables_by_event(self) -> dict[str, frozenset[str]]:
+        """Per event type, the variables its rules and metrics read: only those are given to CEL."""
+        out: dict[str, frozenset[str]] = {}
+        for event_type in {*self.rules_by_event, *self.metrics_by_event}:
+            expressions = [r.condition for r in self.rules_by_event.get(event_type, ())]
+            expressions += [a.expression for r in self.rules_by_event.get(event_type, ()) for a in r.awards]
+            for m in self.metrics_by_event.get(event_type, ()):
+                expressions += [m.condition, m.value]
+            out[event_type] = frozenset().union(*(e.variables for e in expressions if e is not None))
+        return out
+
+    def multiplier(self, tier: str | None, currency: str) -> float:
+        """The earning multiplier a tier gives on a currency (1 without tiers)."""
+        if tier is None or self.doc.tiers is None:
+            return 1.0
+        step = next((s for s in self.doc.tiers.steps if s.name == tier), None)
+        return (step.multiplier or {}).get(currency, 1.0) if step else 1.0

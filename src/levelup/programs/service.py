@@ -1,0 +1,98 @@
+"""Applying program documents as immutable versions, and finding the version in force."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.errors import NotFound
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import ProgramDocument
+from levelup.storage import tables as t
+
+
+@dataclass(frozen=True)
+class ProgramRecord:
+    id: int
+    key: str
+    version: int
+
+
+class ProgramCache:
+    """Compiled versions, keyed by program id and version: a version never changes once applied."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, int], CompiledProgram] = {}
+
+    def compiled(self, connection: Connection, program: ProgramRecord, version: int | None = None) -> CompiledProgram:
+        key = (program.id, version or program.version)
+        found = self._compiled.get(key)
+        if found is None:
+            document = connection.execute(
+                select(t.program_versions.c.document).where(
+                    t.program_versions.c.program_id == key[0], t.program_versions.c.version == key[1]
+                )
+            ).scalar_one()
+            found = self._compiled[key] = CompiledProgram(ProgramDocument.model_validate(document), key[1])
+        return found
+
+
+def find(connection: Connection, key: str) -> ProgramRecord:
+    row = connection.execute(
+        select(t.programs.c.id, t.programs.c.key, t.programs.c.version).where(t.programs.c.key == key)
+    ).first()
+    if row is None:
+        raise NotFound(f"no program {key!r}")
+    return ProgramRecord(row.id, row.key, row.version)
+
+
+def document_of(connection: Connection, program: ProgramRecord, version: int | None = None) -> dict[str, Any]:
+    document = connection.execute(
+        select(t.program_versions.c.document).where(
+            t.program_versions.c.program_id == program.id,
+            t.program_versions.c.version == (version or program.version),
+        )
+    ).scalar_one_or_none()
+    if document is None:
+        raise NotFound(f"program {program.key!r} has no version {version}")
+    assert isinstance(document, dict)
+    return document
+
+
+def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[ProgramRecord, bool]:
+    """Make ``doc`` the version in force. Returns the record and whether a new version was made.
+
+    Re-applying the document already in force makes no new version, so a deploy
+    script can apply on every run.
+    """
+    now = dt.datetime.now(dt.UTC)
+    document = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    row = connection.execute(
+        select(t.programs.c.id, t.programs.c.version).where(t.programs.c.key == doc.program).with_for_update()
+    ).first()
+    if row is None:
+        program_id = connection.execute(
+            t.programs.insert().values(key=doc.program, version=1, created_at=now).returning(t.programs.c.id)
+        ).scalar_one()
+        version = 1
+    else:
+        program_id = row.id
+        current = ProgramRecord(row.id, doc.program, row.version)
+        if document_of(connection, current) == document:
+            return current, False
+        version = row.version + 1
+        connection.execute(t.programs.update().where(t.programs.c.id == program_id).values(version=version))
+    connection.execute(
+        t.program_versions.insert().values(
+            program_id=program_id, version=version, document=document, applied_at=now, applied_by=actor
+        )
+    )
+    connection.execute(
+        t.audit_log.insert().values(
+            program_id=program_id, actor=actor, action="program.apply", detail={"version": version}, at=now
+        )
+    )
+    return ProgramRecord(program_id, doc.program, version), True

@@ -1,0 +1,233 @@
+"""Parse and validate a program document, reporting every error with its path.
+
+Shape errors come from pydantic; cross references and CEL syntax are checked
+here, so an admin fixing a document sees the whole list at once, e.g.
+``rules[2].award.xp: unknown currency "xpp"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from levelup.errors import FieldError, Invalid, path_of
+from levelup.metrics.periods import ROLLING
+from levelup.programs.document import ProgramDocument
+from levelup.rules.expressions import Expression, ExpressionError
+
+MAX_DOCUMENT_BYTES = 1_000_000
+_UNION_TAGS = {"int", "float", "str", "bool", "constrained-str", "function-after", "literal"}
+
+
+def parse_text(text: str | bytes, *, yaml_ok: bool = True) -> Any:
+    """JSON or YAML text to plain data; Invalid with the line when it does not parse."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise Invalid(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except ValueError as json_error:
+        if not yaml_ok:
+            raise Invalid(f"not valid JSON: {json_error}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise Invalid(f"not valid YAML or JSON{where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _shape_errors(error: ValidationError) -> list[FieldError]:
+    errors: dict[str, list[str]] = {}
+    for item in error.errors():
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.split("[")[0] in _UNION_TAGS)]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        errors.setdefault(path_of(loc) or "(document)", []).append(message)
+    return [FieldError(path, "; ".join(dict.fromkeys(msgs))) for path, msgs in errors.items()]
+
+
+def expressions_of(data: Any) -> Iterator[tuple[str, str]]:
+    """Every CEL expression in a document (parsed or raw), with its path.
+
+    Works on raw data so CEL errors are reported even when the shape is broken.
+    """
+    raw = data.model_dump(by_alias=True) if isinstance(data, ProgramDocument) else data
+    for section, fields in (("metrics", ("if", "value")), ("rules", ("if",))):
+        items = raw.get(section) if isinstance(raw, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict):
+                continue
+            for name in fields:
+                if isinstance(item.get(name), str):
+                    yield f"{section}[{i}].{name}", item[name]
+            award = item.get("award") if section == "rules" else None
+            for currency, amount in award.items() if isinstance(award, dict) else ():
+                if isinstance(amount, str):
+                    yield f"{section}[{i}].award.{currency}", amount
+
+
+def _raw_errors(data: dict[str, Any]) -> Iterator[FieldError]:
+    """Checks that need no valid shape: CEL syntax and the currencies rules award."""
+    currencies = data.get("currencies")
+    known = {c.get("key") for c in currencies if isinstance(c, dict)} if isinstance(currencies, list) else set()
+    rules = data.get("rules")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        award = rule.get("award") if isinstance(rule, dict) else None
+        for currency in award if isinstance(award, dict) else ():
+            if currency not in known:
+                yield FieldError(f"rules[{i}].award.{currency}", f'unknown currency "{currency}"')
+    for path, source in expressions_of(data):
+        try:
+            Expression.compile(source)
+        except ExpressionError as exc:
+            where = f" at column {exc.column}" if exc.column else ""
+            yield FieldError(path, f"CEL syntax error{where}: {exc}")
+
+
+def _award_errors(path: str, award: dict[str, Any] | None, doc: ProgramDocument) -> Iterator[FieldError]:
+    for currency in award or {}:
+        if doc.currency(currency) is None:
+            yield FieldError(f"{path}.{currency}", f'unknown currency "{currency}"')
+
+
+def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
+    for name in (
+        "currencies",
+        "metrics",
+        "rules",
+        "badges",
+        "streaks",
+        "challenges",
+        "leaderboards",
+        "rewards",
+    ):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(doc, name)):
+            if item.key in seen:
+                yield FieldError(f"{name}[{i}].key", f'duplicate key "{item.key}"')
+            seen.add(item.key)
+    metric_keys = {m.key for m in doc.metrics}
+
+    def metric_ref(path: str, key: str | None) -> Iterator[FieldError]:
+        if key is not None and key not in metric_keys:
+            yield FieldError(path, f'unknown metric "{key}"')
+
+    for i, metric in enumerate(doc.metrics):
+        if metric.aggregate != "count" and metric.value is None:
+            yield FieldError(f"metrics[{i}].value", f"required for aggregate {metric.aggregate}")
+        if metric.aggregate == "count" and metric.value is not None:
+            yield FieldError(f"metrics[{i}].value", "a count has no value")
+    if doc.levels:
+        if (doc.levels.currency is None) == (doc.levels.metric is None):
+            yield FieldError("levels", "give exactly one of currency or metric")
+        if doc.levels.currency and doc.currency(doc.levels.currency) is None:
+            yield FieldError("levels.currency", f'unknown currency "{doc.levels.currency}"')
+        yield from metric_ref("levels.metric", doc.levels.metric)
+        yield from _ascending("levels.steps", [s.at for s in doc.levels.steps])
+    for i, badge in enumerate(doc.badges):
+        for g, grade in enumerate(badge.grades):
+            for c, criterion in enumerate(grade.when):
+                yield from metric_ref(f"badges[{i}].grades[{g}].when[{c}].metric", criterion.metric)
+    for i, streak in enumerate(doc.streaks):
+        yield from metric_ref(f"streaks[{i}].metric", streak.metric)
+    for i, challenge in enumerate(doc.challenges):
+        yield from _challenge_errors(f"challenges[{i}]", challenge, doc, metric_ref)
+    for i, board in enumerate(doc.leaderboards):
+        if (board.metric is None) == (board.currency is None):
+            yield FieldError(f"leaderboards[{i}]", "give exactly one of metric or currency")
+        yield from metric_ref(f"leaderboards[{i}].metric", board.metric)
+        if board.currency and doc.currency(board.currency) is None:
+            yield FieldError(f"leaderboards[{i}].currency", f'unknown currency "{board.currency}"')
+    if doc.tiers:
+        yield from metric_ref("tiers.metric", doc.tiers.metric)
+        yield from _ascending("tiers.steps", [s.at for s in doc.tiers.steps])
+        for s, step in enumerate(doc.tiers.steps):
+            yield from _award_errors(f"tiers.steps[{s}].multiplier", step.multiplier, doc)
+    tier_names = {s.name for s in doc.tiers.steps} if doc.tiers else set()
+    level_names = {s.name for s in doc.levels.steps} if doc.levels else set()
+    for i, reward in enumerate(doc.rewards):
+        for currency in reward.cost:
+            found = doc.currency(currency)
+            if found is None:
+                yield FieldError(f"rewards[{i}].cost.{currency}", f'unknown currency "{currency}"')
+            elif not found.spendable:
+                yield FieldError(f"rewards[{i}].cost.{currency}", f'currency "{currency}" is not spendable')
+        if reward.requires and reward.requires.tier and reward.requires.tier not in tier_names:
+            yield FieldError(f"rewards[{i}].requires.tier", f'unknown tier "{reward.requires.tier}"')
+        if reward.requires and reward.requires.level and reward.requires.level not in level_names:
+            yield FieldError(f"rewards[{i}].requires.level", f'unknown level "{reward.requires.level}"')
+    if doc.kudos and doc.currency(doc.kudos.currency) is None:
+        yield FieldError("kudos.currency", f'unknown currency "{doc.kudos.currency}"')
+
+
+def _ascending(path: str, values: list[float]) -> Iterator[FieldError]:
+    if values and values[0] != 0:
+        yield FieldError(f"{path}[0].at", "the first step starts at 0")
+    for i in range(1, len(values)):
+        if values[i] <= values[i - 1]:
+            yield FieldError(f"{path}[{i}].at", "steps must rise strictly")
+
+
+def _challenge_errors(path: str, challenge: Any, doc: ProgramDocument, metric_ref: Any) -> Iterator[FieldError]:
+    yield from metric_ref(f"{path}.metric", challenge.metric)
+    yield from _award_errors(f"{path}.reward", challenge.reward, doc)
+    if challenge.kind == "quest":
+        if not challenge.steps:
+            yield FieldError(f"{path}.steps", "a quest needs steps")
+        for s, step in enumerate(challenge.steps or []):
+            yield from metric_ref(f"{path}.steps[{s}].metric", step.metric)
+    else:
+        if challenge.metric is None:
+            yield FieldError(f"{path}.metric", f"a {challenge.kind} needs a metric")
+        if challenge.kind == "goal" and challenge.target is None:
+            yield FieldError(f"{path}.target", "a goal needs a target")
+        if challenge.steps:
+            yield FieldError(f"{path}.steps", "only a quest has steps")
+    if challenge.kind == "competition":
+        if not challenge.prizes:
+            yield FieldError(f"{path}.prizes", "a competition needs prizes")
+        for p, prize in enumerate(challenge.prizes or []):
+            yield from _award_errors(f"{path}.prizes[{p}].award", prize.award, doc)
+    if challenge.every and (challenge.start or challenge.end):
+        yield FieldError(f"{path}.every", "give either every or start/end, not both")
+    if challenge.kind == "competition" and not challenge.every and not (challenge.start and challenge.end):
+        yield FieldError(f"{path}", "a competition needs every, or start and end")
+    if challenge.start and challenge.end and challenge.end < challenge.start:
+        yield FieldError(f"{path}.end", "ends before it starts")
+
+
+def _window_errors(doc: ProgramDocument) -> Iterator[FieldError]:
+    for i, badge in enumerate(doc.badges):
+        for g, grade in enumerate(badge.grades):
+            for c, criterion in enumerate(grade.when):
+                if badge.repeatable and ROLLING.match(criterion.window):
+                    yield FieldError(
+                        f"badges[{i}].grades[{g}].when[{c}].window",
+                        "a repeatable badge's criteria use calendar windows",
+                    )
+
+
+def validate_document(data: Any, *, program: str | None = None) -> ProgramDocument:
+    """A validated document, or Invalid listing every error with its path."""
+    if not isinstance(data, dict):
+        raise Invalid("a program document is a mapping", errors=[FieldError("(document)", "expected a mapping")])
+    errors = list(_raw_errors(data))
+    try:
+        doc = ProgramDocument.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid("the program document is invalid", errors=_shape_errors(exc) + errors) from None
+    errors += list(_reference_errors(doc)) + list(_window_errors(doc))
+    if program is not None and doc.program != program:
+        errors.append(FieldError("program", f'must equal the program in the URL, "{program}"'))
+    if errors:
+        raise Invalid("the program document is invalid", errors=errors)
+    return doc
+
+
+def load_document(text: str | bytes, *, program: str | None = None) -> ProgramDocument:
+    return validate_document(parse_text(text), program=program)

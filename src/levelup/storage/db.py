@@ -1,0 +1,99 @@
+"""Connections, transactions and migrations, for SQLite (embedded default) and PostgreSQL.
+
+Whoever starts the work (an HTTP request, a CLI command, a job) owns the
+transaction: services take a connection and never commit. Writes on SQLite take
+the write lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of
+failing on a lock upgrade; on PostgreSQL they lock the participants they touch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.pool import NullPool
+
+DEFAULT_URL = "sqlite:///levelup.db"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url() -> str:
+    return os.environ.get("LEVELUP_DATABASE_URL") or DEFAULT_URL
+
+
+def _normalize(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, **options: Any) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get("levelup_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One database: its engine, transactions and schema."""
+
+    def __init__(self, url: str | None = None, *, pool: bool = True) -> None:
+        self.url = _normalize(url or database_url())
+        options: dict[str, Any] = {} if pool else {"poolclass": NullPool}
+        if make_url(self.url).get_backend_name() == "sqlite":
+            self.engine = _sqlite_engine(self.url, **options)
+        else:
+            if pool:
+                options = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+            self.engine = create_engine(self.url, **options)
+        self.dialect = self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A read-write transaction, committed when the block ends without an exception."""
+        with self.engine.connect() as connection:
+            connection.execution_options(levelup_write=True)
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: one consistent snapshot."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as connection:
+            connection.execution_options(levelup_write=True)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

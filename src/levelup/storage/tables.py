@@ -1,0 +1,245 @@
+"""The schema: the event log and the ledger are the truth; everything else is a projection.
+
+Invariants live here, enforced by the database itself: one event per id, one
+ledger entry per idempotency key, no negative available balance or arrears,
+and (through triggers made by the migration) no UPDATE or DELETE of a ledger entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Levelup stores aware UTC times only")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+Timestamp = UTCDateTime()
+
+programs = Table(
+    "programs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(63), nullable=False, unique=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+program_versions = Table(
+    "program_versions",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("applied_at", Timestamp, nullable=False),
+    Column("applied_by", String(64)),
+)
+
+participants = Table(
+    "participants",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("name", String(200)),
+    Column("attributes", JSON, nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("tier", String(100)),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("program_id", "external_id"),
+    CheckConstraint("status in ('active', 'suspended')", name="status"),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("name", String(200)),
+    UniqueConstraint("program_id", "external_id"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("team_id", ForeignKey("teams.id"), primary_key=True),
+    Index("ix_memberships_team", "team_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),  # ingestion order: replay follows it
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("occurred_at", Timestamp, nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("reverses", String(200)),
+    Column("content_hash", String(64), nullable=False),
+    Column("program_version", Integer, nullable=False),
+    Column("teams", JSON, nullable=False),  # the teams it counted for, as they were when scored
+    Column("problems", JSON(none_as_null=True)),
+    Column("notes", JSON(none_as_null=True)),
+    UniqueConstraint("program_id", "event_id"),
+    Index("ix_events_participant", "participant_id", "seq"),
+)
+
+# One row per reversed event: the unique key makes a double reversal impossible.
+reversals = Table(
+    "reversals",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("reversed_event", String(200), primary_key=True),
+    Column("by_event", String(200), nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("rule", String(64)),
+    Column("rule_version", Integer),
+    Column("event_seq", ForeignKey("events.seq")),
+    Column("idempotency_key", String(300), nullable=False),
+    Column("explain", Text, nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+    CheckConstraint("amount <> 0", name="nonzero"),
+    Index("ix_ledger_participant", "participant_id", "id"),
+    Index("ix_ledger_event", "event_seq"),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("currency", String(64), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("arrears", BigInteger, nullable=False),
+    Column("earned", BigInteger, nullable=False),
+    CheckConstraint("available >= 0", name="available"),
+    CheckConstraint("arrears >= 0", name="arrears"),
+    Index("ix_positions_board", "program_id", "currency", "available"),
+    Index("ix_positions_earned", "program_id", "currency", "earned"),
+)
+
+# count and sum metrics, per subject ('p' participant or 't' team) and calendar period
+metric_totals = Table(
+    "metric_totals",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("subject_kind", String(1), primary_key=True),
+    Column("subject_id", Id, primary_key=True),
+    Column("value", Float, nullable=False),
+    Index("ix_metric_totals_board", "program_id", "metric", "period", "subject_kind", "value"),
+    Index("ix_metric_totals_subject", "subject_id", "subject_kind", "period"),
+)
+
+# max and distinct metrics: how many times each value was seen on each local day
+metric_samples = Table(
+    "metric_samples",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("subject_kind", String(1), primary_key=True),
+    Column("subject_id", Id, primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("value_key", String(200), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+rule_counters = Table(
+    "rule_counters",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_at", Timestamp),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("programs", JSON, nullable=False),  # ["*"] for every program
+    Column("created_at", Timestamp, nullable=False),
+    Column("revoked_at", Timestamp),
+    Column("note", String(200)),
+    CheckConstraint("role in ('admin', 'ingest', 'read')", name="role"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id")),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("at", Timestamp, nullable=False),
+)
