@@ -27,8 +27,6 @@ from levelup.metrics.periods import GRAINS, local_date, period_keys
 from levelup.programs.compiled import CompiledProgram, CompiledRule
 from levelup.rules.expressions import Activation, condition_holds, whole_amount
 
-EARNING_KINDS = frozenset({"rule", "challenge", "prize"})
-
 
 def activation_for(program: CompiledProgram, state: ParticipantState, event: Event) -> Activation:
     """The event and participant as CEL sees them, limited to what this event type's expressions read."""
@@ -93,10 +91,10 @@ def metric_contributions(
             )
 
 
-def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect, *, earning: bool) -> None:
+def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect) -> None:
     """Append an entry and move the scratch position, so later entries of this event see it."""
     position = scratch.get(entry.currency) or Position()
-    delta = move(position, entry.amount, counts_as_earned=earning)
+    delta = move(position, entry.amount, entry.kind)
     scratch[entry.currency] = Position(
         position.available + delta.available, position.arrears + delta.arrears, position.earned + delta.earned
     )
@@ -165,7 +163,7 @@ def _apply_rules(
                     )
                 )
         for entry in entries:
-            _book(effects, scratch, entry, earning=True)
+            _book(effects, scratch, entry)
         if entries:
             for grain in rule.counted_grains:
                 last = event.occurred_at if grain == "all" and rule.cooldown_s is not None else None
@@ -196,7 +194,6 @@ def _reverse(
                 f"reversal of event {before}: {entry.explain}",
                 event.occurred_at,
             ),
-            earning=entry.kind in EARNING_KINDS,
         )
     undone = Effects(reversed_event.event, original.version, reversed_event.teams)
     old = reversed_event.event

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Entries that count toward what was earned (levels climb on it). Reversals only
+# ever undo earning entries, so they count too; spending (redemptions) does not.
+EARNING_KINDS = frozenset({"rule", "challenge", "prize", "adjustment", "reversal"})
+
 
 @dataclass
 class Position:
@@ -32,9 +36,9 @@ class PositionDelta:
         return PositionDelta(self.available + other.available, self.arrears + other.arrears, self.earned + other.earned)
 
 
-def move(position: Position, amount: int, *, counts_as_earned: bool) -> PositionDelta:
+def move(position: Position, amount: int, kind: str) -> PositionDelta:
     """The delta that books ``amount``: credits pay arrears first, debits beyond the balance become arrears."""
-    earned = amount if counts_as_earned else 0
+    earned = amount if kind in EARNING_KINDS else 0
     if amount >= 0:
         paid = min(position.arrears, amount)
         return PositionDelta(amount - paid, -paid, earned)

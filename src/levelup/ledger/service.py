@@ -100,7 +100,7 @@ def adjust(
             f"insufficient balance: {position.available} {currency} available, debit of {-amount}",
             code="insufficient_balance",
         )
-    delta = move(position, amount, counts_as_earned=True)
+    delta = move(position, amount, "adjustment")
     now = dt.datetime.now(dt.UTC)
     entry_id = connection.execute(
         t.ledger_entries.insert()

@@ -1,0 +1,288 @@
+"""The ``levelup`` command (SPEC §5). Works on the database in ``LEVELUP_DATABASE_URL``
+(default: ``levelup.db`` in the working directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from levelup.cli.importer import read_events
+from levelup.errors import LevelupError
+from levelup.events.ingest import Outcome, ingest
+from levelup.events.replay import replay as run_replay
+from levelup.events.schema import MAX_BATCH
+from levelup.keys import service as keys
+from levelup.leaderboards.service import leaderboard as board_of
+from levelup.programs import service as programs
+from levelup.programs.validation import load_document
+from levelup.runtime import Runtime
+from levelup.storage.db import database_url
+
+app = typer.Typer(help="Levelup: gamification engine for CRM.", no_args_is_help=True, add_completion=False)
+program_app = typer.Typer(help="Program documents: validate, apply, show.", no_args_is_help=True)
+events_app = typer.Typer(help="Events: import from files.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(program_app, name="program")
+app.add_typer(events_app, name="events")
+app.add_typer(keys_app, name="keys")
+console = Console()
+errors = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database", envvar="LEVELUP_DATABASE_URL", help="database URL (default: levelup.db)")
+]
+
+
+def _runtime(database: str | None) -> Runtime:
+    return Runtime.from_url(database or database_url())
+
+
+def _fail(error: LevelupError) -> None:
+    errors.print(f"[red]error:[/red] {error.detail}")
+    for item in error.errors:
+        errors.print(f"  {item.path}: {item.message}")
+    raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def init(database: DatabaseOption = None) -> None:
+    """Create or upgrade the database schema."""
+    runtime = _runtime(database)
+    console.print(f"database ready: {runtime.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    database: DatabaseOption = None,
+) -> None:
+    """Serve the HTTP API."""
+    url = database or database_url()
+    os.environ["LEVELUP_DATABASE_URL"] = url
+    Runtime.from_url(url).db.dispose()  # migrate once, before the workers start
+    console.print(f"Levelup on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)")
+    uvicorn.run("levelup.api.server:app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+@program_app.command("validate")
+def program_validate(file: Path) -> None:
+    """Check a program document and list every error with its path."""
+    try:
+        doc = load_document(file.read_bytes())
+    except LevelupError as exc:
+        _fail(exc)
+    console.print(f"[green]valid[/green]: {doc.program} ({len(doc.rules)} rules, {len(doc.metrics)} metrics)")
+
+
+@program_app.command("apply")
+def program_apply(file: Path, database: DatabaseOption = None) -> None:
+    """Apply a program document as a new version."""
+    try:
+        doc = load_document(file.read_bytes())
+    except LevelupError as exc:
+        _fail(exc)
+    runtime = _runtime(database)
+    with runtime.db.write() as connection:
+        record, changed = programs.apply(connection, doc, actor="cli")
+    state = "applied" if changed else "unchanged"
+    console.print(f"{record.key}: version {record.version} ({state})")
+
+
+@program_app.command("show")
+def program_show(
+    name: str,
+    version: Annotated[int | None, typer.Option(help="a past version")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Print the document in force (as JSON)."""
+    runtime = _runtime(database)
+    try:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, name)
+            document = programs.document_of(connection, record, version)
+    except LevelupError as exc:
+        _fail(exc)
+    console.print(f"# {record.key}, version {version or record.version} of {record.version}")
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ingest_with_progress(
+    runtime: Runtime, program: str, events: list[dict[str, Any]], *, batch: int = MAX_BATCH, label: str = "events"
+) -> dict[str, int]:
+    """Ingest in batches with a progress bar; returns counts by status."""
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    first_errors: list[Outcome] = []
+    with _progress() as progress:
+        task = progress.add_task(label, total=len(events), rate="")
+        for chunk in _chunks(events, batch):
+            for outcome in ingest(runtime, program, chunk):
+                counts[outcome.status] += 1
+                if outcome.status == "rejected" and len(first_errors) < 5:
+                    first_errors.append(outcome)
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            done = progress.tasks[task].completed + len(chunk)
+            progress.update(task, advance=len(chunk), rate=f"{done / elapsed:,.0f} events/s")
+    for outcome in first_errors:
+        details = "; ".join(f"{e.path}: {e.message}" for e in outcome.errors)
+        errors.print(f"[yellow]rejected[/yellow] {outcome.id}: {details}")
+    return counts
+
+
+@events_app.command("import")
+def events_import(
+    file: Annotated[Path, typer.Argument(help="JSON Lines (one event a line) or CSV with --mapping")],
+    program: Annotated[str, typer.Option("--program", "-p", help="program key")],
+    mapping: Annotated[Path | None, typer.Option(help="YAML mapping of CSV columns to event fields")] = None,
+    batch: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help="events a transaction")] = MAX_BATCH,
+    database: DatabaseOption = None,
+) -> None:
+    """Import events from a file, in batches, with a progress bar. Safe to re-run: duplicates do nothing."""
+    try:
+        events = list(read_events(file, mapping))
+    except LevelupError as exc:
+        _fail(exc)
+    runtime = _runtime(database)
+    try:
+        counts = ingest_with_progress(runtime, program, events, batch=batch)
+    except LevelupError as exc:
+        _fail(exc)
+    console.print(", ".join(f"{n:,} {status}" for status, n in counts.items()))
+    if counts["rejected"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def replay(
+    program: str,
+    rebuild: Annotated[bool, typer.Option(help="rewrite balances, metrics and counters from the replay")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Recompute everything from the event log and compare it with what is stored (and rebuild with --rebuild)."""
+    runtime = _runtime(database)
+    with _progress() as progress:
+        task = progress.add_task("replay", total=None, rate="")
+        try:
+            report = run_replay(runtime, program, rebuild=rebuild, progress=lambda n: progress.advance(task, n))
+        except LevelupError as exc:
+            _fail(exc)
+    console.print(f"{report.events:,} events replayed, {report.ledger_entries:,} event ledger entries checked")
+    for line in report.mismatches:
+        console.print(f"[red]mismatch[/red] {line}")
+    if report.rebuilt:
+        console.print("balances, metrics and rule counters rebuilt from the replay")
+    if report.ok:
+        console.print("[green]replay matches the stored state[/green]")
+    elif not report.rebuilt:
+        raise typer.Exit(3)
+
+
+@app.command()
+def leaderboard(
+    program: str,
+    key: str,
+    period: Annotated[str | None, typer.Option(help="e.g. 2026-11, 2026-W47, 2026-Q4 (default: current)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    scope: Annotated[str | None, typer.Option(help="team:<id> or <attribute>:<value>")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Print a leaderboard."""
+    runtime = _runtime(database)
+    try:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, program)
+            board = board_of(
+                connection,
+                record,
+                runtime.programs.compiled(connection, record),
+                key,
+                period=period,
+                limit=limit,
+                scope=scope,
+            )
+    except LevelupError as exc:
+        _fail(exc)
+    print_board(board)
+
+
+def print_board(board: dict[str, Any]) -> None:
+    table = Table(title=f"{board['key']} · {board['period']} · {board['total']} ranked")
+    table.add_column("rank", justify="right")
+    table.add_column("name")
+    table.add_column("value", justify="right")
+    for entry in board["entries"]:
+        table.add_row(str(entry["rank"]), entry["name"] or entry["id"], f"{entry['value']:,}")
+    console.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, ingest or read")],
+    program: Annotated[list[str], typer.Option("--program", "-p", help="a program it may touch; * for all")],
+    note: Annotated[str | None, typer.Option(help="what the key is for")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Make an API key. The secret is printed once and never stored."""
+    if role not in keys.RANK:
+        errors.print(f"[red]error:[/red] role must be admin, ingest or read, not {role!r}")
+        raise typer.Exit(1)
+    runtime = _runtime(database)
+    with runtime.db.write() as connection:
+        key_id, secret = keys.create(connection, role=role, programs=program, creator=None, note=note)
+    console.print(f"key id {key_id} ({role} on {', '.join(program)})")
+    print(secret)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the API when loaded")] = True,
+    database: DatabaseOption = None,
+) -> None:
+    """Load the real CRM sales pipeline into the acme-sales program, show the standings, then serve."""
+    from levelup.cli.demo import run_demo
+
+    url = database or database_url()
+    secret = run_demo(_runtime(url), console, ingest_with_progress, print_board)
+    if serve_after:
+        console.print(f"\nServing on http://{host}:{port}, try:")
+        console.print(
+            f"  curl -H 'Authorization: Bearer {secret}' "
+            f"http://{host}:{port}/api/v1/programs/acme-sales/leaderboards/revenue-month?period=2017-12"
+        )
+        serve(host=host, port=port, workers=1, database=url)

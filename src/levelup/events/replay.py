@@ -1,0 +1,205 @@
+"""Replay: recompute everything derived from the event log, compare it with what is stored, and rebuild.
+
+The engine runs over the whole log in ingestion order, in memory, each event
+with the program version it was scored with and the teams it counted for.
+The ledger is append-only and never rewritten: replay checks that every
+event-caused entry is what the engine says it should be. Balances, metrics
+and rule counters are projections: replay compares them and, with
+``rebuild=True``, writes them anew in one transaction. Balances are the fold of
+the stored ledger in order (adjustments included), so they are exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+
+from levelup.engine.model import Effects, Event
+from levelup.engine.world import World
+from levelup.events.ingest import Writes, aggregate, write_projections
+from levelup.ledger.positions import Position, PositionDelta, apply, move
+from levelup.programs import service as programs
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+
+CHUNK = 5000
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Report:
+    program: str
+    events: int = 0
+    ledger_entries: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    rebuilt: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def _stored_events(connection: Connection, program_id: int) -> Iterator[Any]:
+    query = (
+        select(t.events, t.participants.c.external_id)
+        .join(t.participants, t.participants.c.id == t.events.c.participant_id)
+        .where(t.events.c.program_id == program_id)
+        .order_by(t.events.c.seq)
+    )
+    yield from connection.execution_options(yield_per=CHUNK).execute(query)
+
+
+def recompute(
+    runtime: Runtime, connection: Connection, program: programs.ProgramRecord, progress: Progress | None = None
+) -> tuple[list[Effects], dict[str, int], dict[str, int]]:
+    """The effects of every stored event, recomputed by the engine; with participant and event ids."""
+    world = World(lambda version: runtime.programs.compiled(connection, program, version))
+    names = {
+        r.external_id: r
+        for r in connection.execute(
+            select(
+                t.participants.c.id, t.participants.c.external_id, t.participants.c.name, t.participants.c.attributes
+            ).where(t.participants.c.program_id == program.id)
+        )
+    }
+    done: list[Effects] = []
+    seqs: dict[str, int] = {}
+    for row in _stored_events(connection, program.id):
+        state = world.state(row.external_id)
+        if state.name is None and row.external_id in names:
+            state.name = names[row.external_id].name
+            state.attributes = names[row.external_id].attributes or {}
+        state.teams = tuple(row.teams)
+        event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses)
+        done.append(world.process(event, runtime.programs.compiled(connection, program, row.program_version)))
+        seqs[row.event_id] = row.seq
+        if progress and len(done) % 1000 == 0:
+            progress(1000)
+    if progress:
+        progress(len(done) % 1000)
+    return done, {k: r.id for k, r in names.items()}, seqs
+
+
+def fold_positions(connection: Connection, program_id: int) -> dict[tuple[int, str], Position]:
+    """Balances as the stored ledger says, entry by entry in the order they were booked."""
+    out: dict[tuple[int, str], Position] = {}
+    query = (
+        select(
+            t.ledger_entries.c.participant_id,
+            t.ledger_entries.c.currency,
+            t.ledger_entries.c.amount,
+            t.ledger_entries.c.kind,
+        )
+        .where(t.ledger_entries.c.program_id == program_id)
+        .order_by(t.ledger_entries.c.id)
+    )
+    for participant_id, currency, amount, kind in connection.execution_options(yield_per=CHUNK).execute(query):
+        position = out.setdefault((participant_id, currency), Position())
+        apply(position, move(position, amount, kind))
+    return out
+
+
+def _compare(report: Report, what: str, expected: dict[Any, Any], stored: dict[Any, Any], limit: int = 20) -> None:
+    for key in sorted(set(expected) | set(stored), key=str):
+        want, have = expected.get(key), stored.get(key)
+        if want != have and len(report.mismatches) < limit * 4:
+            report.mismatches.append(f"{what} {key}: replay gives {want!r}, stored {have!r}")
+
+
+def _nonzero(values: dict[Any, Any]) -> dict[Any, Any]:
+    return {k: v for k, v in values.items() if v not in (0, 0.0, [0, None])}
+
+
+def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progress: Progress | None = None) -> Report:
+    with runtime.db.write() as connection:
+        program = programs.find(connection, program_key)
+        report = Report(program.key)
+        done, ids, seqs = recompute(runtime, connection, program, progress)
+        report.events = len(done)
+        team_ids = dict(
+            connection.execute(
+                select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id)
+            ).tuples()
+        )
+        writes = aggregate(program.id, done, ids, team_ids, seqs, dt.datetime.now(dt.UTC))
+        stored_ledger = {
+            r.idempotency_key: (r.participant_id, r.currency, r.amount)
+            for r in connection.execute(
+                select(t.ledger_entries).where(
+                    t.ledger_entries.c.program_id == program.id, t.ledger_entries.c.event_seq.is_not(None)
+                )
+            )
+        }
+        report.ledger_entries = len(stored_ledger)
+        _compare(
+            report,
+            "ledger entry",
+            {r["idempotency_key"]: (r["participant_id"], r["currency"], r["amount"]) for r in writes.ledger},
+            stored_ledger,
+        )
+        _compare(
+            report,
+            "metric",
+            _nonzero(_rounded(writes.totals)),
+            _nonzero(_rounded(_stored_totals(connection, program.id))),
+        )
+        _compare(
+            report,
+            "rule counter",
+            _nonzero({k: v[0] for k, v in writes.counters.items()}),
+            _nonzero(_stored_counters(connection, program.id)),
+        )
+        folded = fold_positions(connection, program.id)
+        stored_positions = {
+            (r.participant_id, r.currency): Position(r.available, r.arrears, r.earned)
+            for r in connection.execute(select(t.positions).where(t.positions.c.program_id == program.id))
+        }
+        _compare(report, "balance", _nonzero_positions(folded), _nonzero_positions(stored_positions))
+        if rebuild:
+            _rebuild(connection, program.id, writes, folded)
+            report.rebuilt = True
+    return report
+
+
+def _rounded(totals: dict[Any, float]) -> dict[Any, float]:
+    return {k: round(v, 6) for k, v in totals.items()}
+
+
+def _nonzero_positions(positions: dict[Any, Position]) -> dict[Any, tuple[int, int, int]]:
+    return {
+        k: (p.available, p.arrears, p.earned)
+        for k, p in positions.items()
+        if (p.available, p.arrears, p.earned) != (0, 0, 0)
+    }
+
+
+def _stored_totals(connection: Connection, program_id: int) -> dict[Any, float]:
+    c = t.metric_totals.c
+    return {
+        (r.metric, r.period, r.subject_kind, r.subject_id): r.value
+        for r in connection.execute(select(t.metric_totals).where(c.program_id == program_id))
+    }
+
+
+def _stored_counters(connection: Connection, program_id: int) -> dict[Any, int]:
+    query = (
+        select(t.rule_counters)
+        .join(t.participants, t.participants.c.id == t.rule_counters.c.participant_id)
+        .where(t.participants.c.program_id == program_id)
+    )
+    return {(r.participant_id, r.rule, r.period): r.count for r in connection.execute(query)}
+
+
+def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: dict[tuple[int, str], Position]) -> None:
+    """Write the projections anew from the replay (the ledger itself is never rewritten)."""
+    participant_ids = select(t.participants.c.id).where(t.participants.c.program_id == program_id)
+    connection.execute(delete(t.metric_totals).where(t.metric_totals.c.program_id == program_id))
+    connection.execute(delete(t.metric_samples).where(t.metric_samples.c.program_id == program_id))
+    connection.execute(delete(t.rule_counters).where(t.rule_counters.c.participant_id.in_(participant_ids)))
+    connection.execute(delete(t.positions).where(t.positions.c.program_id == program_id))
+    writes.positions = {k: PositionDelta(p.available, p.arrears, p.earned) for k, p in folded.items()}
+    write_projections(connection, program_id, writes)
