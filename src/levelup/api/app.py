@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
@@ -26,7 +26,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         title="Levelup",
         version=__version__,
         description="Gamification engine for CRM: points, levels, badges, leaderboards and loyalty.",
-        default_response_class=ORJSONResponse,
+        docs_url=None,  # Swagger UI loads from a CDN; Levelup serves every asset itself
+        redoc_url=None,
     )
     app.state.runtime = runtime
 

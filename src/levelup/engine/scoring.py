@@ -143,7 +143,9 @@ def _apply_rules(
         for award in rule.awards:
             try:
                 base = (
-                    award.constant if award.expression is None else whole_amount(award.expression.evaluate(activation))
+                    whole_amount(award.expression.evaluate(activation))
+                    if award.expression is not None
+                    else int(award.constant or 0)
                 )
             except Exception as exc:
                 effects.problems.append(Problem(f"rule:{rule.key}", f"award {award.currency} failed: {exc}"))

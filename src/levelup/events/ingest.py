@@ -91,9 +91,7 @@ def _ingest(runtime: Runtime, connection: Connection, program_key: str, raw_even
                 select(t.events.c.event_id, t.events.c.content_hash).where(
                     t.events.c.program_id == program.id, t.events.c.event_id.in_({e.id for _, e, _ in parsed})
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         if parsed
         else {}
@@ -162,9 +160,7 @@ def _earlier_events(
             select(t.reversals.c.reversed_event, t.reversals.c.by_event).where(
                 t.reversals.c.program_id == program_id, t.reversals.c.reversed_event.in_(event_ids)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     return found, reversed_by
 
@@ -348,7 +344,7 @@ def write_effects(
 ) -> None:
     """Append the scored events and their ledger entries, then update the projections."""
     team_ids = participants.ensure_teams(connection, program_id, {team for e in done for team in e.teams})
-    seqs = dict(
+    seqs: dict[str, int] = dict(
         connection.execute(
             t.events.insert().returning(t.events.c.event_id, t.events.c.seq, sort_by_parameter_order=True),
             [
@@ -369,9 +365,7 @@ def write_effects(
                 }
                 for e in done
             ],
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     writes = aggregate(program_id, done, ids, team_ids, seqs, received_at)
     if writes.ledger:

@@ -121,9 +121,7 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
         done, ids, seqs = recompute(runtime, connection, program, progress)
         report.events = len(done)
         team_ids = dict(
-            connection.execute(
-                select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id)
-            ).tuples()
+            connection.execute(select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id))
         )
         writes = aggregate(program.id, done, ids, team_ids, seqs, dt.datetime.now(dt.UTC))
         stored_ledger = {
@@ -191,7 +189,7 @@ def _stored_counters(connection: Connection, program_id: int) -> dict[Any, int]:
         .join(t.participants, t.participants.c.id == t.rule_counters.c.participant_id)
         .where(t.participants.c.program_id == program_id)
     )
-    return {(r.participant_id, r.rule, r.period): r.count for r in connection.execute(query)}
+    return {(r.participant_id, r.rule, r.period): r._mapping["count"] for r in connection.execute(query)}
 
 
 def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: dict[tuple[int, str], Position]) -> None:

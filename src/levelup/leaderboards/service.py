@@ -67,7 +67,7 @@ def _metric_rows(
             .where(*base, c.period >= first.isoformat(), c.period <= last.isoformat(), func.length(c.period) == 10)
             .group_by(c.subject_id)
         )
-    return [(int(s), float(v)) for s, v in connection.execute(query).tuples()]
+    return [(int(s), float(v)) for s, v in connection.execute(query)]
 
 
 def _currency_rows(
@@ -81,7 +81,7 @@ def _currency_rows(
     if period == "all":
         c = t.positions.c
         query = select(c.participant_id, c.earned).where(c.program_id == program.id, c.currency == board.currency)
-        return [(int(s), float(v)) for s, v in connection.execute(query).tuples()]
+        return [(int(s), float(v)) for s, v in connection.execute(query)]
     dates = window_dates(period, today) if rolling_days(period) else period_dates(period)
     assert dates is not None
     tz = zone(compiled.timezone)
@@ -99,7 +99,7 @@ def _currency_rows(
         )
         .group_by(c.participant_id)
     )
-    return [(int(s), float(v)) for s, v in connection.execute(query).tuples()]
+    return [(int(s), float(v)) for s, v in connection.execute(query)]
 
 
 def rank(rows: Sequence[Row]) -> list[tuple[int, Row]]:

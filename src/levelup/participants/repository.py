@@ -32,7 +32,7 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
     query = select(t.participants.c.external_id, t.participants.c.id).where(
         t.participants.c.program_id == program_id, t.participants.c.external_id.in_(wanted)
     )
-    found = dict(connection.execute(query).tuples().all())
+    found = dict(connection.execute(query).all())
     missing = [e for e in wanted if e not in found]
     if missing:
         now = dt.datetime.now(dt.UTC)
@@ -41,7 +41,7 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
             t.participants,
             [{"program_id": program_id, "external_id": e, "attributes": {}, "created_at": now} for e in missing],
         )
-        found = dict(connection.execute(query).tuples().all())
+        found = dict(connection.execute(query).all())
     return found
 
 
@@ -52,11 +52,11 @@ def ensure_teams(connection: Connection, program_id: int, external_ids: Iterable
     query = select(t.teams.c.external_id, t.teams.c.id).where(
         t.teams.c.program_id == program_id, t.teams.c.external_id.in_(wanted)
     )
-    found = dict(connection.execute(query).tuples().all())
+    found = dict(connection.execute(query).all())
     missing = [e for e in wanted if e not in found]
     if missing:
         insert_ignore(connection, t.teams, [{"program_id": program_id, "external_id": e} for e in missing])
-        found = dict(connection.execute(query).tuples().all())
+        found = dict(connection.execute(query).all())
     return found
 
 
@@ -94,20 +94,22 @@ def load_states(
         states[external] = ParticipantState(external, row.name, (), row.attributes or {}, row.status, row.tier)
     team_ids: dict[str, int] = {}
     memberships: dict[str, list[str]] = {}
-    for row in connection.execute(
+    for member in connection.execute(
         select(t.memberships.c.participant_id, t.teams.c.external_id, t.teams.c.id)
         .join(t.teams, t.teams.c.id == t.memberships.c.team_id)
         .where(t.memberships.c.participant_id.in_(internal))
     ):
-        memberships.setdefault(by_id[row.participant_id], []).append(row.external_id)
-        team_ids[row.external_id] = row.id
+        memberships.setdefault(by_id[member.participant_id], []).append(member.external_id)
+        team_ids[member.external_id] = member.id
     for external, team_list in memberships.items():
         states[external].teams = tuple(sorted(team_list))
-    for row in connection.execute(select(t.positions).where(t.positions.c.participant_id.in_(internal))):
-        states[by_id[row.participant_id]].positions[row.currency] = Position(row.available, row.arrears, row.earned)
+    for held in connection.execute(select(t.positions).where(t.positions.c.participant_id.in_(internal))):
+        states[by_id[held.participant_id]].positions[held.currency] = Position(
+            held.available, held.arrears, held.earned
+        )
     all_periods = sorted(set().union(*periods.values())) if periods else []
     if all_periods:
-        for row in connection.execute(
+        for total in connection.execute(
             select(
                 t.metric_totals.c.subject_id,
                 t.metric_totals.c.metric,
@@ -119,16 +121,17 @@ def load_states(
                 t.metric_totals.c.period.in_(all_periods),
             )
         ):
-            states[by_id[row.subject_id]].metrics[(row.metric, row.period)] = row.value
-        for row in connection.execute(
-            select(t.rule_counters).where(
-                t.rule_counters.c.participant_id.in_(internal), t.rule_counters.c.period.in_(all_periods)
+            states[by_id[total.subject_id]].metrics[(total.metric, total.period)] = total.value
+        c = t.rule_counters.c
+        for participant_id, rule, period, count, last_at in connection.execute(
+            select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
+                c.participant_id.in_(internal), c.period.in_(all_periods)
             )
         ):
-            state = states[by_id[row.participant_id]]
-            state.counters[(row.rule, row.period)] = row.count
-            if row.last_at is not None:
-                state.last_award[row.rule] = row.last_at
+            state = states[by_id[participant_id]]
+            state.counters[(rule, period)] = count
+            if last_at is not None:
+                state.last_award[rule] = last_at
     return Loaded(states, dict(ids), team_ids)
 
 
