@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from levelup.ledger.positions import Position, PositionDelta, apply
 
@@ -52,8 +52,10 @@ class ReversedEvent:
 class ParticipantState:
     """The slice of a participant's state the engine needs for the events at hand.
 
-    ``metrics`` and ``counters`` hold every period touched by those events
-    (absent means zero), keyed ``(metric or rule, period key)``.
+    ``metrics`` and ``counters`` are keyed ``(metric or rule, period key)``;
+    absent means zero. A state loaded from storage holds only the periods the
+    engine reads for the events at hand (``periods``); an in-memory state
+    (replay, simulation) holds everything (``periods`` is None).
     """
 
     id: str
@@ -66,6 +68,7 @@ class ParticipantState:
     metrics: dict[tuple[str, str], float] = field(default_factory=dict)
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     last_award: dict[str, dt.datetime] = field(default_factory=dict)
+    periods: set[str] | None = None
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)
@@ -74,8 +77,7 @@ class ParticipantState:
         return found
 
 
-@dataclass(frozen=True)
-class LedgerEffect:
+class LedgerEffect(NamedTuple):
     key: str  # unique within the event: the event's seq and this make the idempotency key
     currency: str
     amount: int
@@ -86,36 +88,32 @@ class LedgerEffect:
     at: dt.datetime
 
 
-@dataclass(frozen=True)
-class MetricDelta:
+class MetricDelta(NamedTuple):
     metric: str
     period: str
     delta: float
     team: str | None = None
 
 
-@dataclass(frozen=True)
-class MetricSample:
-    """One value of a max or distinct metric on a local day (count -1 undoes it)."""
+class MetricSample(NamedTuple):
+    """One value of a max or distinct metric on a local day (occurrences -1 undoes it)."""
 
     metric: str
     day: str
     value: float
     value_key: str
-    count: int
+    occurrences: int
     team: str | None = None
 
 
-@dataclass(frozen=True)
-class CounterDelta:
+class CounterDelta(NamedTuple):
     rule: str
     period: str
     delta: int
     last_at: dt.datetime | None = None
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """A rule or metric that could not be evaluated for this event; shown to the admin."""
 
     source: str  # "rule:<key>" or "metric:<key>"
@@ -140,12 +138,16 @@ class Effects:
         return [{"currency": e.currency, "amount": e.amount, "rule": e.rule} for e in self.ledger if e.kind == "rule"]
 
 
-def apply_effects(state: ParticipantState, effects: Effects) -> None:
-    """Fold an event's effects into the in-memory state, so the next event sees them."""
+def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: bool) -> None:
+    """Fold an event's effects into the in-memory state, so the next event sees them.
+
+    Metric values are folded only when the program reads them (``track_metrics``).
+    """
     for currency, delta in effects.positions.items():
         apply(state.position(currency), delta)
-    for m in effects.metrics:
-        if m.team is None:
+    periods = state.periods
+    for m in effects.metrics if track_metrics else ():
+        if m.team is None and (periods is None or m.period in periods):
             key = (m.metric, m.period)
             state.metrics[key] = state.metrics.get(key, 0.0) + m.delta
     for c in effects.counters:

@@ -57,8 +57,7 @@ def metric_contributions(
     metrics = program.metrics_by_event.get(event.type)
     if not metrics:
         return
-    day = local_date(event.occurred_at, program.timezone)
-    periods = period_keys(day)
+    periods = period_keys(local_date(event.occurred_at, program.timezone))
     subjects: tuple[str | None, ...] = (None, *teams)
     for metric in metrics:
         holds, problem = condition_holds(metric.condition, activation)
@@ -202,7 +201,7 @@ def _reverse(
     metric_contributions(original, old, reversed_event.teams, activation_for(original, state, old), undone)
     effects.metrics.extend(MetricDelta(m.metric, m.period, -m.delta, m.team) for m in undone.metrics)
     effects.samples.extend(
-        MetricSample(s.metric, s.day, s.value, s.value_key, -s.count, s.team) for s in undone.samples
+        MetricSample(s.metric, s.day, s.value, s.value_key, -s.occurrences, s.team) for s in undone.samples
     )
     periods = period_keys(local_date(old.occurred_at, original.timezone))
     for rule_key in dict.fromkeys(e.rule for e in reversed_event.entries if e.kind == "rule" and e.rule):

@@ -30,7 +30,7 @@ class World:
         self.states = states if states is not None else {}
         self._find_earlier = find_earlier or (lambda _id: None)
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
-        self.booked: dict[str, ReversedEvent] = {}
+        self._booked: dict[str, Effects] = {}
         self.reversed_by: dict[str, str] = {}
 
     def state(self, participant: str) -> ParticipantState:
@@ -41,7 +41,7 @@ class World:
 
     def _reversal_target(self, event: Event) -> ReversedEvent:
         assert event.reverses is not None
-        target = self.booked.get(event.reverses) or self._find_earlier(event.reverses)
+        target = self._booked_here(event.reverses) or self._find_earlier(event.reverses)
         if target is None:
             raise Invalid(
                 f"event {event.reverses!r} to reverse is unknown",
@@ -65,21 +65,28 @@ class World:
             )
         return target
 
-    def process(self, event: Event, program: CompiledProgram) -> Effects:
-        """Score one event and fold its effects in; Invalid (changing nothing) for a bad reversal."""
-        target = self._reversal_target(event) if event.reverses else None
-        state = self.state(event.participant)
-        effects = score(program, state, event, target, self.version_of)
-        apply_effects(state, effects)
-        if event.reverses:
-            self.reversed_by[event.reverses] = event.id
-        self.booked[event.id] = ReversedEvent(
-            event,
-            program.version,
+    def _booked_here(self, event_id: str) -> ReversedEvent | None:
+        """An event processed by this world, as a reversal sees it (built only when asked)."""
+        effects = self._booked.get(event_id)
+        if effects is None:
+            return None
+        return ReversedEvent(
+            effects.event,
+            effects.program_version,
             effects.teams,
             tuple(
                 BookedEntry(e.key, e.currency, e.amount, e.kind, e.rule, e.rule_version, e.explain)
                 for e in effects.ledger
             ),
         )
+
+    def process(self, event: Event, program: CompiledProgram) -> Effects:
+        """Score one event and fold its effects in; Invalid (changing nothing) for a bad reversal."""
+        target = self._reversal_target(event) if event.reverses else None
+        state = self.state(event.participant)
+        effects = score(program, state, event, target, self.version_of)
+        apply_effects(state, effects, track_metrics=bool(program.metric_grains))
+        if event.reverses:
+            self.reversed_by[event.reverses] = event.id
+        self._booked[event.id] = effects
         return effects

@@ -24,13 +24,13 @@ from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
 from levelup.ledger.positions import PositionDelta
-from levelup.metrics.periods import local_date, period_keys
+from levelup.metrics.periods import GRAINS, local_date, period_keys
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, upsert_add
+from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, upsert_add
 
 RETRIES = 3
 
@@ -178,12 +178,21 @@ def _score_and_write(
     ids = participants.ensure(connection, program.id, (e.participant for _, e in events))
     participants.lock(connection, ids.values())
     earlier, reversed_by = _earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
+    grains = compiled.counter_grains | compiled.metric_grains
     periods: dict[str, set[str]] = defaultdict(set)
-    for _, event in events:
-        periods[event.participant].update(period_keys(local_date(event.occurred_at, compiled.timezone)))
-    for target in earlier.values():
-        periods[target.event.participant].update(period_keys(local_date(target.event.occurred_at, compiled.timezone)))
-    loaded = participants.load_states(connection, program.id, ids, periods)
+    for participant, when in [(e.participant, e.occurred_at) for _, e in events] + [
+        (r.event.participant, r.event.occurred_at) for r in earlier.values()
+    ]:
+        keys = period_keys(local_date(when, compiled.timezone))
+        periods[participant].update(keys[GRAINS.index(g)] for g in grains)
+    loaded = participants.load_states(
+        connection,
+        program.id,
+        ids,
+        periods,
+        metric_grains=bool(compiled.metric_grains),
+        counters=bool(compiled.counter_grains),
+    )
 
     def version_of(version: int) -> CompiledProgram:
         return runtime.programs.compiled(connection, program, version)
@@ -253,9 +262,9 @@ def aggregate(
             subject = ("p", participant_id) if s.team is None else ("t", team_ids[s.team])
             sample_key = (s.metric, subject[0], subject[1], s.day, s.value_key)
             if sample_key in out.samples:
-                out.samples[sample_key][1] += s.count
+                out.samples[sample_key][1] += s.occurrences
             else:
-                out.samples[sample_key] = [s.value, s.count]
+                out.samples[sample_key] = [s.value, s.occurrences]
         for c in e.counters:
             current = out.counters.setdefault((participant_id, c.rule, c.period), [0, None])
             current[0] += c.delta
@@ -344,32 +353,31 @@ def write_effects(
 ) -> None:
     """Append the scored events and their ledger entries, then update the projections."""
     team_ids = participants.ensure_teams(connection, program_id, {team for e in done for team in e.teams})
-    seqs: dict[str, int] = dict(
-        connection.execute(
-            t.events.insert().returning(t.events.c.event_id, t.events.c.seq, sort_by_parameter_order=True),
-            [
-                {
-                    "program_id": program_id,
-                    "event_id": e.event.id,
-                    "type": e.event.type,
-                    "participant_id": ids[e.event.participant],
-                    "occurred_at": e.event.occurred_at,
-                    "received_at": received_at,
-                    "data": dict(e.event.data),
-                    "reverses": e.event.reverses,
-                    "content_hash": hashes[e.event.id],
-                    "program_version": e.program_version,
-                    "teams": list(e.teams),
-                    "problems": [p.__dict__ for p in e.problems] or None,
-                    "notes": e.notes or None,
-                }
-                for e in done
-            ],
-        ).all()
+    seqs = dict(zip((e.event.id for e in done), allocate_ids(connection, t.events, "seq", len(done)), strict=True))
+    bulk_insert(
+        connection,
+        t.events,
+        [
+            {
+                "seq": seqs[e.event.id],
+                "program_id": program_id,
+                "event_id": e.event.id,
+                "type": e.event.type,
+                "participant_id": ids[e.event.participant],
+                "occurred_at": e.event.occurred_at,
+                "received_at": received_at,
+                "data": e.event.data,
+                "reverses": e.event.reverses,
+                "content_hash": hashes[e.event.id],
+                "program_version": e.program_version,
+                "teams": list(e.teams),
+                "problems": [p._asdict() for p in e.problems] or None,
+                "notes": e.notes or None,
+            }
+            for e in done
+        ],
     )
     writes = aggregate(program_id, done, ids, team_ids, seqs, received_at)
-    if writes.ledger:
-        connection.execute(t.ledger_entries.insert(), writes.ledger)
-    if writes.reversals:
-        connection.execute(t.reversals.insert(), writes.reversals)
+    bulk_insert(connection, t.ledger_entries, writes.ledger)
+    bulk_insert(connection, t.reversals, writes.reversals)
     write_projections(connection, program_id, writes)

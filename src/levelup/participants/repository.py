@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, tuple_
 
 from levelup.engine.model import ParticipantState
 from levelup.ledger.positions import Position
@@ -75,9 +75,19 @@ def lock(connection: Connection, ids: Iterable[int]) -> None:
 
 
 def load_states(
-    connection: Connection, program_id: int, ids: Mapping[str, int], periods: Mapping[str, set[str]]
+    connection: Connection,
+    program_id: int,
+    ids: Mapping[str, int],
+    periods: Mapping[str, set[str]],
+    *,
+    metric_grains: bool,
+    counters: bool,
 ) -> Loaded:
-    """Engine states of these participants, with their metrics and rule counters in ``periods``."""
+    """Engine states of these participants, with their metrics and rule counters in ``periods``.
+
+    Only the (participant, period) pairs asked for are read, through the primary
+    keys, so a batch reads a few rows per event, not each participant's history.
+    """
     by_id = {v: k for k, v in ids.items()}
     states: dict[str, ParticipantState] = {}
     internal = list(by_id)
@@ -107,32 +117,35 @@ def load_states(
         states[by_id[held.participant_id]].positions[held.currency] = Position(
             held.available, held.arrears, held.earned
         )
-    all_periods = sorted(set().union(*periods.values())) if periods else []
-    if all_periods:
-        for total in connection.execute(
-            select(
-                t.metric_totals.c.subject_id,
-                t.metric_totals.c.metric,
-                t.metric_totals.c.period,
-                t.metric_totals.c.value,
-            ).where(
-                t.metric_totals.c.subject_id.in_(internal),
-                t.metric_totals.c.subject_kind == "p",
-                t.metric_totals.c.period.in_(all_periods),
-            )
-        ):
-            states[by_id[total.subject_id]].metrics[(total.metric, total.period)] = total.value
-        c = t.rule_counters.c
-        for participant_id, rule, period, count, last_at in connection.execute(
-            select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
-                c.participant_id.in_(internal), c.period.in_(all_periods)
-            )
-        ):
-            state = states[by_id[participant_id]]
-            state.counters[(rule, period)] = count
-            if last_at is not None:
-                state.last_award[rule] = last_at
+    pairs = [(ids[p], period) for p, wanted in periods.items() for period in wanted]
+    for external, state in states.items():
+        state.periods = set(periods.get(external, ()))
+    for chunk in _chunks(pairs, 4000):
+        if metric_grains:
+            m = t.metric_totals.c
+            for subject_id, metric, period, value in connection.execute(
+                select(m.subject_id, m.metric, m.period, m.value).where(
+                    m.program_id == program_id, m.subject_kind == "p", tuple_(m.subject_id, m.period).in_(chunk)
+                )
+            ):
+                states[by_id[subject_id]].metrics[(metric, period)] = value
+        if counters:
+            c = t.rule_counters.c
+            for participant_id, rule, period, count, last_at in connection.execute(
+                select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
+                    tuple_(c.participant_id, c.period).in_(chunk)
+                )
+            ):
+                state = states[by_id[participant_id]]
+                state.counters[(rule, period)] = count
+                if last_at is not None:
+                    state.last_award[rule] = last_at
     return Loaded(states, dict(ids), team_ids)
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def set_profile(

@@ -126,6 +126,16 @@ class CompiledProgram:
         self.currencies = {c.key: c for c in doc.currencies}
 
     @cached_property
+    def counter_grains(self) -> frozenset[str]:
+        """Calendar grains whose rule counters the engine reads (caps, cooldowns)."""
+        return frozenset(g for rule in self.rules for g in rule.counted_grains)
+
+    @cached_property
+    def metric_grains(self) -> frozenset[str]:
+        """Calendar grains whose metric values the engine reads (none yet: mechanics read them)."""
+        return frozenset()
+
+    @cached_property
     def variables_by_event(self) -> dict[str, frozenset[str]]:
         """Per event type, the variables its rules and metrics read: only those are given to CEL."""
         out: dict[str, frozenset[str]] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,15 +52,17 @@ def _as_doubles(source: str) -> str:
 
 
 def _doubles(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
+    kind = type(value)
+    if kind is int:
         return float(value)
-    if isinstance(value, dict):
-        return {k: _doubles(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_doubles(v) for v in value]
+    if kind is dict:
+        return {k: _doubles(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if kind is list:
+        return [_doubles(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+_CONTAINERS = frozenset({int, dict, list})
 
 
 def _compile(source: str) -> Any:
@@ -112,7 +113,7 @@ class Activation:
 
     __slots__ = ("_native", "_numeric", "variables")
 
-    def __init__(self, variables: Mapping[str, Any]) -> None:
+    def __init__(self, variables: dict[str, Any]) -> None:
         self.variables = variables
         self._numeric: Any = None
         self._native: Any = None
@@ -120,7 +121,7 @@ class Activation:
     @property
     def numeric(self) -> Any:
         if self._numeric is None:
-            self._numeric = cel.Context(_doubles(dict(self.variables)))
+            self._numeric = cel.Context(_doubles(self.variables))
         return self._numeric
 
     @property

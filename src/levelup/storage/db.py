@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
@@ -34,8 +35,15 @@ def _normalize(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
+
+
 def _sqlite_engine(url: str, **options: Any) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **JSON_OPTIONS, **options)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -64,7 +72,7 @@ class Database:
         else:
             if pool:
                 options = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
-            self.engine = create_engine(self.url, **options)
+            self.engine = create_engine(self.url, **JSON_OPTIONS, **options)
         self.dialect = self.engine.dialect.name
 
     @property

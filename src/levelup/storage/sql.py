@@ -1,18 +1,62 @@
-"""Small SQL helpers that hide the one place SQLite and PostgreSQL differ for us: upserts."""
+"""Bulk writes for the hot path, identical on SQLite and PostgreSQL.
+
+Ingestion writes thousands of rows a batch. Compiling a multi-row statement per
+batch costs more than the database's work, so these helpers build one plain
+``INSERT … ON CONFLICT`` per table and hand rows to the driver's executemany,
+converting values with SQLAlchemy's own bind processors so what is stored is
+exactly what the ORM-free Core paths store.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Connection, Dialect, Table, text
+
+from levelup.storage.db import json_dumps
 
 
-def insert(connection: Connection, table: Table) -> Any:
-    """An INSERT that knows ``ON CONFLICT`` in the connection's dialect."""
-    module = sqlite if connection.dialect.name == "sqlite" else postgresql
-    return module.insert(table)
+def _placeholder(dialect: Dialect) -> str:
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+@cache
+def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple[Callable[[Any], Any] | None, ...]:
+    """Per column, the value conversion the driver needs (JSON is cast by the driver on PostgreSQL,
+    which a raw statement must do itself: it is sent as text and the column's type parses it)."""
+    out = []
+    for name in columns:
+        column_type = table.c[name].type
+        processor = column_type.bind_processor(dialect)
+        if processor is None and isinstance(column_type, JSON):
+            processor = json_dumps
+        out.append(processor)
+    return tuple(out)
+
+
+def _rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[Any]]:
+    columns = tuple(rows[0])
+    processors = _processors(table, columns, connection.dialect)
+    if not any(processors):
+        return columns, [tuple(row.values()) for row in rows]
+    return columns, [
+        tuple(v if p is None or v is None else p(v) for v, p in zip(row.values(), processors, strict=True))
+        for row in rows
+    ]
+
+
+def _insert_sql(connection: Connection, table: Table, columns: Sequence[str], tail: str = "") -> str:
+    marks = ", ".join([_placeholder(connection.dialect)] * len(columns))
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks}){tail}"
+
+
+def bulk_insert(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows (all with the same keys, in the same order)."""
+    if rows:
+        columns, values = _rows(connection, table, rows)
+        connection.exec_driver_sql(_insert_sql(connection, table, columns), values)
 
 
 def upsert_add(
@@ -24,26 +68,27 @@ def upsert_add(
     add: Sequence[str],
     latest: Sequence[str] = (),
 ) -> None:
-    """Insert rows, or add their ``add`` columns to the existing row (``latest`` keeps the larger value).
+    """Insert rows, or add their ``add`` columns to the existing row (``latest`` keeps the later value).
 
-    Rows must be unique by ``keys``: PostgreSQL refuses to touch one row twice in a statement.
+    Rows must be unique by ``keys`` (merge them first).
     """
     if not rows:
         return
-    statement = insert(connection, table)
-    greatest = func.max if connection.dialect.name == "sqlite" else func.greatest
-    changes: dict[str, Any] = {c: table.c[c] + statement.excluded[c] for c in add}
-    for c in latest:
-        changes[c] = greatest(
-            func.coalesce(table.c[c], statement.excluded[c]), func.coalesce(statement.excluded[c], table.c[c])
-        )
-    connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes), list(rows))
+    greatest = "max" if connection.dialect.name == "sqlite" else "greatest"
+    changes = [f"{c} = {table.name}.{c} + excluded.{c}" for c in add] + [
+        f"{c} = {greatest}(coalesce({table.name}.{c}, excluded.{c}), coalesce(excluded.{c}, {table.name}.{c}))"
+        for c in latest
+    ]
+    columns, values = _rows(connection, table, rows)
+    tail = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(changes)}"
+    connection.exec_driver_sql(_insert_sql(connection, table, columns, tail), values)
 
 
 def insert_ignore(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows, skipping those whose key already exists (another worker was first)."""
     if rows:
-        connection.execute(insert(connection, table).on_conflict_do_nothing(), list(rows))
+        columns, values = _rows(connection, table, rows)
+        connection.exec_driver_sql(_insert_sql(connection, table, columns, " ON CONFLICT DO NOTHING"), values)
 
 
 def add_checked(
@@ -57,13 +102,24 @@ def add_checked(
     """
     if not rows:
         return
-    zeros = [{**row, **dict.fromkeys(add, 0)} for row in rows]
-    insert_ignore(connection, table, zeros)
-    statement = (
-        table.update()
-        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
-        .values({c: table.c[c] + bindparam(f"d_{c}") for c in add})
+    insert_ignore(connection, table, [{**row, **dict.fromkeys(add, 0)} for row in rows])
+    mark = _placeholder(connection.dialect)
+    sets = ", ".join(f"{c} = {c} + {mark}" for c in add)
+    where = " AND ".join(f"{k} = {mark}" for k in keys)
+    connection.exec_driver_sql(
+        f"UPDATE {table.name} SET {sets} WHERE {where}",
+        [tuple(row[c] for c in add) + tuple(row[k] for k in keys) for row in rows],
     )
-    connection.execute(
-        statement, [{**{f"k_{k}": row[k] for k in keys}, **{f"d_{c}": row[c] for c in add}} for row in rows]
-    )
+
+
+def allocate_ids(connection: Connection, table: Table, column: str, count: int) -> list[int]:
+    """Reserve ``count`` new values of an autoincrement key, so rows can be bulk-inserted with them.
+
+    SQLite has one writer at a time (the write transaction holds the lock), so the
+    next values follow the current maximum; PostgreSQL draws them from the sequence.
+    """
+    if connection.dialect.name == "sqlite":
+        start = connection.execute(text(f"SELECT coalesce(max({column}), 0) FROM {table.name}")).scalar_one()
+        return list(range(int(start) + 1, int(start) + 1 + count))
+    query = text(f"SELECT nextval(pg_get_serial_sequence('{table.name}', '{column}')) FROM generate_series(1, :n)")
+    return [int(v) for v in connection.execute(query, {"n": count}).scalars()]

@@ -190,10 +190,9 @@ metric_totals = Table(
     Column("metric", String(64), primary_key=True),
     Column("period", String(16), primary_key=True),
     Column("subject_kind", String(1), primary_key=True),
-    Column("subject_id", Id, primary_key=True),
+    Column("subject_id", Id, primary_key=True),  # participants.id or teams.id
     Column("value", Float, nullable=False),
-    Index("ix_metric_totals_board", "program_id", "metric", "period", "subject_kind", "value"),
-    Index("ix_metric_totals_subject", "subject_id", "subject_kind", "period"),
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree to update per upsert
 )
 
 # max and distinct metrics: how many times each value was seen on each local day

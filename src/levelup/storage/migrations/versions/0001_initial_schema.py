@@ -82,15 +82,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "program_id", "metric", "period", "subject_kind", "subject_id", name=op.f("pk_metric_totals")
         ),
+        sqlite_with_rowid=False,
     )
-    with op.batch_alter_table("metric_totals", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_metric_totals_board",
-            ["program_id", "metric", "period", "subject_kind", "value"],
-            unique=False,
-        )
-        batch_op.create_index("ix_metric_totals_subject", ["subject_id", "subject_kind", "period"], unique=False)
-
     op.create_table(
         "participants",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
@@ -286,10 +279,6 @@ def downgrade() -> None:
     op.drop_table("reversals")
     op.drop_table("program_versions")
     op.drop_table("participants")
-    with op.batch_alter_table("metric_totals", schema=None) as batch_op:
-        batch_op.drop_index("ix_metric_totals_subject")
-        batch_op.drop_index("ix_metric_totals_board")
-
     op.drop_table("metric_totals")
     op.drop_table("metric_samples")
     op.drop_table("audit_log")
