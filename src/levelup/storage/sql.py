@@ -9,6 +9,7 @@ exactly what the ORM-free Core paths store.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -37,14 +38,32 @@ def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tup
 
 
 def _rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[Any]]:
+    """Column names and driver-ready value lists; converted values are memoized per call when hashable
+    (a batch's timestamps repeat), which matters at thousands of rows a batch."""
     columns = tuple(rows[0])
-    processors = _processors(table, columns, connection.dialect)
-    if not any(processors):
-        return columns, [tuple(row.values()) for row in rows]
-    return columns, [
-        tuple(v if p is None or v is None else p(v) for v, p in zip(row.values(), processors, strict=True))
-        for row in rows
+    converted: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
+        (i, p, {}) for i, p in enumerate(_processors(table, columns, connection.dialect)) if p is not None
     ]
+    values = []
+    for row in rows:
+        items = list(row.values())
+        for i, processor, memo in converted:
+            value = items[i]
+            if value is None:
+                continue
+            if type(value) in _HASHABLE:
+                found = memo.get(value, _MISSING)
+                if found is _MISSING:
+                    found = memo[value] = processor(value)
+                items[i] = found
+            else:
+                items[i] = processor(value)
+        values.append(tuple(items))
+    return columns, values
+
+
+_MISSING = object()
+_HASHABLE = frozenset({dt.datetime, float, int, str})
 
 
 def _insert_sql(connection: Connection, table: Table, columns: Sequence[str], tail: str = "") -> str:
