@@ -15,7 +15,7 @@ import yaml
 from fastapi import Depends, Request
 from sqlalchemy import Connection
 
-from levelup.errors import Invalid, TooLarge
+from levelup.errors import FieldError, Invalid, TooLarge
 from levelup.keys.service import Principal, authenticate
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
@@ -87,8 +87,8 @@ async def read_body(request: Request, *, yaml_ok: bool = False) -> Any:
         try:
             return yaml.safe_load(body)
         except yaml.YAMLError as exc:
-            raise Invalid(f"body is not valid YAML: {exc}") from None
+            raise Invalid("body is not valid YAML", errors=[FieldError("(body)", str(exc))]) from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Invalid(f"body is not valid JSON: {exc}") from None
+        raise Invalid("body is not valid JSON", errors=[FieldError("(body)", str(exc))]) from None

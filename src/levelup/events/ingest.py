@@ -175,13 +175,13 @@ def _score_and_write(
     outcomes: list[Outcome | None],
 ) -> None:
     events = [(i, e.to_event(received_at)) for i, e, _ in fresh]
-    ids = participants.ensure(connection, program.id, (e.participant for _, e in events))
+    ids, created = participants.ensure(connection, program.id, (e.participant for _, e in events))
     participants.lock(connection, ids.values())
     earlier, reversed_by = _earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
     grains = compiled.counter_grains | compiled.metric_grains
     periods: dict[str, set[str]] = defaultdict(set)
     for participant, when in [(e.participant, e.occurred_at) for _, e in events] + [
-        (r.event.participant, r.event.occurred_at) for r in earlier.values()
+        (r.event.participant, r.event.occurred_at) for r in earlier.values() if r.event.participant in ids
     ]:
         keys = period_keys(local_date(when, compiled.timezone))
         periods[participant].update(keys[GRAINS.index(g)] for g in grains)
@@ -209,6 +209,10 @@ def _score_and_write(
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
         write_effects(connection, program.id, done, ids, received_at, {e.id: digest for _, e, digest in fresh})
+    # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
+    unseen = created - {e.event.participant for e in done}
+    if unseen:
+        participants.forget(connection, [ids[p] for p in unseen])
 
 
 @dataclass

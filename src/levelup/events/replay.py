@@ -121,7 +121,9 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
         done, ids, seqs = recompute(runtime, connection, program, progress)
         report.events = len(done)
         team_ids = dict(
-            connection.execute(select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id))
+            connection.execute(
+                select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id)
+            ).all()
         )
         writes = aggregate(program.id, done, ids, team_ids, seqs, dt.datetime.now(dt.UTC))
         stored_ledger = {

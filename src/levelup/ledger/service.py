@@ -80,7 +80,7 @@ def adjust(
     if amount == 0:
         raise Invalid("amount is zero", errors=[FieldError("amount", "must not be zero")])
     key = f"adjustment:{idempotency_key or uuid.uuid4().hex}"
-    pid = participants.ensure(connection, program.id, [participant])[participant]
+    pid = participants.ensure(connection, program.id, [participant])[0][participant]
     participants.lock(connection, [pid])
     existing = connection.execute(
         select(t.ledger_entries).where(

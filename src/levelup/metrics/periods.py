@@ -53,16 +53,23 @@ def period_key(grain: str, day: dt.date) -> str:
 
 
 def grain_of(key: str) -> str:
-    """Which calendar grain a period key names; ValueError if none."""
+    """Which calendar grain a period key names; ValueError if none, or if no such date exists."""
     for grain, pattern in _KEY_PATTERNS.items():
         if pattern.match(key):
+            try:
+                _dates(grain, key)
+            except ValueError:
+                break
             return grain
     raise ValueError(f"not a period: {key!r} (expected e.g. 2026-11-20, 2026-W47, 2026-11, 2026-Q4, 2026, all)")
 
 
 def period_dates(key: str) -> tuple[dt.date, dt.date] | None:
     """First and last local date of a period (inclusive); None for ``all``."""
-    grain = grain_of(key)
+    return _dates(grain_of(key), key)
+
+
+def _dates(grain: str, key: str) -> tuple[dt.date, dt.date] | None:
     if grain == "all":
         return None
     match = _KEY_PATTERNS[grain].match(key)

@@ -24,11 +24,11 @@ class Loaded:
     team_ids: dict[str, int]
 
 
-def ensure(connection: Connection, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
-    """Internal ids of these participants, creating the unknown ones."""
+def ensure(connection: Connection, program_id: int, external_ids: Iterable[str]) -> tuple[dict[str, int], set[str]]:
+    """Internal ids of these participants, creating the unknown ones; and which were created."""
     wanted = sorted(set(external_ids))
     if not wanted:
-        return {}
+        return {}, set()
     query = select(t.participants.c.external_id, t.participants.c.id).where(
         t.participants.c.program_id == program_id, t.participants.c.external_id.in_(wanted)
     )
@@ -42,7 +42,12 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
             [{"program_id": program_id, "external_id": e, "attributes": {}, "created_at": now} for e in missing],
         )
         found = dict(connection.execute(query).all())
-    return found
+    return found, set(missing)
+
+
+def forget(connection: Connection, ids: list[int]) -> None:
+    """Remove participants created in this transaction that turned out to have nothing to them."""
+    connection.execute(t.participants.delete().where(t.participants.c.id.in_(ids)))
 
 
 def ensure_teams(connection: Connection, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
@@ -163,7 +168,7 @@ def set_profile(
             t.participants.c.program_id == program_id, t.participants.c.external_id == external_id
         )
     ).first()
-    participant_id = row.id if row else ensure(connection, program_id, [external_id])[external_id]
+    participant_id = row.id if row else ensure(connection, program_id, [external_id])[0][external_id]
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name

@@ -1,0 +1,212 @@
+"""API keys (SPEC §4, §7.6): authentication, roles, program scopes, creation by API and CLI, revocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from levelup.cli.main import app as cli
+from tests.conftest import event
+
+PROBLEM = "application/problem+json"
+A = "/api/v1/programs/acme-sales"
+B = "/api/v1/programs/acme-west"
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def create_key(client: TestClient, headers: dict[str, str], role: str, programs: list[str]) -> dict[str, Any]:
+    response = client.post("/api/v1/keys", json={"role": role, "programs": programs}, headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+def two_programs(acme: TestClient, admin: dict[str, str], acme_text: str) -> TestClient:
+    """acme-sales (A) and acme-west (B), the same game, each with one event of rep-17."""
+    west = acme_text.replace("program: acme-sales", "program: acme-west")
+    response = acme.put(B, content=west, headers={**admin, "Content-Type": "application/yaml"})
+    assert response.status_code == 201
+    for url in (A, B):
+        assert acme.post(f"{url}/events", json=event("won-1"), headers=admin).json()["status"] == "accepted"
+    return acme
+
+
+WRITE_BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/api/v1/programs/{program}/events"): event("won-2"),
+    ("put", "/api/v1/programs/{program}/participants/{participant_id}"): {"name": "Dana"},
+    ("put", "/api/v1/programs/{program}/teams/{team_id}"): {"name": "East"},
+    ("post", "/api/v1/programs/{program}/adjustments"): {
+        "participant": "rep-17",
+        "currency": "coins",
+        "amount": 1,
+        "note": "x",
+    },
+}
+
+
+def program_routes(client: TestClient) -> list[tuple[str, str]]:
+    """Every (method, path) under /programs/{program}, as the OpenAPI document lists them."""
+    paths = client.get("/openapi.json").json()["paths"]
+    return sorted((m, p) for p, methods in paths.items() if "{program}" in p for m in methods)
+
+
+def send(client: TestClient, method: str, template: str, program: str, acme_text: str, key: dict[str, str]) -> Any:
+    """A valid request to one route of ``program``: path parameters filled, a body where one is needed."""
+    url = (
+        template.replace("{program}", program)
+        .replace("{event_id}", "won-1")
+        .replace("{participant_id}", "rep-17")
+        .replace("{team_id}", "east")
+        .replace("{key}", "revenue-month")
+    )
+    if (method, template) == ("put", "/api/v1/programs/{program}"):
+        document = acme_text.replace("program: acme-sales", f"program: {program}")
+        return client.request(method, url, content=document, headers={**key, "Content-Type": "application/yaml"})
+    return client.request(method, url, json=WRITE_BODIES.get((method, template)), headers=key)
+
+
+def test_no_key_or_a_bad_key_is_401(acme: TestClient) -> None:
+    for headers in ({}, bearer("wrong"), {"Authorization": "test-admin-key"}, bearer("lvl_abc_def")):
+        response = acme.get(A, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["status"] == 401
+    assert acme.post(f"{A}/events", json=event("e-1")).status_code == 401
+    assert acme.post("/api/v1/keys", json={"role": "read", "programs": ["acme-sales"]}).status_code == 401
+
+
+def test_public_routes_need_no_key(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/api/v1/schema/program").status_code == 200
+
+
+def test_key_created_by_api_is_shown_once_and_works(acme: TestClient, admin: dict[str, str]) -> None:
+    created = create_key(acme, admin, "read", ["acme-sales"])
+    assert {"id", "key"} <= set(created)
+    assert created["key"] != created["id"]
+    assert acme.get(A, headers=bearer(created["key"])).status_code == 200
+    # a secret that differs in its last character is not the key
+    assert acme.get(A, headers=bearer(created["key"][:-1] + "x")).status_code == 401
+    # a second key for the same scope is a different secret
+    assert create_key(acme, admin, "read", ["acme-sales"])["key"] != created["key"]
+
+
+def test_key_created_by_cli_works(acme: TestClient, admin: dict[str, str], db_url: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["keys", "create", "--role", "ingest", "--program", "acme-sales", "--database", db_url]
+    )
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip().splitlines()[-1]
+    key = bearer(secret)
+    assert acme.post(f"{A}/events", json=event("e-1"), headers=key).json()["status"] == "accepted"
+    assert acme.get(f"{A}/participants/rep-17", headers=key).status_code == 200
+    assert (
+        acme.post(
+            f"{A}/adjustments", json={"participant": "rep-17", "currency": "xp", "amount": 1, "note": "x"}, headers=key
+        ).status_code
+        == 403
+    )
+
+
+def test_read_key_for_a_cannot_read_b_nor_write_a(two_programs: TestClient, admin: dict[str, str]) -> None:
+    key = bearer(create_key(two_programs, admin, "read", ["acme-sales"])["key"])
+    assert two_programs.get(f"{A}/participants/rep-17", headers=key).status_code == 200
+    assert two_programs.get(f"{A}/leaderboards/revenue-month", headers=key).status_code == 200
+    for url in (B, f"{B}/participants/rep-17", f"{B}/events/won-1", f"{B}/leaderboards/revenue-month"):
+        response = two_programs.get(url, headers=key)
+        assert response.status_code == 403, url
+        assert response.headers["content-type"] == PROBLEM
+    writes = [
+        two_programs.post(f"{A}/events", json=event("won-2"), headers=key),
+        two_programs.put(f"{A}/participants/rep-17", json={"name": "Mallory"}, headers=key),
+        two_programs.put(f"{A}/teams/east", json={"name": "Mallory"}, headers=key),
+    ]
+    assert [w.status_code for w in writes] == [403, 403, 403]
+    assert two_programs.get(f"{A}/events/won-2", headers=admin).status_code == 404
+    assert two_programs.get(f"{A}/participants/rep-17", headers=admin).json()["name"] is None
+
+
+def test_ingest_key_posts_events_but_cannot_apply_programs_or_adjust(
+    acme: TestClient, admin: dict[str, str], acme_text: str
+) -> None:
+    key = bearer(create_key(acme, admin, "ingest", ["acme-sales"])["key"])
+    assert acme.post(f"{A}/events", json=event("e-1"), headers=key).json()["status"] == "accepted"
+    changed = acme_text.replace("Acme Sales Arena", "Hacked Arena")
+    applied = acme.put(A, content=changed, headers={**key, "Content-Type": "application/yaml"})
+    assert applied.status_code == 403
+    assert applied.headers["content-type"] == PROBLEM
+    adjustment = {"participant": "rep-17", "currency": "coins", "amount": 1000, "note": "x"}
+    assert acme.post(f"{A}/adjustments", json=adjustment, headers=key).status_code == 403
+    assert acme.post("/api/v1/keys", json={"role": "admin", "programs": ["acme-sales"]}, headers=key).status_code == 403
+    document = acme.get(A, headers=admin).json()
+    assert (document["version"], document["document"]["name"]) == (1, "Acme Sales Arena")
+    assert acme.get(f"{A}/participants/rep-17", headers=admin).json()["balances"] == {"xp": 220, "coins": 12}
+
+
+def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict[str, str], acme_text: str) -> None:
+    routes = program_routes(two_programs)
+    assert len(routes) >= 11  # every route under /programs/{program}, as the OpenAPI document lists them
+    key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
+    for method, template in routes:
+        denied = send(two_programs, method, template, "acme-west", acme_text, key)
+        assert denied.status_code == 403, (method, template, denied.text)
+        assert denied.headers["content-type"] == PROBLEM
+        allowed = send(two_programs, method, template, "acme-sales", acme_text, key)
+        assert allowed.status_code < 300, (method, template, allowed.text)
+    # B is untouched: no version, no event, no participant change, no team, no adjustment
+    state = two_programs.get(B, headers=admin).json()
+    assert state["version"] == 1
+    assert two_programs.get(f"{B}/events/won-2", headers=admin).status_code == 404
+    west = two_programs.get(f"{B}/participants/rep-17", headers=admin).json()
+    assert (west["name"], west["balances"]) == (None, {"xp": 220, "coins": 12})
+    # and keys: A's admin can neither make nor revoke a key for B
+    assert (
+        two_programs.post("/api/v1/keys", json={"role": "read", "programs": ["acme-west"]}, headers=key).status_code
+        == 403
+    )
+    west_key = create_key(two_programs, admin, "read", ["acme-west"])
+    assert two_programs.delete(f"/api/v1/keys/{west_key['id']}", headers=key).status_code == 403
+    assert two_programs.get(B, headers=bearer(west_key["key"])).status_code == 200
+
+
+def test_a_key_for_every_program_sees_both(two_programs: TestClient, admin: dict[str, str]) -> None:
+    key = bearer(create_key(two_programs, admin, "read", ["acme-sales", "acme-west"])["key"])
+    assert two_programs.get(A, headers=key).status_code == 200
+    assert two_programs.get(B, headers=key).status_code == 200
+
+
+def test_revoked_key_is_401(acme: TestClient, admin: dict[str, str]) -> None:
+    created = create_key(acme, admin, "read", ["acme-sales"])
+    key = bearer(created["key"])
+    assert acme.get(A, headers=key).status_code == 200
+    revoked = acme.delete(f"/api/v1/keys/{created['id']}", headers=admin)
+    assert revoked.status_code in (200, 204)
+    response = acme.get(A, headers=key)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert acme.delete(f"/api/v1/keys/{created['id']}", headers=admin).status_code == 404
+
+
+def test_a_read_key_cannot_make_or_revoke_keys(acme: TestClient, admin: dict[str, str]) -> None:
+    reader = bearer(create_key(acme, admin, "read", ["acme-sales"])["key"])
+    other = create_key(acme, admin, "read", ["acme-sales"])
+    assert (
+        acme.post("/api/v1/keys", json={"role": "read", "programs": ["acme-sales"]}, headers=reader).status_code == 403
+    )
+    assert acme.delete(f"/api/v1/keys/{other['id']}", headers=reader).status_code == 403
+    assert acme.get(A, headers=bearer(other["key"])).status_code == 200
+
+
+def test_invalid_key_request_is_422(acme: TestClient, admin: dict[str, str]) -> None:
+    response = acme.post("/api/v1/keys", json={"role": "root", "programs": ["acme-sales"]}, headers=admin)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert "role" in [e["path"] for e in response.json()["errors"]]
