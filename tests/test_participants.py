@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -61,11 +62,12 @@ def test_put_then_get_participant(acme: TestClient, admin: dict[str, str]) -> No
 
 def test_profile_shows_balances_and_level_progress(acme: TestClient, admin: dict[str, str]) -> None:
     acme.put(f"{P}/participants/rep-17", json=DANA, headers=admin)
-    # six deals of 12,000: 6 × 220 = 1,320 XP and 6 × 12 = 72 coins
+    # six deals of 12,000 in ISO week 2026-W46: 6 × 220 = 1,320 XP and 6 × 12 = 72 coins,
+    # plus 100 coins for the five-a-week challenge reached at the fifth deal
     batch = {"events": [event(f"won-{i}", occurred_at=f"2026-11-{10 + i}T15:00:00Z") for i in range(6)]}
     assert acme.post(f"{P}/events", json=batch, headers=admin).status_code == 200
     body = profile(acme, admin)
-    assert body["balances"] == {"xp": 1320, "coins": 72}
+    assert body["balances"] == {"xp": 1320, "coins": 172}
     # Closer at 1,000, Legend at 10,000: (1320 - 1000) / 9000 = 0.0356 → 0.036
     assert body["level"]["name"] == "Closer"
     assert body["level"]["next"] == "Legend"
@@ -74,8 +76,8 @@ def test_profile_shows_balances_and_level_progress(acme: TestClient, admin: dict
 
 def test_spending_never_lowers_a_level(acme: TestClient, admin: dict[str, str]) -> None:
     batch = {"events": [event(f"won-{i}", occurred_at=f"2026-11-{10 + i}T15:00:00Z") for i in range(5)]}
-    acme.post(f"{P}/events", json=batch, headers=admin)  # 1,100 XP, 60 coins
-    assert adjust(acme, admin, currency="coins", amount=-60).status_code == 201
+    acme.post(f"{P}/events", json=batch, headers=admin)  # 1,100 XP, 60 coins + 100 for five-a-week
+    assert adjust(acme, admin, currency="coins", amount=-160).status_code == 201
     body = profile(acme, admin)
     assert body["balances"] == {"xp": 1100, "coins": 0}
     assert body["level"]["name"] == "Closer"
@@ -157,8 +159,14 @@ def test_ledger_is_newest_first_with_its_reasons(acme: TestClient, admin: dict[s
 
 
 def test_ledger_pagination_follows_next_until_null(acme: TestClient, admin: dict[str, str]) -> None:
-    # 11 deals make 22 entries; pages of 5 are 5, 5, 5, 5, 2
-    batch = {"events": [event(f"won-{i:02d}", data={"amount": 1000 * (i + 1)}) for i in range(11)]}
+    # 11 deals, one a week (so no weekly challenge pays), make 22 entries; pages of 5 are 5, 5, 5, 5, 2
+    weeks = [(dt.date(2026, 8, 3) + dt.timedelta(weeks=i)).isoformat() for i in range(11)]
+    batch = {
+        "events": [
+            event(f"won-{i:02d}", data={"amount": 1000 * (i + 1)}, occurred_at=f"{weeks[i]}T15:00:00Z")
+            for i in range(11)
+        ]
+    }
     acme.post(f"{P}/events", json=batch, headers=admin)
     everything = ledger(acme, admin)
     assert len(everything) == 22

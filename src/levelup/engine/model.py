@@ -69,6 +69,9 @@ class ParticipantState:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     last_award: dict[str, dt.datetime] = field(default_factory=dict)
     periods: set[str] | None = None
+    badges: set[tuple[str, str, str]] = field(default_factory=set)  # (badge, grade, period) held now
+    completions: set[tuple[str, str]] = field(default_factory=set)  # (challenge, period) completed
+    streaks: dict[str, tuple[list[list[int]], int]] = field(default_factory=dict)  # key → (runs, best)
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)
@@ -113,6 +116,33 @@ class CounterDelta(NamedTuple):
     last_at: dt.datetime | None = None
 
 
+class BadgeChange(NamedTuple):
+    badge: str
+    grade: str
+    period: str
+    granted: bool  # False: revoked by a reversal
+
+
+class Completion(NamedTuple):
+    challenge: str
+    period: str
+    value: float
+    target: float
+
+
+class StreakChange(NamedTuple):
+    streak: str
+    runs: list[list[int]]
+    best: int
+    length: int  # of the run the event's period joined
+
+
+class LevelChange(NamedTuple):
+    before: str
+    after: str
+    up: bool
+
+
 class Problem(NamedTuple):
     """A rule or metric that could not be evaluated for this event; shown to the admin."""
 
@@ -132,6 +162,10 @@ class Effects:
     counters: list[CounterDelta] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    badges: list[BadgeChange] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    streaks: list[StreakChange] = field(default_factory=list)
+    level: LevelChange | None = None
 
     def awards(self) -> list[dict[str, Any]]:
         """The response's ``awards``: what this event earned by rule."""
@@ -150,6 +184,11 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
         if m.team is None and (periods is None or m.period in periods):
             key = (m.metric, m.period)
             state.metrics[key] = state.metrics.get(key, 0.0) + m.delta
+    for b in effects.badges:
+        (state.badges.add if b.granted else state.badges.discard)((b.badge, b.grade, b.period))
+    state.completions.update((c.challenge, c.period) for c in effects.completions)
+    for st in effects.streaks:
+        state.streaks[st.streak] = (st.runs, st.best)
     for c in effects.counters:
         key = (c.rule, c.period)
         state.counters[key] = state.counters.get(key, 0) + c.delta

@@ -8,23 +8,29 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from levelup.achievements import badges, streaks
+from levelup.achievements.levels import level_of
+from levelup.challenges import goals
 from levelup.engine.model import (
     CounterDelta,
     Effects,
     Event,
     LedgerEffect,
+    LevelChange,
     MetricDelta,
     MetricSample,
     ParticipantState,
     Problem,
     ReversedEvent,
+    StreakChange,
 )
 from levelup.ledger.positions import Position, PositionDelta, move
-from levelup.metrics.periods import GRAINS, local_date, period_keys
-from levelup.programs.compiled import CompiledProgram, CompiledRule
+from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
+from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
 from levelup.rules.expressions import Activation, condition_holds, whole_amount
 
 
@@ -57,7 +63,10 @@ def metric_contributions(
     metrics = program.metrics_by_event.get(event.type)
     if not metrics:
         return
-    periods = period_keys(local_date(event.occurred_at, program.timezone))
+    day = local_date(event.occurred_at, program.timezone)
+    periods: tuple[str, ...] = period_keys(day)
+    if program.ranges:
+        periods = (*periods, *(key for key, start, end in program.ranges if start <= day <= end))
     subjects: tuple[str | None, ...] = (None, *teams)
     for metric in metrics:
         holds, problem = condition_holds(metric.condition, activation)
@@ -101,6 +110,31 @@ def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect) -
     effects.positions[entry.currency] = effects.positions.get(entry.currency, PositionDelta()) + delta
 
 
+def _amounts(
+    awards: tuple[CompiledAward, ...],
+    activation: Activation,
+    effects: Effects,
+    source: str,
+    multiplier: Callable[[str], float] = lambda _currency: 1.0,
+) -> list[tuple[str, int]]:
+    """Whole positive amounts per currency; a failing expression awards nothing and is recorded."""
+    out = []
+    for award in awards:
+        try:
+            base = (
+                whole_amount(award.expression.evaluate(activation))
+                if award.expression is not None
+                else int(award.constant or 0)
+            )
+        except Exception as exc:
+            effects.problems.append(Problem(source, f"award {award.currency} failed: {exc}"))
+            continue
+        amount = math.floor(base * multiplier(award.currency))
+        if amount > 0:
+            out.append((award.currency, amount))
+    return out
+
+
 def _blocked(rule: CompiledRule, state: ParticipantState, event: Event, periods: tuple[str, ...]) -> str | None:
     if rule.cap is not None:
         period = periods[GRAINS.index(rule.cap.per)]
@@ -138,31 +172,21 @@ def _apply_rules(
         if blocked:
             effects.notes.append(blocked)
             continue
-        entries = []
-        for award in rule.awards:
-            try:
-                base = (
-                    whole_amount(award.expression.evaluate(activation))
-                    if award.expression is not None
-                    else int(award.constant or 0)
-                )
-            except Exception as exc:
-                effects.problems.append(Problem(f"rule:{rule.key}", f"award {award.currency} failed: {exc}"))
-                continue
-            amount = math.floor(base * program.multiplier(state.tier, award.currency))
-            if amount > 0:
-                entries.append(
-                    LedgerEffect(
-                        f"rule:{rule.key}:{award.currency}",
-                        award.currency,
-                        amount,
-                        "rule",
-                        rule.key,
-                        program.version,
-                        rule.explain,
-                        event.occurred_at,
-                    )
-                )
+        entries = [
+            LedgerEffect(
+                f"rule:{rule.key}:{currency}",
+                currency,
+                amount,
+                "rule",
+                rule.key,
+                program.version,
+                rule.explain,
+                event.occurred_at,
+            )
+            for currency, amount in _amounts(
+                rule.awards, activation, effects, f"rule:{rule.key}", lambda c: program.multiplier(state.tier, c)
+            )
+        ]
         for entry in entries:
             _book(effects, scratch, entry)
         if entries:
@@ -228,4 +252,88 @@ def score(
         _reverse(reversed_event, original, state, event, effects, scratch)
     metric_contributions(program, event, state.teams, activation, effects)
     _apply_rules(program, state, event, activation, effects, scratch)
+    if program.metric_grains or program.ranges:
+        _mechanics(program, state, event, reversed_event, activation, effects, scratch)
     return effects
+
+
+def _mechanics(
+    program: CompiledProgram,
+    state: ParticipantState,
+    event: Event,
+    reversed_event: ReversedEvent | None,
+    activation: Activation,
+    effects: Effects,
+    scratch: dict[str, Position],
+) -> None:
+    """Goals, badges, streaks and levels, judged on metric values after this event."""
+    own: dict[tuple[str, str], float] = defaultdict(float)
+    for m in effects.metrics:
+        if m.team is None:
+            own[(m.metric, m.period)] += m.delta
+
+    def after(metric: str, period: str) -> float:
+        return state.metrics.get((metric, period), 0.0) + own.get((metric, period), 0.0)
+
+    touched = {metric for metric, _ in own}
+    day = local_date(event.occurred_at, program.timezone)
+    for completion in goals.evaluate(program.goals, state, day, after, touched):
+        effects.completions.append(completion)
+        challenge = next(c for c in program.goals if c.key == completion.challenge)
+        if challenge.draft:
+            continue  # a draft is scored silently: progress and completion, no reward, no feed
+        for currency, amount in _amounts(
+            program.challenge_rewards.get(completion.challenge, ()), activation, effects, f"challenge:{challenge.key}"
+        ):
+            explain = (
+                f"challenge {challenge.name or challenge.key}: {completion.target:g} reached ({completion.period})"
+            )
+            _book(
+                effects,
+                scratch,
+                LedgerEffect(
+                    f"challenge:{challenge.key}:{completion.period}:{currency}",
+                    currency,
+                    amount,
+                    "challenge",
+                    None,
+                    program.version,
+                    explain,
+                    event.occurred_at,
+                ),
+            )
+    days = [day]
+    if reversed_event is not None:
+        days.append(local_date(reversed_event.event.occurred_at, program.timezone))
+    held = set(state.badges)
+    for when in dict.fromkeys(days):
+        for change in badges.evaluate(
+            program.doc.badges, held, when, after, touched, may_revoke=reversed_event is not None
+        ):
+            effects.badges.append(change)
+            (held.add if change.granted else held.discard)((change.badge, change.grade, change.period))
+    for streak in program.doc.streaks:
+        if streak.metric not in touched:
+            continue
+        period = period_key(streak.period, day)
+        before = state.metrics.get((streak.metric, period), 0.0)
+        if before < streak.at_least <= after(streak.metric, period):
+            runs, best = state.streaks.get(streak.key, ([], 0))
+            runs, best = streaks.add_period(runs, best, streaks.ordinal(streak.period, day), streak.grace)
+            length = next(r[2] for r in runs if r[0] <= streaks.ordinal(streak.period, day) <= r[1])
+            effects.streaks.append(StreakChange(streak.key, runs, best, length))
+    levels = program.doc.levels
+    if levels is not None:
+        was: float
+        now: float
+        if levels.currency is not None:
+            was = state.positions[levels.currency].earned if levels.currency in state.positions else 0
+            now = scratch[levels.currency].earned if levels.currency in scratch else 0
+        else:
+            assert levels.metric is not None
+            was = state.metrics.get((levels.metric, "all"), 0.0)
+            now = after(levels.metric, "all")
+        if was != now:
+            before_name, after_name = level_of(levels, was)["name"], level_of(levels, now)["name"]
+            if before_name != after_name:
+                effects.level = LevelChange(before_name, after_name, now > was)

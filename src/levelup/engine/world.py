@@ -85,7 +85,7 @@ class World:
         target = self._reversal_target(event) if event.reverses else None
         state = self.state(event.participant)
         effects = score(program, state, event, target, self.version_of)
-        apply_effects(state, effects, track_metrics=bool(program.metric_grains))
+        apply_effects(state, effects, track_metrics=bool(program.metric_grains or program.ranges))
         if event.reverses:
             self.reversed_by[event.reverses] = event.id
         self._booked[event.id] = effects

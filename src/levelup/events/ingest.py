@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from levelup.engine.model import BookedEntry, Effects, Event, ReversedEvent
@@ -24,13 +24,13 @@ from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
 from levelup.ledger.positions import PositionDelta
-from levelup.metrics.periods import GRAINS, local_date, period_keys
+from levelup.metrics.periods import local_date
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, upsert_add
+from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, upsert_add, upsert_set
 
 RETRIES = 3
 
@@ -178,20 +178,19 @@ def _score_and_write(
     ids, created = participants.ensure(connection, program.id, (e.participant for _, e in events))
     participants.lock(connection, ids.values())
     earlier, reversed_by = _earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
-    grains = compiled.counter_grains | compiled.metric_grains
     periods: dict[str, set[str]] = defaultdict(set)
     for participant, when in [(e.participant, e.occurred_at) for _, e in events] + [
         (r.event.participant, r.event.occurred_at) for r in earlier.values() if r.event.participant in ids
     ]:
-        keys = period_keys(local_date(when, compiled.timezone))
-        periods[participant].update(keys[GRAINS.index(g)] for g in grains)
+        periods[participant].update(compiled.state_periods(local_date(when, compiled.timezone)))
     loaded = participants.load_states(
         connection,
         program.id,
         ids,
         periods,
-        metric_grains=bool(compiled.metric_grains),
+        read_metrics=compiled.read_metrics,
         counters=bool(compiled.counter_grains),
+        mechanics=compiled.has_mechanics,
     )
 
     def version_of(version: int) -> CompiledProgram:
@@ -225,6 +224,11 @@ class Writes:
     samples: dict[tuple[str, str, int, str, str], list[Any]] = field(default_factory=dict)
     counters: dict[tuple[int, str, str], list[Any]] = field(default_factory=dict)
     reversals: list[dict[str, Any]] = field(default_factory=list)
+    badges: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)  # grants
+    revocations: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    completions: list[dict[str, Any]] = field(default_factory=list)
+    streaks: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    feed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def aggregate(
@@ -276,7 +280,73 @@ def aggregate(
                 current[1] = c.last_at
         if e.event.reverses:
             out.reversals.append({"program_id": program_id, "reversed_event": e.event.reverses, "by_event": e.event.id})
+        _aggregate_mechanics(out, program_id, participant_id, e)
+        out.feed.extend(feed_items(program_id, e, created_at))
     return out
+
+
+def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: Effects) -> None:
+    for b in e.badges:
+        key = (participant_id, b.badge, b.grade, b.period)
+        if b.granted:
+            out.revocations.pop(key, None)
+            out.badges[key] = {
+                "participant_id": participant_id,
+                "badge": b.badge,
+                "grade": b.grade,
+                "period": b.period,
+                "program_id": program_id,
+                "event_id": e.event.id,
+                "awarded_at": e.event.occurred_at,
+                "revoked_by": None,
+            }
+        elif key in out.badges:
+            out.badges[key]["revoked_by"] = e.event.id
+        else:
+            out.revocations[key] = {"revoked_by": e.event.id}
+    out.completions.extend(
+        {
+            "participant_id": participant_id,
+            "challenge": c.challenge,
+            "period": c.period,
+            "program_id": program_id,
+            "event_id": e.event.id,
+            "completed_at": e.event.occurred_at,
+        }
+        for c in e.completions
+    )
+    for st in e.streaks:
+        out.streaks[(participant_id, st.streak)] = {
+            "participant_id": participant_id,
+            "streak": st.streak,
+            "program_id": program_id,
+            "runs": st.runs,
+            "best": st.best,
+        }
+
+
+def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, Any]]:
+    """What the live feed tells about one scored event: awards, badges, level, streaks, completions."""
+    base = {"program_id": program_id, "participant": e.event.participant, "at": at}
+    payloads: list[tuple[str, dict[str, Any]]] = []
+    if e.ledger:
+        entries = [
+            {"currency": x.currency, "amount": x.amount, "kind": x.kind, "rule": x.rule, "explain": x.explain}
+            for x in e.ledger
+        ]
+        payloads.append(("award", {"entries": entries}))
+    payloads += [
+        ("badge" if b.granted else "badge.revoked", {"badge": b.badge, "grade": b.grade, "period": b.period})
+        for b in e.badges
+    ]
+    if e.level is not None:
+        payloads.append(("level", {"from": e.level.before, "to": e.level.after, "up": e.level.up}))
+    payloads += [("streak", {"streak": s.streak, "length": s.length, "best": s.best}) for s in e.streaks]
+    payloads += [
+        ("challenge", {"challenge": c.challenge, "period": c.period, "value": c.value, "target": c.target})
+        for c in e.completions
+    ]
+    return [{**base, "kind": kind, "payload": {"event": e.event.id, **payload}} for kind, payload in payloads]
 
 
 def write_projections(connection: Connection, program_id: int, writes: Writes) -> None:
@@ -334,6 +404,37 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
         keys=["program_id", "metric", "subject_kind", "subject_id", "day", "value_key"],
         add=["count"],
     )
+    upsert_set(
+        connection,
+        t.badge_grants,
+        list(writes.badges.values()),
+        keys=["participant_id", "badge", "grade", "period"],
+        update=["event_id", "awarded_at", "revoked_by"],
+    )
+    if writes.revocations:
+        b = t.badge_grants.c
+        connection.execute(
+            t.badge_grants.update()
+            .where(
+                b.participant_id == bindparam("p"),
+                b.badge == bindparam("b"),
+                b.grade == bindparam("g"),
+                b.period == bindparam("per"),
+            )
+            .values(revoked_by=bindparam("by")),
+            [
+                dict(zip(("p", "b", "g", "per"), r["key"], strict=True), by=r["revoked_by"])
+                for r in writes.revocations.values()
+            ],
+        )
+    bulk_insert(connection, t.challenge_completions, writes.completions)
+    upsert_set(
+        connection,
+        t.streak_runs,
+        list(writes.streaks.values()),
+        keys=["participant_id", "streak"],
+        update=["runs", "best"],
+    )
     upsert_add(
         connection,
         t.rule_counters,
@@ -384,4 +485,5 @@ def write_effects(
     writes = aggregate(program_id, done, ids, team_ids, seqs, received_at)
     bulk_insert(connection, t.ledger_entries, writes.ledger)
     bulk_insert(connection, t.reversals, writes.reversals)
+    bulk_insert(connection, t.feed, writes.feed)
     write_projections(connection, program_id, writes)

@@ -201,5 +201,7 @@ def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: di
     connection.execute(delete(t.metric_samples).where(t.metric_samples.c.program_id == program_id))
     connection.execute(delete(t.rule_counters).where(t.rule_counters.c.participant_id.in_(participant_ids)))
     connection.execute(delete(t.positions).where(t.positions.c.program_id == program_id))
+    for table in (t.badge_grants, t.challenge_completions, t.streak_runs):
+        connection.execute(delete(table).where(table.c.program_id == program_id))
     writes.positions = {k: PositionDelta(p.available, p.arrears, p.earned) for k, p in folded.items()}
     write_projections(connection, program_id, writes)

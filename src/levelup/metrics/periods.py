@@ -113,3 +113,8 @@ def window_dates(window: str, today: dt.date) -> tuple[dt.date, dt.date] | None:
     if days is not None:
         return today - dt.timedelta(days=days - 1), today
     return period_dates(period_key(window, today))
+
+
+def range_key(start: dt.date, end: dt.date) -> str:
+    """The period key of a one-off date range (a challenge's ``start``..``end``): ``20261001-20261031``."""
+    return f"{start:%Y%m%d}-{end:%Y%m%d}"

@@ -85,8 +85,9 @@ def load_states(
     ids: Mapping[str, int],
     periods: Mapping[str, set[str]],
     *,
-    metric_grains: bool,
+    read_metrics: frozenset[str],
     counters: bool,
+    mechanics: bool,
 ) -> Loaded:
     """Engine states of these participants, with their metrics and rule counters in ``periods``.
 
@@ -125,27 +126,52 @@ def load_states(
     pairs = [(ids[p], period) for p, wanted in periods.items() for period in wanted]
     for external, state in states.items():
         state.periods = set(periods.get(external, ()))
-    for chunk in _chunks(pairs, 4000):
-        if metric_grains:
-            m = t.metric_totals.c
-            for subject_id, metric, period, value in connection.execute(
-                select(m.subject_id, m.metric, m.period, m.value).where(
-                    m.program_id == program_id, m.subject_kind == "p", tuple_(m.subject_id, m.period).in_(chunk)
-                )
-            ):
-                states[by_id[subject_id]].metrics[(metric, period)] = value
-        if counters:
-            c = t.rule_counters.c
-            for participant_id, rule, period, count, last_at in connection.execute(
-                select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
-                    tuple_(c.participant_id, c.period).in_(chunk)
-                )
-            ):
-                state = states[by_id[participant_id]]
-                state.counters[(rule, period)] = count
-                if last_at is not None:
-                    state.last_award[rule] = last_at
+    m = t.metric_totals.c
+    wanted_metrics = sorted(read_metrics)
+    for chunk in _chunks([(metric, period, "p", pid) for pid, period in pairs for metric in wanted_metrics], 2000):
+        for subject_id, metric, period, value in connection.execute(
+            select(m.subject_id, m.metric, m.period, m.value).where(
+                m.program_id == program_id, tuple_(m.metric, m.period, m.subject_kind, m.subject_id).in_(chunk)
+            )
+        ):
+            states[by_id[subject_id]].metrics[(metric, period)] = value
+    for chunk in _chunks(pairs, 4000) if counters else ():
+        c = t.rule_counters.c
+        for participant_id, rule, period, count, last_at in connection.execute(
+            select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
+                tuple_(c.participant_id, c.period).in_(chunk)
+            )
+        ):
+            state = states[by_id[participant_id]]
+            state.counters[(rule, period)] = count
+            if last_at is not None:
+                state.last_award[rule] = last_at
+    if mechanics:
+        _load_mechanics(connection, internal, by_id, states)
     return Loaded(states, dict(ids), team_ids)
+
+
+def _load_mechanics(
+    connection: Connection, internal: list[int], by_id: dict[int, str], states: dict[str, ParticipantState]
+) -> None:
+    """Badges held, goals completed and streak runs of these participants."""
+    b = t.badge_grants.c
+    for pid, badge, grade, period in connection.execute(
+        select(b.participant_id, b.badge, b.grade, b.period).where(
+            b.participant_id.in_(internal), b.revoked_by.is_(None)
+        )
+    ):
+        states[by_id[pid]].badges.add((badge, grade, period))
+    c = t.challenge_completions.c
+    for pid, challenge, period in connection.execute(
+        select(c.participant_id, c.challenge, c.period).where(c.participant_id.in_(internal))
+    ):
+        states[by_id[pid]].completions.add((challenge, period))
+    s = t.streak_runs.c
+    for pid, streak, runs, best in connection.execute(
+        select(s.participant_id, s.streak, s.runs, s.best).where(s.participant_id.in_(internal))
+    ):
+        states[by_id[pid]].streaks[streak] = (runs, best)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -6,10 +6,12 @@ no parsing and no lookups beyond a dict access.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from functools import cached_property
 
-from levelup.programs.document import Cap, ProgramDocument, Rule, duration_seconds
+from levelup.metrics.periods import GRAINS, period_keys, range_key
+from levelup.programs.document import Cap, Challenge, ProgramDocument, Rule, duration_seconds
 from levelup.rules.expressions import Expression
 
 PERIOD_WORDS = {
@@ -76,6 +78,13 @@ def explain_rule(source: Rule, awards: tuple[CompiledAward, ...], currency_names
     return text
 
 
+def compile_award(award: dict[str, int | float | str]) -> tuple[CompiledAward, ...]:
+    return tuple(
+        CompiledAward(c, None, Expression.compile(a)) if isinstance(a, str) else CompiledAward(c, int(a // 1), None)
+        for c, a in award.items()
+    )
+
+
 class CompiledProgram:
     """One immutable program version, ready to score events."""
 
@@ -87,12 +96,7 @@ class CompiledProgram:
         names = {c.key: c.name for c in doc.currencies}
         rules: list[CompiledRule] = []
         for source in doc.rules:
-            awards = tuple(
-                CompiledAward(c, None, Expression.compile(a))
-                if isinstance(a, str)
-                else CompiledAward(c, int(a // 1), None)
-                for c, a in source.award.items()
-            )
+            awards = compile_award(source.award)
             rules.append(
                 CompiledRule(
                     key=source.key,
@@ -124,6 +128,7 @@ class CompiledProgram:
         self.rules_by_key = {r.key: r for r in self.rules}
         self.metrics_by_key = {m.key: m for m in self.metrics}
         self.currencies = {c.key: c for c in doc.currencies}
+        self.challenge_rewards = {c.key: compile_award(c.reward) for c in doc.challenges if c.reward}
 
     @cached_property
     def counter_grains(self) -> frozenset[str]:
@@ -132,8 +137,45 @@ class CompiledProgram:
 
     @cached_property
     def metric_grains(self) -> frozenset[str]:
-        """Calendar grains whose metric values the engine reads (none yet: mechanics read them)."""
-        return frozenset()
+        """Calendar grains whose metric values the engine reads: badge windows, streaks, goals, levels."""
+        grains = {c.window for b in self.doc.badges for g in b.grades for c in g.when}
+        grains |= {s.period for s in self.doc.streaks}
+        grains |= {c.every for c in self.goals if c.every}
+        grains |= {"all" for c in self.goals if c.every is None and c.start is None}
+        if self.doc.levels is not None and self.doc.levels.metric is not None:
+            grains.add("all")
+        return frozenset(g for g in grains if g in GRAINS)
+
+    @cached_property
+    def read_metrics(self) -> frozenset[str]:
+        """Metrics whose values the engine reads (badges, streaks, goals, levels on a metric)."""
+        found = {c.metric for b in self.doc.badges for g in b.grades for c in g.when}
+        found |= {s.metric for s in self.doc.streaks} | {c.metric for c in self.goals if c.metric}
+        if self.doc.levels is not None and self.doc.levels.metric is not None:
+            found.add(self.doc.levels.metric)
+        return frozenset(found)
+
+    @cached_property
+    def has_mechanics(self) -> bool:
+        return bool(self.doc.badges or self.doc.streaks or self.goals or self.doc.levels)
+
+    @cached_property
+    def goals(self) -> tuple[Challenge, ...]:
+        """Challenges the engine settles as events arrive: individual goals (the rest settle when periods close)."""
+        return tuple(c for c in self.doc.challenges if c.kind == "goal" and c.mode == "individual")
+
+    @cached_property
+    def ranges(self) -> tuple[tuple[str, dt.date, dt.date], ...]:
+        """One-off challenge periods (``start``..``end``): metrics are also kept per range."""
+        found = {(range_key(c.start, c.end), c.start, c.end) for c in self.doc.challenges if c.start and c.end}
+        return tuple(sorted(found))
+
+    def state_periods(self, day: dt.date) -> set[str]:
+        """Period keys the engine reads for an event on local ``day``: rule counters and metrics."""
+        keys = period_keys(day)
+        wanted = {keys[GRAINS.index(g)] for g in self.counter_grains | self.metric_grains}
+        wanted.update(key for key, start, end in self.ranges if start <= day <= end)
+        return wanted
 
     @cached_property
     def variables_by_event(self) -> dict[str, frozenset[str]]:

@@ -103,6 +103,18 @@ def upsert_add(
     connection.exec_driver_sql(_insert_sql(connection, table, columns, tail), values)
 
 
+def upsert_set(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], *, keys: Sequence[str], update: Sequence[str]
+) -> None:
+    """Insert rows, or overwrite the ``update`` columns of the existing row (rows unique by ``keys``)."""
+    if not rows:
+        return
+    columns, values = _rows(connection, table, rows)
+    changes = ", ".join(f"{c} = excluded.{c}" for c in update)
+    tail = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {changes}"
+    connection.exec_driver_sql(_insert_sql(connection, table, columns, tail), values)
+
+
 def insert_ignore(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows, skipping those whose key already exists (another worker was first)."""
     if rows:

@@ -188,7 +188,7 @@ metric_totals = Table(
     metadata,
     Column("program_id", ForeignKey("programs.id"), primary_key=True),
     Column("metric", String(64), primary_key=True),
-    Column("period", String(16), primary_key=True),
+    Column("period", String(32), primary_key=True),
     Column("subject_kind", String(1), primary_key=True),
     Column("subject_id", Id, primary_key=True),  # participants.id or teams.id
     Column("value", Float, nullable=False),
@@ -214,7 +214,7 @@ rule_counters = Table(
     metadata,
     Column("participant_id", ForeignKey("participants.id"), primary_key=True),
     Column("rule", String(64), primary_key=True),
-    Column("period", String(16), primary_key=True),
+    Column("period", String(32), primary_key=True),
     Column("count", Integer, nullable=False),
     Column("last_at", Timestamp),
 )
@@ -241,4 +241,54 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("detail", JSON, nullable=False),
     Column("at", Timestamp, nullable=False),
+)
+
+
+# --- game mechanics (projections of the event log, rebuilt by replay) ---
+
+badge_grants = Table(
+    "badge_grants",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("badge", String(64), primary_key=True),
+    Column("grade", String(100), primary_key=True),
+    Column("period", String(32), primary_key=True),  # "all" unless the badge is repeatable
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("event_id", String(200), nullable=False),  # the event that earned it
+    Column("awarded_at", Timestamp, nullable=False),  # that event's time
+    Column("revoked_by", String(200)),  # the reversal that took it back, if one did
+)
+
+challenge_completions = Table(
+    "challenge_completions",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("challenge", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("completed_at", Timestamp, nullable=False),
+)
+
+streak_runs = Table(
+    "streak_runs",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("streak", String(64), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("runs", JSON, nullable=False),
+    Column("best", Integer, nullable=False),
+)
+
+# What players and screens are told, in order: awards, badges, levels, streaks, completions.
+feed = Table(
+    "feed",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant", String(200)),
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Index("ix_feed_program", "program_id", "id"),
 )
