@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
-from levelup.api.routes import events, keys, leaderboards, participants, programs
+from levelup.api.routes import challenges, events, keys, leaderboards, participants, programs
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.runtime import Runtime
 
@@ -60,7 +60,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    for module in (programs, events, participants, leaderboards, keys):
+    for module in (programs, events, participants, leaderboards, challenges, keys):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
     return app

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from levelup.achievements.levels import level_of
+from levelup.achievements.progress import progress
 from levelup.errors import NotFound
+from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 
 
 def profile(
-    connection: Connection, program: ProgramRecord, compiled: CompiledProgram, external_id: str
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    external_id: str,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     row = connection.execute(
         select(t.participants).where(
@@ -66,8 +73,13 @@ def profile(
         "balances": balances,
         "arrears": arrears,
         "level": level,
-        "tier": None,
-        "badges": [],
-        "streaks": [],
-        "challenges": [],
+        "tier": row.tier,
+        **progress(
+            connection,
+            compiled,
+            program.id,
+            row.id,
+            list(teams),
+            local_date(now or dt.datetime.now(dt.UTC), compiled.timezone),
+        ),
     }

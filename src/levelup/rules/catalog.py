@@ -1,14 +1,81 @@
-"""The rules of a program in plain language: what a participant reads to know how to earn."""
+"""The rules of a program in plain language: what a participant reads to know how the game works."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import Badge, Challenge, Criterion
+
+WINDOW_WORDS = {
+    "day": "today",
+    "week": "this week",
+    "month": "this month",
+    "quarter": "this quarter",
+    "year": "this year",
+    "all": "in all",
+}
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,}"
+
+
+def _window(window: str) -> str:
+    if window.startswith("last_"):
+        return f"in the last {window.split('_')[1]} days"
+    return WINDOW_WORDS[window]
+
+
+def _criterion(c: Criterion) -> str:
+    return f"{_num(c.at_least)} {c.metric} {_window(c.window)}"
+
+
+def _badge(badge: Badge) -> dict[str, Any]:
+    again = f", again each {badge.repeatable}" if badge.repeatable else ""
+    return {
+        "key": badge.key,
+        "name": badge.name,
+        "repeatable": badge.repeatable,
+        "grades": [
+            {
+                "name": g.name,
+                "when": [c.model_dump() for c in g.when],
+                "explain": f"{g.name}: " + " and ".join(_criterion(c) for c in g.when) + again,
+            }
+            for g in badge.grades
+        ],
+    }
+
+
+def _reward(award: dict[str, Any] | None) -> str:
+    return " and ".join(f"{amount} {currency}" for currency, amount in (award or {}).items())
+
+
+def _challenge(c: Challenge) -> str:
+    when = f"each {c.every}" if c.every else (f"from {c.start} to {c.end}" if c.start and c.end else "once")
+    if c.kind == "quest":
+        steps = ", then ".join(f"{_num(s.target)} {s.metric}" for s in c.steps or [])
+        return f"Quest: {steps}; reward {_reward(c.reward)}"
+    if c.kind == "competition":
+        prizes = ", ".join(f"#{p.rank}: {_reward(p.award)}" for p in c.prizes or [])
+        return f"Competition on {c.metric} {when}; prizes {prizes}, paid when the period closes"
+    who = "your team together" if c.mode == "team" else "you"
+    paid = "when the period closes, to each member" if c.mode == "team" else "the moment you reach it"
+    reward = f"; reward {_reward(c.reward)} {paid}" if c.reward else ""
+    return f"Reach {_num(c.target or 0)} {c.metric} ({who}) {when}{reward}"
 
 
 def how_to_play(program: CompiledProgram) -> dict[str, Any]:
     doc = program.doc
+    levels = None
+    if doc.levels:
+        on = doc.levels.currency or doc.levels.metric
+        levels = {
+            **doc.levels.model_dump(exclude_none=True),
+            "explain": f"Levels climb on the lifetime {on} earned; spending never lowers a level, a reversal can: "
+            + ", ".join(f"{s.name} at {s.at:,}" for s in doc.levels.steps),
+        }
     return {
         "program": doc.program,
         "name": doc.name,
@@ -26,5 +93,18 @@ def how_to_play(program: CompiledProgram) -> dict[str, Any]:
             }
             for rule in program.rules
         ],
-        "levels": doc.levels.model_dump(exclude_none=True) if doc.levels else None,
+        "levels": levels,
+        "badges": [_badge(b) for b in doc.badges],
+        "streaks": [
+            {
+                **s.model_dump(exclude_none=True),
+                "explain": f"{_num(s.at_least)} {s.metric} each {s.period} in a row"
+                + (f"; {s.grace} missed {s.period}(s) forgiven" if s.grace else ""),
+            }
+            for s in doc.streaks
+        ],
+        "challenges": [{"key": c.key, "kind": c.kind, "explain": _challenge(c)} for c in doc.challenges if not c.draft],
+        "tiers": doc.tiers.model_dump(exclude_none=True) if doc.tiers else None,
+        "leaderboards": [b.model_dump(exclude_none=True) for b in doc.leaderboards],
+        "rewards": [r.model_dump(mode="json", exclude_none=True) for r in doc.rewards],
     }

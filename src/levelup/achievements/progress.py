@@ -1,0 +1,131 @@
+"""What a participant sees of their progress: badges held and next, streaks, challenges.
+
+Read-side only: it reads the projections the engine keeps (metric totals, badge
+grants, completions, streak runs) as of ``today`` in the program's time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.achievements import streaks
+from levelup.achievements.badges import badge_period
+from levelup.challenges.goals import eligible, goal_period
+from levelup.engine.model import ParticipantState
+from levelup.metrics.periods import period_key
+from levelup.programs.compiled import CompiledProgram
+from levelup.storage import tables as t
+
+
+def _values(
+    connection: Connection, program_id: int, participant_id: int, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], float]:
+    if not keys:
+        return {}
+    m = t.metric_totals.c
+    rows = connection.execute(
+        select(m.metric, m.period, m.value).where(
+            m.program_id == program_id,
+            m.subject_kind == "p",
+            m.subject_id == participant_id,
+            m.metric.in_({k[0] for k in keys}),
+            m.period.in_({k[1] for k in keys}),
+        )
+    )
+    return {(metric, period): value for metric, period, value in rows}
+
+
+def progress(
+    connection: Connection,
+    program: CompiledProgram,
+    program_id: int,
+    participant_id: int,
+    teams: list[str],
+    today: dt.date,
+    *,
+    include_drafts: bool = False,
+) -> dict[str, Any]:
+    """Badges (held, and progress toward the next grade), streaks and challenges of one participant."""
+    doc = program.doc
+    goals = [c for c in program.goals if include_drafts or not c.draft]
+    keys = {(c.metric, period_key(c.window, today)) for b in doc.badges for g in b.grades for c in g.when}
+    keys |= {(c.metric, p) for c in goals if c.metric and (p := goal_period(c, today)) is not None}
+    values = _values(connection, program_id, participant_id, keys)
+    held = connection.execute(
+        select(t.badge_grants).where(
+            t.badge_grants.c.participant_id == participant_id, t.badge_grants.c.revoked_by.is_(None)
+        )
+    ).all()
+    badges = [
+        {
+            "key": r.badge,
+            "grade": r.grade,
+            "period": r.period,
+            "awarded_at": r.awarded_at.isoformat(),
+            "event": r.event_id,
+        }
+        for r in sorted(held, key=lambda r: (r.awarded_at, r.badge))
+    ]
+    held_keys = {(r.badge, r.grade, r.period) for r in held}
+    badge_progress = []
+    for badge in doc.badges:
+        period = badge_period(badge, today)
+        following = next((g for g in badge.grades if (badge.key, g.name, period) not in held_keys), None)
+        if following is not None:
+            badge_progress.append(
+                {
+                    "key": badge.key,
+                    "next_grade": following.name,
+                    "period": period,
+                    "criteria": [
+                        {
+                            "metric": c.metric,
+                            "window": c.window,
+                            "value": values.get((c.metric, period_key(c.window, today)), 0.0),
+                            "at_least": c.at_least,
+                        }
+                        for c in following.when
+                    ],
+                }
+            )
+    runs = {
+        r.streak: (r.runs, r.best)
+        for r in connection.execute(select(t.streak_runs).where(t.streak_runs.c.participant_id == participant_id))
+    }
+    streak_list = []
+    for s in doc.streaks:
+        run_list, best = runs.get(s.key, ([], 0))
+        streak_list.append(
+            {
+                "key": s.key,
+                "current": streaks.current(run_list, streaks.ordinal(s.period, today), s.grace),
+                "best": best,
+                "period": s.period,
+            }
+        )
+    completed = {
+        (r.challenge, r.period)
+        for r in connection.execute(
+            select(t.challenge_completions).where(t.challenge_completions.c.participant_id == participant_id)
+        )
+    }
+    state = ParticipantState("", teams=tuple(teams))
+    challenges = []
+    for c in goals:
+        current = goal_period(c, today)
+        if current is None or c.metric is None or c.target is None or not eligible(c, state):
+            continue
+        challenges.append(
+            {
+                "key": c.key,
+                "period": current,
+                "progress": values.get((c.metric, current), 0.0),
+                "target": c.target,
+                "completed": (c.key, current) in completed,
+                **({"draft": True} if c.draft else {}),
+            }
+        )
+    return {"badges": badges, "badge_progress": badge_progress, "streaks": streak_list, "challenges": challenges}
