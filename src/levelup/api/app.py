@@ -2,27 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
 from levelup.api.routes import challenges, events, keys, leaderboards, participants, programs
+from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.runtime import Runtime
 
 PROBLEM = "application/problem+json"
+logger = logging.getLogger("levelup")
 
 
 def _problem(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+@asynccontextmanager
+async def _closing_job(app: FastAPI) -> AsyncIterator[None]:
+    """Settle due challenge and competition periods every ``close_every`` seconds while serving."""
+    every: float | None = app.state.close_every
+    task = asyncio.create_task(_close_forever(app.state.runtime, every)) if every else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+async def _close_forever(runtime: Runtime, every: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(close_periods, runtime)
+        except Exception:  # a failed run is retried next time; the job must not die
+            logger.exception("closing periods failed")
+        await asyncio.sleep(every)
+
+
+def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI:
+    """The API over ``runtime``; with ``close_every`` it also runs the period-closing job."""
     app = FastAPI(
+        lifespan=_closing_job,
         title="Levelup",
         version=__version__,
         description="Gamification engine for CRM: points, levels, badges, leaderboards and loyalty.",
@@ -30,6 +60,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.close_every = close_every
 
     @app.exception_handler(LevelupError)
     async def _levelup_error(_request: Request, exc: LevelupError) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 
 from levelup.api.app import create_app
@@ -9,5 +11,10 @@ from levelup.runtime import Runtime
 
 
 def app() -> FastAPI:
-    """One app per worker, on the database in ``LEVELUP_DATABASE_URL`` (schema already migrated)."""
-    return create_app(Runtime.from_url(migrate=False))
+    """One app per worker, on the database in ``LEVELUP_DATABASE_URL`` (schema already migrated).
+
+    Every worker runs the period-closing job (``LEVELUP_CLOSE_EVERY`` seconds, default 60; 0 turns it
+    off): closing is idempotent across workers.
+    """
+    every = float(os.environ.get("LEVELUP_CLOSE_EVERY", "60"))
+    return create_app(Runtime.from_url(migrate=False), close_every=every or None)

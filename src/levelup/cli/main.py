@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -209,6 +210,26 @@ def replay(
         console.print("[green]replay matches the stored state[/green]")
     elif not report.rebuilt:
         raise typer.Exit(3)
+
+
+@app.command("close-periods")
+def close_periods_command(
+    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
+    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339), e.g. to settle in tests")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Settle team goals and competitions whose period ended (plus the grace time). Safe to run twice."""
+    from levelup.challenges.closing import close_periods
+
+    when = dt.datetime.fromisoformat(now) if now else None
+    if when is not None and when.tzinfo is None:
+        errors.print("[red]error:[/red] --now needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+        raise typer.Exit(1)
+    closed = close_periods(_runtime(database), now=when, program_keys=program or None)
+    for item in closed:
+        console.print(f"{item.program} {item.challenge} {item.period}: closed, {item.paid} ledger entries paid")
+    if not closed:
+        console.print("nothing to close")
 
 
 @app.command()

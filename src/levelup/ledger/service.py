@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
-from levelup.ledger.positions import Position, move
+from levelup.ledger.positions import Position, PositionDelta, apply, move
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked
+from levelup.storage.sql import add_checked, bulk_insert
 
 MAX_PAGE = 500
 
@@ -62,6 +63,76 @@ def entries(
     return page, (rows[limit - 1].id if len(rows) > limit else None)
 
 
+@dataclass(frozen=True)
+class Booking:
+    """A ledger entry made outside event scoring: an adjustment, a prize, a team reward."""
+
+    participant_id: int
+    currency: str
+    amount: int
+    kind: str
+    key: str  # idempotency key, unique in the program
+    explain: str
+    at: dt.datetime
+
+
+def book(connection: Connection, program_id: int, bookings: list[Booking], *, now: dt.datetime) -> None:
+    """Append entries and move balances with the same arithmetic as scoring (credits pay arrears first).
+
+    Locks the participants first; the ledger's unique key refuses a second booking of the same key.
+    """
+    if not bookings:
+        return
+    participants.lock(connection, {b.participant_id for b in bookings})
+    wanted = {(b.participant_id, b.currency) for b in bookings}
+    positions = {
+        (r.participant_id, r.currency): Position(r.available, r.arrears, r.earned)
+        for r in connection.execute(select(t.positions).where(t.positions.c.participant_id.in_({p for p, _ in wanted})))
+        if (r.participant_id, r.currency) in wanted
+    }
+    deltas: dict[tuple[int, str], PositionDelta] = {}
+    for b in bookings:
+        position = positions.setdefault((b.participant_id, b.currency), Position())
+        delta = move(position, b.amount, b.kind)
+        apply(position, delta)
+        deltas[(b.participant_id, b.currency)] = deltas.get((b.participant_id, b.currency), PositionDelta()) + delta
+    bulk_insert(
+        connection,
+        t.ledger_entries,
+        [
+            {
+                "program_id": program_id,
+                "participant_id": b.participant_id,
+                "currency": b.currency,
+                "amount": b.amount,
+                "kind": b.kind,
+                "idempotency_key": b.key,
+                "explain": b.explain,
+                "at": b.at,
+                "created_at": now,
+            }
+            for b in bookings
+        ],
+    )
+    add_checked(
+        connection,
+        t.positions,
+        [
+            {
+                "participant_id": p,
+                "currency": c,
+                "program_id": program_id,
+                "available": d.available,
+                "arrears": d.arrears,
+                "earned": d.earned,
+            }
+            for (p, c), d in deltas.items()
+        ],
+        keys=["participant_id", "currency"],
+        add=["available", "arrears", "earned"],
+    )
+
+
 def adjust(
     connection: Connection,
     program: ProgramRecord,
@@ -100,39 +171,18 @@ def adjust(
             f"insufficient balance: {position.available} {currency} available, debit of {-amount}",
             code="insufficient_balance",
         )
-    delta = move(position, amount, "adjustment")
     now = dt.datetime.now(dt.UTC)
-    entry_id = connection.execute(
-        t.ledger_entries.insert()
-        .values(
-            program_id=program.id,
-            participant_id=pid,
-            currency=currency,
-            amount=amount,
-            kind="adjustment",
-            idempotency_key=key,
-            explain=f"manual adjustment by {actor}: {note}",
-            at=now,
-            created_at=now,
-        )
-        .returning(t.ledger_entries.c.id)
-    ).scalar_one()
-    add_checked(
+    book(
         connection,
-        t.positions,
-        [
-            {
-                "participant_id": pid,
-                "currency": currency,
-                "program_id": program.id,
-                "available": delta.available,
-                "arrears": delta.arrears,
-                "earned": delta.earned,
-            }
-        ],
-        keys=["participant_id", "currency"],
-        add=["available", "arrears", "earned"],
+        program.id,
+        [Booking(pid, currency, amount, "adjustment", key, f"manual adjustment by {actor}: {note}", now)],
+        now=now,
     )
+    entry_id = connection.execute(
+        select(t.ledger_entries.c.id).where(
+            t.ledger_entries.c.program_id == program.id, t.ledger_entries.c.idempotency_key == key
+        )
+    ).scalar_one()
     connection.execute(
         t.audit_log.insert().values(
             program_id=program.id,

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Dialect, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from levelup.storage.db import json_dumps
 
@@ -154,3 +155,11 @@ def allocate_ids(connection: Connection, table: Table, column: str, count: int) 
         return list(range(int(start) + 1, int(start) + 1 + count))
     query = text(f"SELECT nextval(pg_get_serial_sequence('{table.name}', '{column}')) FROM generate_series(1, :n)")
     return [int(v) for v in connection.execute(query, {"n": count}).scalars()]
+
+
+def claim(connection: Connection, table: Table, row: dict[str, Any]) -> bool:
+    """Insert one row unless its key exists; True if this transaction inserted it (and so owns the work)."""
+    module: Any = sqlite if connection.dialect.name == "sqlite" else postgresql
+    statement = module.insert(table).values(**row).on_conflict_do_nothing()
+    first_key = next(iter(table.primary_key.columns))
+    return connection.execute(statement.returning(first_key)).first() is not None

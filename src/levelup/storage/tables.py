@@ -292,3 +292,15 @@ feed = Table(
     Column("at", Timestamp, nullable=False),
     Index("ix_feed_program", "program_id", "id"),
 )
+
+# A challenge or competition period that was settled: the primary key makes closing idempotent
+# across workers (the first transaction to insert the row pays; any other finds it and stops).
+closed_periods = Table(
+    "closed_periods",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("challenge", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("closed_at", Timestamp, nullable=False),
+    Column("result", JSON, nullable=False),
+)

@@ -76,6 +76,16 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_streak_runs_program_id_programs")),
         sa.PrimaryKeyConstraint("participant_id", "streak", name=op.f("pk_streak_runs")),
     )
+    op.create_table(
+        "closed_periods",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("challenge", sa.String(length=64), nullable=False),
+        sa.Column("period", sa.String(length=32), nullable=False),
+        sa.Column("closed_at", levelup.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("result", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_closed_periods_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "challenge", "period", name=op.f("pk_closed_periods")),
+    )
     _widen_periods(32)
 
 
@@ -88,6 +98,7 @@ def _widen_periods(length: int) -> None:
 
 def downgrade() -> None:
     _widen_periods(16)
+    op.drop_table("closed_periods")
     op.drop_table("streak_runs")
     op.drop_table("challenge_completions")
     op.drop_table("badge_grants")

@@ -1,0 +1,225 @@
+"""Closing periods: team goals and competitions are settled once their period has ended plus a grace time.
+
+Run by the server every minute and by ``levelup close-periods``. Each (challenge,
+period) is settled in one transaction that first inserts its ``closed_periods``
+row: a second run, or another worker, finds the row and pays nothing. Prizes and
+team rewards are ledger entries (kind ``prize`` / ``challenge``) with idempotency
+keys naming the challenge, period and participant, a second guard against paying twice.
+
+A late event that arrives before the period closes counts toward the result; one
+that arrives after it still counts in the metrics and leaderboards, but the prizes
+already paid stand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.leaderboards.service import Row, rank
+from levelup.ledger.service import Booking, book
+from levelup.metrics.periods import grain_of, period_end, zone
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import Challenge, duration_seconds
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+from levelup.storage.sql import claim
+
+
+@dataclass(frozen=True)
+class Closed:
+    program: str
+    challenge: str
+    period: str
+    paid: int  # ledger entries booked
+
+
+def _settled_here(challenge: Challenge) -> bool:
+    return challenge.kind == "competition" or (challenge.kind == "goal" and challenge.mode == "team")
+
+
+def _range_end(challenge: Challenge, timezone: str) -> dt.datetime:
+    assert challenge.end is not None
+    after = dt.datetime.combine(challenge.end + dt.timedelta(days=1), dt.time(), zone(timezone))
+    return after.astimezone(dt.UTC)
+
+
+def due_periods(
+    connection: Connection, program_id: int, compiled: CompiledProgram, challenge: Challenge, now: dt.datetime
+) -> list[tuple[str, dt.datetime]]:
+    """Periods of ``challenge`` that ended at least the grace time ago and are not closed yet."""
+    grace = dt.timedelta(seconds=duration_seconds(compiled.doc.close_grace))
+    closed = set(
+        connection.execute(
+            select(t.closed_periods.c.period).where(
+                t.closed_periods.c.program_id == program_id, t.closed_periods.c.challenge == challenge.key
+            )
+        ).scalars()
+    )
+    if challenge.start and challenge.end and not challenge.every:
+        key = next(k for k, start, end in compiled.ranges if (start, end) == (challenge.start, challenge.end))
+        candidates = [(key, _range_end(challenge, compiled.timezone))]
+    elif challenge.every:
+        m = t.metric_totals.c
+        keys = connection.execute(
+            select(m.period).where(m.program_id == program_id, m.metric == challenge.metric).group_by(m.period)
+        ).scalars()
+        candidates = []
+        for key in keys:
+            try:
+                grain = grain_of(key)
+            except ValueError:
+                continue  # a range period
+            if grain == challenge.every:
+                end = period_end(key, compiled.timezone)
+                assert end is not None
+                candidates.append((key, end))
+    else:
+        return []
+    return sorted((k, end) for k, end in candidates if k not in closed and end + grace <= now)
+
+
+def _values(connection: Connection, program_id: int, metric: str, period: str, kind: str) -> dict[int, float]:
+    m = t.metric_totals.c
+    rows = connection.execute(
+        select(m.subject_id, m.value).where(
+            m.program_id == program_id, m.metric == metric, m.period == period, m.subject_kind == kind
+        )
+    )
+    return {int(s): float(v) for s, v in rows}
+
+
+def _teams(connection: Connection, program_id: int) -> dict[int, tuple[str, list[int]]]:
+    """Team id → (external id, member participant ids)."""
+    out: dict[int, tuple[str, list[int]]] = {
+        r.id: (r.external_id, []) for r in connection.execute(select(t.teams).where(t.teams.c.program_id == program_id))
+    }
+    for participant_id, team_id in connection.execute(
+        select(t.memberships.c.participant_id, t.memberships.c.team_id).where(t.memberships.c.team_id.in_(list(out)))
+    ):
+        out[team_id][1].append(participant_id)
+    return out
+
+
+def _awards(award: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """Constant award amounts (prizes and team rewards take no expressions: there is no event)."""
+    return [(c, int(a)) for c, a in (award or {}).items() if isinstance(a, int | float) and int(a) > 0]
+
+
+def settle(
+    connection: Connection,
+    program_id: int,
+    compiled: CompiledProgram,
+    challenge: Challenge,
+    period: str,
+    ended: dt.datetime,
+    now: dt.datetime,
+) -> Closed | None:
+    """Pay one period of one challenge, unless someone already did."""
+    assert challenge.metric is not None
+    teams = _teams(connection, program_id)
+    subject_kind = "t" if challenge.mode == "team" else "p"
+    values = _values(connection, program_id, challenge.metric, period, subject_kind)
+    if challenge.mode == "team" and challenge.teams:
+        allowed = {i for i, (external, _) in teams.items() if external in challenge.teams}
+        values = {s: v for s, v in values.items() if s in allowed}
+    names = {
+        r.id: r.external_id
+        for r in connection.execute(
+            select(t.teams if subject_kind == "t" else t.participants).where(
+                (t.teams if subject_kind == "t" else t.participants).c.program_id == program_id
+            )
+        )
+    }
+    winners: list[tuple[int, int, list[tuple[str, int]]]] = []  # (subject, rank or 0, awards)
+    result: dict[str, Any] = {"metric": challenge.metric, "period": period}
+    if challenge.kind == "goal":
+        reached = [s for s, v in values.items() if challenge.target is not None and v >= challenge.target]
+        winners = [(s, 0, _awards(challenge.reward)) for s in reached]
+        result["reached"] = sorted(names[s] for s in reached)
+    else:
+        prizes = {p.rank: _awards(p.award) for p in challenge.prizes or []}
+        ranked = rank([Row(names[s], None, v) for s, v in values.items() if v > 0])
+        by_name = {v: k for k, v in names.items()}
+        winners = [(by_name[row.id], r, prizes[r]) for r, row in ranked if r in prizes]
+        result["ranking"] = [{"rank": r, "id": row.id, "value": row.value} for r, row in ranked[:20]]
+    claimed = claim(
+        connection,
+        t.closed_periods,
+        {"program_id": program_id, "challenge": challenge.key, "period": period, "closed_at": now, "result": result},
+    )
+    if not claimed:
+        return None
+    if challenge.draft:
+        return Closed(compiled.key, challenge.key, period, 0)
+    kind = "challenge" if challenge.kind == "goal" else "prize"
+    label = challenge.name or challenge.key
+    bookings: list[Booking] = []
+    for subject, place, awards in winners:
+        members = teams[subject][1] if subject_kind == "t" else [subject]
+        why = f"{label} {period}: " + (f"rank {place}" if place else f"target {challenge.target:g} reached")
+        for participant_id in members:
+            bookings.extend(
+                Booking(
+                    participant_id,
+                    currency,
+                    amount,
+                    kind,
+                    f"close:{challenge.key}:{period}:{participant_id}:{currency}",
+                    why,
+                    ended,
+                )
+                for currency, amount in awards
+            )
+    book(connection, program_id, bookings, now=now)
+    _feed(connection, program_id, challenge, period, result, now)
+    return Closed(compiled.key, challenge.key, period, len(bookings))
+
+
+def _feed(
+    connection: Connection, program_id: int, challenge: Challenge, period: str, result: dict[str, Any], now: dt.datetime
+) -> None:
+    connection.execute(
+        t.feed.insert().values(
+            program_id=program_id,
+            participant=None,
+            kind="period.closed",
+            payload={"challenge": challenge.key, **result},
+            at=now,
+        )
+    )
+
+
+def close_periods(
+    runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None
+) -> list[Closed]:
+    """Settle every due period of every program (or of ``program_keys``); safe to run anywhere, any time."""
+    now = now or dt.datetime.now(dt.UTC)
+    with runtime.db.read() as connection:
+        keys = (
+            list(program_keys)
+            if program_keys is not None
+            else list(connection.execute(select(t.programs.c.key)).scalars())
+        )
+    done: list[Closed] = []
+    for key in keys:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, key)
+            compiled = runtime.programs.compiled(connection, record)
+            due = [
+                (c, period, ended)
+                for c in compiled.doc.challenges
+                if _settled_here(c) and c.metric
+                for period, ended in due_periods(connection, record.id, compiled, c, now)
+            ]
+        for challenge, period, ended in due:
+            with runtime.db.write() as connection:
+                closed = settle(connection, record.id, compiled, challenge, period, ended, now)
+            if closed is not None:
+                done.append(closed)
+    return done
