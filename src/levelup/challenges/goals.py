@@ -31,17 +31,28 @@ def eligible(challenge: Challenge, state: ParticipantState) -> bool:
 
 
 def evaluate(
-    goals: Collection[Challenge], state: ParticipantState, day: dt.date, value: MetricValue, touched: set[str]
+    goals: Collection[Challenge],
+    state: ParticipantState,
+    completions: dict[tuple[str, str], tuple[tuple[str, int], ...]],
+    day: dt.date,
+    value: MetricValue,
+    touched: set[str],
+    *,
+    may_undo: bool,
 ) -> list[Completion]:
-    """Goals whose target is reached now and were not completed before in that period."""
-    done: list[Completion] = []
+    """Goals whose target is reached now and were not completed before in that period; and, after a
+    reversal (``may_undo``), completed goals whose value fell back below the target."""
+    changes: list[Completion] = []
     for goal in goals:
         if goal.metric not in touched or goal.metric is None or goal.target is None or not eligible(goal, state):
             continue
         period = goal_period(goal, day)
-        if period is None or (goal.key, period) in state.completions:
+        if period is None:
             continue
         reached = value(goal.metric, period)
-        if reached >= goal.target:
-            done.append(Completion(goal.key, period, reached, goal.target))
-    return done
+        paid = completions.get((goal.key, period))
+        if paid is None and reached >= goal.target:
+            changes.append(Completion(goal.key, period, reached, goal.target))
+        elif paid is not None and reached < goal.target and may_undo:
+            changes.append(Completion(goal.key, period, reached, goal.target, completed=False, reward=paid))
+    return changes

@@ -70,7 +70,8 @@ class ParticipantState:
     last_award: dict[str, dt.datetime] = field(default_factory=dict)
     periods: set[str] | None = None
     badges: set[tuple[str, str, str]] = field(default_factory=set)  # (badge, grade, period) held now
-    completions: set[tuple[str, str]] = field(default_factory=set)  # (challenge, period) completed
+    # (challenge, period) completed → the reward paid for it
+    completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
     streaks: dict[str, tuple[list[list[int]], int]] = field(default_factory=dict)  # key → (runs, best)
 
     def position(self, currency: str) -> Position:
@@ -128,6 +129,8 @@ class Completion(NamedTuple):
     period: str
     value: float
     target: float
+    completed: bool = True  # False: a reversal took the value back below the target
+    reward: tuple[tuple[str, int], ...] = ()  # what was paid for it (taken back if undone)
 
 
 class StreakChange(NamedTuple):
@@ -186,7 +189,11 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
             state.metrics[key] = state.metrics.get(key, 0.0) + m.delta
     for b in effects.badges:
         (state.badges.add if b.granted else state.badges.discard)((b.badge, b.grade, b.period))
-    state.completions.update((c.challenge, c.period) for c in effects.completions)
+    for done in effects.completions:
+        if done.completed:
+            state.completions[(done.challenge, done.period)] = done.reward
+        else:
+            state.completions.pop((done.challenge, done.period), None)
     for st in effects.streaks:
         state.streaks[st.streak] = (st.runs, st.best)
     for c in effects.counters:

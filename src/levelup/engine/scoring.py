@@ -16,6 +16,7 @@ from levelup.achievements import badges, streaks
 from levelup.achievements.levels import level_of
 from levelup.challenges import goals
 from levelup.engine.model import (
+    Completion,
     CounterDelta,
     Effects,
     Event,
@@ -205,7 +206,8 @@ def _reverse(
 ) -> None:
     """Undo an earlier event with compensating records: never by deleting."""
     before = event.reverses
-    for entry in reversed_event.entries:
+    # rule awards are undone here; a goal's reward follows its completion (see _settle_goal)
+    for entry in (e for e in reversed_event.entries if e.kind == "rule"):
         _book(
             effects,
             scratch,
@@ -257,6 +259,55 @@ def score(
     return effects
 
 
+def _settle_goal(
+    program: CompiledProgram,
+    change: Completion,
+    event: Event,
+    activation: Activation,
+    effects: Effects,
+    scratch: dict[str, Position],
+) -> Completion:
+    """Pay a goal's reward (none for a draft), or take back what was paid when a reversal undoes it."""
+    challenge = next(c for c in program.goals if c.key == change.challenge)
+    name = challenge.name or challenge.key
+    if not change.completed:
+        for currency, amount in change.reward:
+            _book(
+                effects,
+                scratch,
+                LedgerEffect(
+                    f"challenge-undone:{challenge.key}:{change.period}:{currency}",
+                    currency,
+                    -amount,
+                    "reversal",
+                    None,
+                    program.version,
+                    f"challenge {name} ({change.period}) undone by event {event.id}",
+                    event.occurred_at,
+                ),
+            )
+        return change
+    if challenge.draft:
+        return change  # a draft is scored silently: progress and completion, no reward
+    paid = _amounts(program.challenge_rewards.get(challenge.key, ()), activation, effects, f"challenge:{challenge.key}")
+    for currency, amount in paid:
+        _book(
+            effects,
+            scratch,
+            LedgerEffect(
+                f"challenge:{challenge.key}:{change.period}:{currency}",
+                currency,
+                amount,
+                "challenge",
+                None,
+                program.version,
+                f"challenge {name}: {change.target:g} reached ({change.period})",
+                event.occurred_at,
+            ),
+        )
+    return change._replace(reward=tuple(paid))
+
+
 def _mechanics(
     program: CompiledProgram,
     state: ParticipantState,
@@ -277,41 +328,26 @@ def _mechanics(
 
     touched = {metric for metric, _ in own}
     day = local_date(event.occurred_at, program.timezone)
-    for completion in goals.evaluate(program.goals, state, day, after, touched):
-        effects.completions.append(completion)
-        challenge = next(c for c in program.goals if c.key == completion.challenge)
-        if challenge.draft:
-            continue  # a draft is scored silently: progress and completion, no reward, no feed
-        for currency, amount in _amounts(
-            program.challenge_rewards.get(completion.challenge, ()), activation, effects, f"challenge:{challenge.key}"
-        ):
-            explain = (
-                f"challenge {challenge.name or challenge.key}: {completion.target:g} reached ({completion.period})"
-            )
-            _book(
-                effects,
-                scratch,
-                LedgerEffect(
-                    f"challenge:{challenge.key}:{completion.period}:{currency}",
-                    currency,
-                    amount,
-                    "challenge",
-                    None,
-                    program.version,
-                    explain,
-                    event.occurred_at,
-                ),
-            )
     days = [day]
     if reversed_event is not None:
         days.append(local_date(reversed_event.event.occurred_at, program.timezone))
+    completions = dict(state.completions)
+    for when in dict.fromkeys(days):
+        undo = reversed_event is not None
+        for goal in goals.evaluate(program.goals, state, completions, when, after, touched, may_undo=undo):
+            settled = _settle_goal(program, goal, event, activation, effects, scratch)
+            effects.completions.append(settled)
+            if settled.completed:
+                completions[(settled.challenge, settled.period)] = settled.reward
+            else:
+                completions.pop((settled.challenge, settled.period), None)
     held = set(state.badges)
     for when in dict.fromkeys(days):
-        for change in badges.evaluate(
+        for badge in badges.evaluate(
             program.doc.badges, held, when, after, touched, may_revoke=reversed_event is not None
         ):
-            effects.badges.append(change)
-            (held.add if change.granted else held.discard)((change.badge, change.grade, change.period))
+            effects.badges.append(badge)
+            (held.add if badge.granted else held.discard)((badge.badge, badge.grade, badge.period))
     for streak in program.doc.streaks:
         if streak.metric not in touched:
             continue

@@ -226,7 +226,7 @@ class Writes:
     reversals: list[dict[str, Any]] = field(default_factory=list)
     badges: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)  # grants
     revocations: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)
-    completions: list[dict[str, Any]] = field(default_factory=list)
+    completions: dict[tuple[int, str, str], dict[str, Any] | None] = field(default_factory=dict)  # None: undone
     streaks: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     feed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -304,17 +304,20 @@ def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: E
             out.badges[key]["revoked_by"] = e.event.id
         else:
             out.revocations[key] = {"revoked_by": e.event.id}
-    out.completions.extend(
-        {
-            "participant_id": participant_id,
-            "challenge": c.challenge,
-            "period": c.period,
-            "program_id": program_id,
-            "event_id": e.event.id,
-            "completed_at": e.event.occurred_at,
-        }
-        for c in e.completions
-    )
+    for c in e.completions:
+        out.completions[(participant_id, c.challenge, c.period)] = (
+            {
+                "participant_id": participant_id,
+                "challenge": c.challenge,
+                "period": c.period,
+                "program_id": program_id,
+                "event_id": e.event.id,
+                "completed_at": e.event.occurred_at,
+                "reward": [list(r) for r in c.reward],
+            }
+            if c.completed
+            else None
+        )
     for st in e.streaks:
         out.streaks[(participant_id, st.streak)] = {
             "participant_id": participant_id,
@@ -343,7 +346,10 @@ def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, A
         payloads.append(("level", {"from": e.level.before, "to": e.level.after, "up": e.level.up}))
     payloads += [("streak", {"streak": s.streak, "length": s.length, "best": s.best}) for s in e.streaks]
     payloads += [
-        ("challenge", {"challenge": c.challenge, "period": c.period, "value": c.value, "target": c.target})
+        (
+            "challenge" if c.completed else "challenge.undone",
+            {"challenge": c.challenge, "period": c.period, "value": c.value, "target": c.target},
+        )
         for c in e.completions
     ]
     return [{**base, "kind": kind, "payload": {"event": e.event.id, **payload}} for kind, payload in payloads]
@@ -427,7 +433,22 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
                 for r in writes.revocations.values()
             ],
         )
-    bulk_insert(connection, t.challenge_completions, writes.completions)
+    undone = [key for key, row in writes.completions.items() if row is None]
+    if undone:
+        c = t.challenge_completions.c
+        connection.execute(
+            t.challenge_completions.delete().where(
+                c.participant_id == bindparam("p"), c.challenge == bindparam("ch"), c.period == bindparam("per")
+            ),
+            [{"p": p, "ch": ch, "per": per} for p, ch, per in undone],
+        )
+    upsert_set(
+        connection,
+        t.challenge_completions,
+        [row for row in writes.completions.values() if row is not None],
+        keys=["participant_id", "challenge", "period"],
+        update=["event_id", "completed_at", "reward"],
+    )
     upsert_set(
         connection,
         t.streak_runs,

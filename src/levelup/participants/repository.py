@@ -163,10 +163,10 @@ def _load_mechanics(
     ):
         states[by_id[pid]].badges.add((badge, grade, period))
     c = t.challenge_completions.c
-    for pid, challenge, period in connection.execute(
-        select(c.participant_id, c.challenge, c.period).where(c.participant_id.in_(internal))
+    for pid, challenge, period, reward in connection.execute(
+        select(c.participant_id, c.challenge, c.period, c.reward).where(c.participant_id.in_(internal))
     ):
-        states[by_id[pid]].completions.add((challenge, period))
+        states[by_id[pid]].completions[(challenge, period)] = tuple((cur, int(n)) for cur, n in reward)
     s = t.streak_runs.c
     for pid, streak, runs, best in connection.execute(
         select(s.participant_id, s.streak, s.runs, s.best).where(s.participant_id.in_(internal))

@@ -268,6 +268,7 @@ challenge_completions = Table(
     Column("program_id", ForeignKey("programs.id"), nullable=False),
     Column("event_id", String(200), nullable=False),
     Column("completed_at", Timestamp, nullable=False),
+    Column("reward", JSON, nullable=False),  # [[currency, amount], ...] paid: what a reversal takes back
 )
 
 streak_runs = Table(

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("event_id", sa.String(length=200), nullable=False),
         sa.Column("completed_at", levelup.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("reward", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["participant_id"], ["participants.id"], name=op.f("fk_challenge_completions_participant_id_participants")
         ),
