@@ -1,7 +1,7 @@
 """What a participant sees of their progress: badges held and next, streaks, challenges.
 
 Read-side only: it reads the projections the engine keeps (metric totals, badge
-grants, completions, streak runs) as of ``today`` in the program's time zone.
+grants, completions, streak periods) as of ``today`` in the program's time zone.
 """
 
 from __future__ import annotations
@@ -92,16 +92,16 @@ def progress(
                 }
             )
     runs = {
-        r.streak: (r.runs, r.best)
+        r.streak: (r.periods, r.best)
         for r in connection.execute(select(t.streak_runs).where(t.streak_runs.c.participant_id == participant_id))
     }
     streak_list = []
     for s in doc.streaks:
-        run_list, best = runs.get(s.key, ([], 0))
+        qualifying, best = runs.get(s.key, ([], 0))
         streak_list.append(
             {
                 "key": s.key,
-                "current": streaks.current(run_list, streaks.ordinal(s.period, today), s.grace),
+                "current": streaks.current(qualifying, streaks.ordinal(s.period, today), s.grace),
                 "best": best,
                 "period": s.period,
             }

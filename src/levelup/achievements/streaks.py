@@ -1,19 +1,19 @@
 """Streaks: consecutive periods (days, weeks, months) with qualifying activity.
 
-A streak is kept as runs of qualifying periods, each ``[first, last, count]`` in
-period ordinals. A run tolerates up to ``grace`` missed periods between two
-qualifying ones (a freeze): the missed periods are forgiven but not counted.
-Because runs are merged whichever order periods qualify in, a late event that
-fills a gap repairs the streak.
+A streak keeps the set of its qualifying periods (as ordinals, the newest
+``MAX_PERIODS``). Runs are read off that set: a run tolerates up to ``grace``
+missed periods between two qualifying ones (a freeze) — forgiven, not counted.
+A late event adds its period wherever it falls, so it repairs a streak; a reversal
+that leaves a period without qualifying activity removes it, so it can break one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-MAX_RUNS = 20  # the oldest short runs beyond this are forgotten; best is kept apart
+MAX_PERIODS = 1000  # about 2.7 years of days; older periods are forgotten
 
-Run = list[int]  # [first ordinal, last ordinal, qualifying periods]
+Run = tuple[int, int, int]  # first ordinal, last ordinal, qualifying periods
 
 
 def ordinal(period: str, day: dt.date) -> int:
@@ -25,23 +25,33 @@ def ordinal(period: str, day: dt.date) -> int:
     return day.year * 12 + day.month - 1
 
 
-def add_period(runs: list[Run], best: int, point: int, grace: int) -> tuple[list[Run], int]:
-    """Runs and best after ``point`` qualifies (it must not qualify already)."""
-    merged = [point, point, 1]
-    kept: list[Run] = []
-    for run in runs:
-        if run[0] - grace - 1 <= merged[1] and merged[0] <= run[1] + grace + 1:
-            merged = [min(merged[0], run[0]), max(merged[1], run[1]), merged[2] + run[2]]
+def runs(periods: list[int], grace: int) -> list[Run]:
+    """Runs of qualifying periods, oldest first."""
+    out: list[Run] = []
+    for point in sorted(periods):
+        if out and point - out[-1][1] <= grace + 1:
+            first, _, count = out[-1]
+            out[-1] = (first, point, count + 1)
         else:
-            kept.append(run)
-    kept.append(merged)
-    kept.sort(key=lambda r: r[1])
-    return kept[-MAX_RUNS:], max(best, merged[2])
+            out.append((point, point, 1))
+    return out
 
 
-def current(runs: list[Run], now: int, grace: int) -> int:
-    """The length of the streak still alive at ``now`` (its last period within grace of now), else 0."""
-    if not runs:
+def with_period(periods: list[int], point: int, qualifies: bool) -> list[int]:
+    """The qualifying periods after ``point`` starts or stops qualifying."""
+    found = set(periods)
+    (found.add if qualifies else found.discard)(point)
+    return sorted(found)[-MAX_PERIODS:]
+
+
+def best(periods: list[int], grace: int) -> int:
+    return max((r[2] for r in runs(periods, grace)), default=0)
+
+
+def current(periods: list[int], now: int, grace: int) -> int:
+    """The length of the run still alive at ``now`` (its last period within grace of now), else 0."""
+    found = runs(periods, grace)
+    if not found:
         return 0
-    last = runs[-1]
+    last = found[-1]
     return last[2] if now - last[1] <= grace + 1 else 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from levelup.api.app import create_app
 from levelup.runtime import Runtime
@@ -18,3 +21,17 @@ def app() -> FastAPI:
     """
     every = float(os.environ.get("LEVELUP_CLOSE_EVERY", "60"))
     return create_app(Runtime.from_url(migrate=False), close_every=every or None)
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """HTTP/1.1 with ``TCP_NODELAY`` on every connection.
+
+    With several workers uvicorn binds its socket with ``proto=0``, so asyncio does not
+    set ``TCP_NODELAY`` and small responses wait ~40 ms for delayed ACKs (uvicorn #3149).
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)

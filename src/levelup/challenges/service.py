@@ -31,17 +31,20 @@ def _period(challenge: Challenge, today: dt.date) -> str:
 
 
 def _standings(
-    connection: Connection, program_id: int, metric: str, period: str, kind: str, limit: int = 10
+    connection: Connection, program_id: int, challenge: Challenge, period: str, kind: str, limit: int = 10
 ) -> list[dict[str, Any]]:
     m = t.metric_totals.c
     subjects = t.teams if kind == "t" else t.participants
-    rows = connection.execute(
+    query = (
         select(subjects.c.external_id, subjects.c.name, m.value)
         .join(subjects, subjects.c.id == m.subject_id)
-        .where(m.program_id == program_id, m.metric == metric, m.period == period, m.subject_kind == kind)
+        .where(m.program_id == program_id, m.metric == challenge.metric, m.period == period, m.subject_kind == kind)
         .order_by(m.value.desc(), subjects.c.external_id)
         .limit(limit)
     )
+    if kind == "t" and challenge.teams:
+        query = query.where(subjects.c.external_id.in_(challenge.teams))
+    rows = connection.execute(query)
     return [{"id": r.external_id, "name": r.name, "value": r.value} for r in rows]
 
 
@@ -82,7 +85,7 @@ def list_challenges(
             ).scalar_one()
         if c.metric and (c.mode == "team" or c.kind == "competition"):
             kind = "t" if c.mode == "team" else "p"
-            item["standings"] = _standings(connection, program.id, c.metric, period, kind)
+            item["standings"] = _standings(connection, program.id, c, period, kind)
         if participant_id is not None and c.metric:
             m = t.metric_totals.c
             value = connection.execute(

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from levelup.api.server import NoDelayH11Protocol
 from levelup.cli.importer import read_events
 from levelup.errors import LevelupError
 from levelup.events.ingest import Outcome, ingest
@@ -86,7 +87,15 @@ def serve(
     os.environ["LEVELUP_DATABASE_URL"] = url
     Runtime.from_url(url).db.dispose()  # migrate once, before the workers start
     console.print(f"Levelup on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)")
-    uvicorn.run("levelup.api.server:app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    uvicorn.run(
+        "levelup.api.server:app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        http=NoDelayH11Protocol,
+    )
 
 
 @program_app.command("validate")

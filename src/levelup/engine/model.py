@@ -72,7 +72,7 @@ class ParticipantState:
     badges: set[tuple[str, str, str]] = field(default_factory=set)  # (badge, grade, period) held now
     # (challenge, period) completed → the reward paid for it
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
-    streaks: dict[str, tuple[list[list[int]], int]] = field(default_factory=dict)  # key → (runs, best)
+    streaks: dict[str, tuple[list[int], int]] = field(default_factory=dict)  # key → (qualifying periods, best)
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)
@@ -135,9 +135,9 @@ class Completion(NamedTuple):
 
 class StreakChange(NamedTuple):
     streak: str
-    runs: list[list[int]]
+    periods: list[int]  # the qualifying periods after the change
     best: int
-    length: int  # of the run the event's period joined
+    length: int  # of the run holding the changed period (0 when it stopped qualifying)
 
 
 class LevelChange(NamedTuple):
@@ -195,7 +195,7 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
         else:
             state.completions.pop((done.challenge, done.period), None)
     for st in effects.streaks:
-        state.streaks[st.streak] = (st.runs, st.best)
+        state.streaks[st.streak] = (st.periods, st.best)
     for c in effects.counters:
         key = (c.rule, c.period)
         state.counters[key] = state.counters.get(key, 0) + c.delta

@@ -351,13 +351,16 @@ def _mechanics(
     for streak in program.doc.streaks:
         if streak.metric not in touched:
             continue
-        period = period_key(streak.period, day)
-        before = state.metrics.get((streak.metric, period), 0.0)
-        if before < streak.at_least <= after(streak.metric, period):
-            runs, best = state.streaks.get(streak.key, ([], 0))
-            runs, best = streaks.add_period(runs, best, streaks.ordinal(streak.period, day), streak.grace)
-            length = next(r[2] for r in runs if r[0] <= streaks.ordinal(streak.period, day) <= r[1])
-            effects.streaks.append(StreakChange(streak.key, runs, best, length))
+        periods, _ = state.streaks.get(streak.key, ([], 0))
+        for when in dict.fromkeys(days):
+            point = streaks.ordinal(streak.period, when)
+            qualifies = after(streak.metric, period_key(streak.period, when)) >= streak.at_least
+            if qualifies == (point in periods):
+                continue
+            periods = streaks.with_period(periods, point, qualifies)
+            run = next((r for r in streaks.runs(periods, streak.grace) if r[0] <= point <= r[1]), None)
+            best = streaks.best(periods, streak.grace)
+            effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))
     levels = program.doc.levels
     if levels is not None:
         was: float

@@ -30,7 +30,7 @@ from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, upsert_add, upsert_set
+from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
 
 RETRIES = 3
 
@@ -85,16 +85,15 @@ def _ingest(runtime: Runtime, connection: Connection, program_key: str, raw_even
         else:
             parsed.append((i, result, result.content_hash()))
 
-    stored = (
-        dict(
-            connection.execute(
-                select(t.events.c.event_id, t.events.c.content_hash).where(
-                    t.events.c.program_id == program.id, t.events.c.event_id.in_({e.id for _, e, _ in parsed})
-                )
-            ).all()
+    stored: dict[str, str] = dict(
+        fetch_by_keys(
+            connection,
+            t.events,
+            fixed={"program_id": program.id},
+            keys=["event_id"],
+            values=[(e.id,) for e in {e.id: e for _, e, _ in parsed}.values()],
+            columns=["event_id", "content_hash"],
         )
-        if parsed
-        else {}
     )
     fresh: list[tuple[int, EventIn, str]] = []
     for i, event, digest in parsed:
@@ -323,7 +322,7 @@ def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: E
             "participant_id": participant_id,
             "streak": st.streak,
             "program_id": program_id,
-            "runs": st.runs,
+            "periods": st.periods,
             "best": st.best,
         }
 
@@ -429,8 +428,8 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
             )
             .values(revoked_by=bindparam("by")),
             [
-                dict(zip(("p", "b", "g", "per"), r["key"], strict=True), by=r["revoked_by"])
-                for r in writes.revocations.values()
+                dict(zip(("p", "b", "g", "per"), key, strict=True), by=row["revoked_by"])
+                for key, row in writes.revocations.items()
             ],
         )
     undone = [key for key, row in writes.completions.items() if row is None]
@@ -454,7 +453,7 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
         t.streak_runs,
         list(writes.streaks.values()),
         keys=["participant_id", "streak"],
-        update=["runs", "best"],
+        update=["periods", "best"],
     )
     upsert_add(
         connection,

@@ -50,7 +50,7 @@ def _stored_events(connection: Connection, program_id: int) -> Iterator[Any]:
         .where(t.events.c.program_id == program_id)
         .order_by(t.events.c.seq)
     )
-    yield from connection.execution_options(yield_per=CHUNK).execute(query)
+    yield from connection.execute(query, execution_options={"yield_per": CHUNK})
 
 
 def recompute(
@@ -97,13 +97,16 @@ def fold_positions(connection: Connection, program_id: int) -> dict[tuple[int, s
         .where(t.ledger_entries.c.program_id == program_id)
         .order_by(t.ledger_entries.c.id)
     )
-    for participant_id, currency, amount, kind in connection.execution_options(yield_per=CHUNK).execute(query):
+    for participant_id, currency, amount, kind in connection.execute(query, execution_options={"yield_per": CHUNK}):
         position = out.setdefault((participant_id, currency), Position())
         apply(position, move(position, amount, kind))
     return out
 
 
-def _compare(report: Report, what: str, expected: dict[Any, Any], stored: dict[Any, Any], limit: int = 20) -> None:
+def _compare(report: Report, what: str, expected: Any, stored: Any, limit: int = 20) -> None:
+    """Record differences between two dicts (or sets: membership is compared)."""
+    if isinstance(expected, set):
+        expected, stored = dict.fromkeys(expected, True), dict.fromkeys(stored, True)
     for key in sorted(set(expected) | set(stored), key=str):
         want, have = expected.get(key), stored.get(key)
         if want != have and len(report.mismatches) < limit * 4:
@@ -159,10 +162,36 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
             for r in connection.execute(select(t.positions).where(t.positions.c.program_id == program.id))
         }
         _compare(report, "balance", _nonzero_positions(folded), _nonzero_positions(stored_positions))
+        _compare_mechanics(report, connection, program.id, writes)
         if rebuild:
             _rebuild(connection, program.id, writes, folded)
             report.rebuilt = True
     return report
+
+
+def _compare_mechanics(report: Report, connection: Connection, program_id: int, writes: Writes) -> None:
+    """Badges held, goals completed and streaks: what replay gives against what is stored."""
+    held = {k: row["revoked_by"] is None for k, row in writes.badges.items()}
+    held.update((k, False) for k in writes.revocations)
+    b = t.badge_grants.c
+    stored_badges = {
+        (r.participant_id, r.badge, r.grade, r.period): r.revoked_by is None
+        for r in connection.execute(select(t.badge_grants).where(b.program_id == program_id))
+    }
+    _compare(report, "badge", {k for k, v in held.items() if v}, {k for k, v in stored_badges.items() if v})
+    c = t.challenge_completions.c
+    stored_done = {
+        (r.participant_id, r.challenge, r.period)
+        for r in connection.execute(select(t.challenge_completions).where(c.program_id == program_id))
+    }
+    _compare(report, "completion", {k for k, v in writes.completions.items() if v is not None}, stored_done)
+    s = t.streak_runs.c
+    stored_streaks = {
+        (r.participant_id, r.streak): (list(r.periods), r.best)
+        for r in connection.execute(select(t.streak_runs).where(s.program_id == program_id))
+    }
+    replayed = {k: (list(v["periods"]), v["best"]) for k, v in writes.streaks.items()}
+    _compare(report, "streak", replayed, stored_streaks)
 
 
 def _rounded(totals: dict[Any, float]) -> dict[Any, float]:

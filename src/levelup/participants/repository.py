@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select
 
 from levelup.engine.model import ParticipantState
 from levelup.ledger.positions import Position
 from levelup.storage import tables as t
-from levelup.storage.sql import insert_ignore
+from levelup.storage.sql import fetch_by_keys, insert_ignore
 
 
 @dataclass
@@ -29,10 +29,21 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
     wanted = sorted(set(external_ids))
     if not wanted:
         return {}, set()
-    query = select(t.participants.c.external_id, t.participants.c.id).where(
-        t.participants.c.program_id == program_id, t.participants.c.external_id.in_(wanted)
-    )
-    found = dict(connection.execute(query).all())
+
+    def lookup() -> dict[str, int]:
+        return {
+            external: pid
+            for external, pid in fetch_by_keys(
+                connection,
+                t.participants,
+                fixed={"program_id": program_id},
+                keys=["external_id"],
+                values=[(e,) for e in wanted],
+                columns=["external_id", "id"],
+            )
+        }
+
+    found = lookup()
     missing = [e for e in wanted if e not in found]
     if missing:
         now = dt.datetime.now(dt.UTC)
@@ -41,7 +52,7 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
             t.participants,
             [{"program_id": program_id, "external_id": e, "attributes": {}, "created_at": now} for e in missing],
         )
-        found = dict(connection.execute(query).all())
+        found = lookup()
     return found, set(missing)
 
 
@@ -97,50 +108,71 @@ def load_states(
     by_id = {v: k for k, v in ids.items()}
     states: dict[str, ParticipantState] = {}
     internal = list(by_id)
-    for row in connection.execute(
-        select(
-            t.participants.c.id,
-            t.participants.c.name,
-            t.participants.c.attributes,
-            t.participants.c.status,
-            t.participants.c.tier,
-        ).where(t.participants.c.id.in_(internal))
+    keyed = [(i,) for i in internal]
+    for pid, name, attributes, status, tier in fetch_by_keys(
+        connection,
+        t.participants,
+        fixed={},
+        keys=["id"],
+        values=keyed,
+        columns=["id", "name", "attributes", "status", "tier"],
     ):
-        external = by_id[row.id]
-        states[external] = ParticipantState(external, row.name, (), row.attributes or {}, row.status, row.tier)
-    team_ids: dict[str, int] = {}
+        external = by_id[pid]
+        states[external] = ParticipantState(external, name, (), attributes or {}, status, tier)
+    member_rows = fetch_by_keys(
+        connection,
+        t.memberships,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "team_id"],
+    )
+    team_names = dict(
+        fetch_by_keys(
+            connection,
+            t.teams,
+            fixed={},
+            keys=["id"],
+            values=[(i,) for i in {r[1] for r in member_rows}],
+            columns=["id", "external_id"],
+        )
+    )
+    team_ids = {name: i for i, name in team_names.items()}
     memberships: dict[str, list[str]] = {}
-    for member in connection.execute(
-        select(t.memberships.c.participant_id, t.teams.c.external_id, t.teams.c.id)
-        .join(t.teams, t.teams.c.id == t.memberships.c.team_id)
-        .where(t.memberships.c.participant_id.in_(internal))
-    ):
-        memberships.setdefault(by_id[member.participant_id], []).append(member.external_id)
-        team_ids[member.external_id] = member.id
+    for pid, team_id in member_rows:
+        memberships.setdefault(by_id[pid], []).append(team_names[team_id])
     for external, team_list in memberships.items():
         states[external].teams = tuple(sorted(team_list))
-    for held in connection.execute(select(t.positions).where(t.positions.c.participant_id.in_(internal))):
-        states[by_id[held.participant_id]].positions[held.currency] = Position(
-            held.available, held.arrears, held.earned
-        )
+    for pid, currency, available, arrears, earned in fetch_by_keys(
+        connection,
+        t.positions,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "currency", "available", "arrears", "earned"],
+    ):
+        states[by_id[pid]].positions[currency] = Position(available, arrears, earned)
     pairs = [(ids[p], period) for p, wanted in periods.items() for period in wanted]
     for external, state in states.items():
         state.periods = set(periods.get(external, ()))
-    m = t.metric_totals.c
-    wanted_metrics = sorted(read_metrics)
-    for chunk in _chunks([(metric, period, "p", pid) for pid, period in pairs for metric in wanted_metrics], 2000):
-        for subject_id, metric, period, value in connection.execute(
-            select(m.subject_id, m.metric, m.period, m.value).where(
-                m.program_id == program_id, tuple_(m.metric, m.period, m.subject_kind, m.subject_id).in_(chunk)
-            )
-        ):
-            states[by_id[subject_id]].metrics[(metric, period)] = value
-    for chunk in _chunks(pairs, 4000) if counters else ():
-        c = t.rule_counters.c
-        for participant_id, rule, period, count, last_at in connection.execute(
-            select(c.participant_id, c.rule, c.period, c.count, c.last_at).where(
-                tuple_(c.participant_id, c.period).in_(chunk)
-            )
+    wanted = [(metric, period, pid) for pid, period in pairs for metric in sorted(read_metrics)]
+    for subject_id, metric, period, value in fetch_by_keys(
+        connection,
+        t.metric_totals,
+        fixed={"program_id": program_id, "subject_kind": "p"},
+        keys=["metric", "period", "subject_id"],
+        values=wanted,
+        columns=["subject_id", "metric", "period", "value"],
+    ):
+        states[by_id[subject_id]].metrics[(metric, period)] = value
+    if counters:
+        for participant_id, rule, period, count, last_at in fetch_by_keys(
+            connection,
+            t.rule_counters,
+            fixed={},
+            keys=["participant_id", "period"],
+            values=pairs,
+            columns=["participant_id", "rule", "period", "count", "last_at"],
         ):
             state = states[by_id[participant_id]]
             state.counters[(rule, period)] = count
@@ -155,28 +187,35 @@ def _load_mechanics(
     connection: Connection, internal: list[int], by_id: dict[int, str], states: dict[str, ParticipantState]
 ) -> None:
     """Badges held, goals completed and streak runs of these participants."""
-    b = t.badge_grants.c
-    for pid, badge, grade, period in connection.execute(
-        select(b.participant_id, b.badge, b.grade, b.period).where(
-            b.participant_id.in_(internal), b.revoked_by.is_(None)
-        )
+    keyed = [(i,) for i in internal]
+    for pid, badge, grade, period, revoked_by in fetch_by_keys(
+        connection,
+        t.badge_grants,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "badge", "grade", "period", "revoked_by"],
     ):
-        states[by_id[pid]].badges.add((badge, grade, period))
-    c = t.challenge_completions.c
-    for pid, challenge, period, reward in connection.execute(
-        select(c.participant_id, c.challenge, c.period, c.reward).where(c.participant_id.in_(internal))
+        if revoked_by is None:
+            states[by_id[pid]].badges.add((badge, grade, period))
+    for pid, challenge, period, reward in fetch_by_keys(
+        connection,
+        t.challenge_completions,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "challenge", "period", "reward"],
     ):
         states[by_id[pid]].completions[(challenge, period)] = tuple((cur, int(n)) for cur, n in reward)
-    s = t.streak_runs.c
-    for pid, streak, runs, best in connection.execute(
-        select(s.participant_id, s.streak, s.runs, s.best).where(s.participant_id.in_(internal))
+    for pid, streak, qualifying, best in fetch_by_keys(
+        connection,
+        t.streak_runs,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "streak", "periods", "best"],
     ):
-        states[by_id[pid]].streaks[streak] = (runs, best)
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+        states[by_id[pid]].streaks[streak] = (qualifying, best)
 
 
 def set_profile(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Table, text
+from sqlalchemy import JSON, Connection, Dialect, Table, TypeDecorator, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from levelup.storage.db import json_dumps
@@ -163,3 +163,48 @@ def claim(connection: Connection, table: Table, row: dict[str, Any]) -> bool:
     statement = module.insert(table).values(**row).on_conflict_do_nothing()
     first_key = next(iter(table.primary_key.columns))
     return connection.execute(statement.returning(first_key)).first() is not None
+
+
+def fetch_by_keys(
+    connection: Connection,
+    table: Table,
+    *,
+    fixed: dict[str, Any],
+    keys: Sequence[str],
+    values: Sequence[tuple[Any, ...]],
+    columns: Sequence[str],
+    chunk: int = 1500,
+) -> list[tuple[Any, ...]]:
+    """Rows whose ``keys`` equal one of ``values`` (and ``fixed`` columns their value), by index lookups.
+
+    The wanted keys are joined as a VALUES list, so the database looks each one up
+    (an ``IN`` per column would let it scan the cross product) and nothing is compiled
+    per call. Values come back converted as SQLAlchemy would (JSON, aware datetimes).
+    """
+    if not values:
+        return []
+    mark = _placeholder(connection.dialect)
+    dialect = connection.dialect
+    converters = [
+        table.c[c].type.dialect_impl(dialect).result_processor(dialect, None)
+        if isinstance(table.c[c].type, JSON | TypeDecorator)  # drivers already give numbers and strings
+        else None
+        for c in columns
+    ]
+    convert = [(i, f) for i, f in enumerate(converters) if f is not None]
+    names = ", ".join(f"k{i}" for i in range(len(keys)))
+    on = " AND ".join([f"t.{k} = w.k{i}" for i, k in enumerate(keys)] + [f"t.{c} = {mark}" for c in fixed])
+    wanted = ", ".join(f"t.{c}" for c in columns)
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk]
+        rows = ", ".join(["(" + ", ".join([mark] * len(keys)) + ")"] * len(part))
+        sql = f"WITH w ({names}) AS (VALUES {rows}) SELECT {wanted} FROM w JOIN {table.name} t ON {on}"
+        params = tuple(v for row in part for v in row) + tuple(fixed.values())
+        for raw in connection.exec_driver_sql(sql, params):
+            row = list(raw)
+            for i, f in convert:
+                if row[i] is not None:
+                    row[i] = f(row[i])
+            found.append(tuple(row))
+    return found

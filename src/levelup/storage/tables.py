@@ -277,7 +277,7 @@ streak_runs = Table(
     Column("participant_id", ForeignKey("participants.id"), primary_key=True),
     Column("streak", String(64), primary_key=True),
     Column("program_id", ForeignKey("programs.id"), nullable=False),
-    Column("runs", JSON, nullable=False),
+    Column("periods", JSON, nullable=False),  # ordinals of the qualifying periods, oldest first
     Column("best", Integer, nullable=False),
 )
 

@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("participant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("streak", sa.String(length=64), nullable=False),
         sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("runs", sa.JSON(), nullable=False),
+        sa.Column("periods", sa.JSON(), nullable=False),
         sa.Column("best", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["participant_id"], ["participants.id"], name=op.f("fk_streak_runs_participant_id_participants")
