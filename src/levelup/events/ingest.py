@@ -99,23 +99,26 @@ def _ingest(runtime: Runtime, connection: Connection, program_key: str, raw_even
     for i, event, digest in parsed:
         known = stored.get(event.id)
         if known is None:
-            stored[event.id] = digest
-            fresh.append((i, event, digest))
+            fresh.append((i, event, digest))  # a repeat inside the batch is judged in order, below
         elif known == digest:
             outcomes[i] = Outcome(event.id, "duplicate")
         else:
-            outcomes[i] = _rejected(
-                event.id,
-                Conflict(
-                    f"event {event.id!r} was already received with different content",
-                    errors=[FieldError("id", "already used by an event with different content")],
-                ),
-            )
+            outcomes[i] = _conflict(event.id)
 
     if fresh:
         _score_and_write(runtime, connection, program, compiled, fresh, received_at, outcomes)
     assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
+
+
+def _conflict(event_id: str) -> Outcome:
+    return _rejected(
+        event_id,
+        Conflict(
+            f"event {event_id!r} was already received with different content",
+            errors=[FieldError("id", "already used by an event with different content")],
+        ),
+    )
 
 
 def _earlier_events(
@@ -197,16 +200,22 @@ def _score_and_write(
 
     world = World(version_of, states=loaded.states, find_earlier=earlier.get, reversed_earlier=reversed_by.get)
     done: list[Effects] = []
+    digests = {i: digest for i, _, digest in fresh}
+    accepted: dict[str, str] = {}  # event id → digest, of events accepted earlier in this batch
     for i, event in events:
+        if event.id in accepted:  # the same id twice in one batch: as if sent one after the other
+            outcomes[i] = Outcome(event.id, "duplicate") if accepted[event.id] == digests[i] else _conflict(event.id)
+            continue
         try:
             effects = world.process(event, compiled)
         except Invalid as exc:
             outcomes[i] = _rejected(event.id, exc)
             continue
         done.append(effects)
+        accepted[event.id] = digests[i]
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
-        write_effects(connection, program.id, done, ids, received_at, {e.id: digest for _, e, digest in fresh})
+        write_effects(connection, program.id, done, ids, received_at, accepted)
     # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
     unseen = created - {e.event.participant for e in done}
     if unseen:

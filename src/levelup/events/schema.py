@@ -57,7 +57,11 @@ class EventIn(BaseModel):
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
         if _depth(value, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
             raise ValueError(f"nested deeper than {MAX_DATA_DEPTH} levels")
-        if len(orjson.dumps(value)) > MAX_DATA_BYTES:
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as exc:  # e.g. an integer beyond 64 bits: no database or CEL number holds it
+            raise ValueError(f"not storable as JSON: {exc}") from None
+        if size > MAX_DATA_BYTES:
             raise ValueError(f"larger than {MAX_DATA_BYTES} bytes as JSON")
         return value
 
