@@ -195,11 +195,18 @@ def fetch_by_keys(
     names = ", ".join(f"k{i}" for i in range(len(keys)))
     on = " AND ".join([f"t.{k} = w.k{i}" for i, k in enumerate(keys)] + [f"t.{c} = {mark}" for c in fixed])
     wanted = ", ".join(f"t.{c}" for c in columns)
+    outer = ", ".join(f"x.{c}" for c in columns)
     found: list[tuple[Any, ...]] = []
     for start in range(0, len(values), chunk):
         part = values[start : start + chunk]
         rows = ", ".join(["(" + ", ".join([mark] * len(keys)) + ")"] * len(part))
-        sql = f"WITH w ({names}) AS (VALUES {rows}) SELECT {wanted} FROM w JOIN {table.name} t ON {on}"
+        if dialect.name == "sqlite":  # SQLite loops over the VALUES and looks each up
+            sql = f"WITH w ({names}) AS (VALUES {rows}) SELECT {wanted} FROM w JOIN {table.name} t ON {on}"
+        else:  # PostgreSQL would hash-join a scan of the table; LATERAL makes it one index lookup a key
+            sql = (
+                f"WITH w ({names}) AS (VALUES {rows}) SELECT {outer} FROM w CROSS JOIN LATERAL "
+                f"(SELECT {wanted} FROM {table.name} t WHERE {on}) x"
+            )
         params = tuple(v for row in part for v in row) + tuple(fixed.values())
         for raw in connection.exec_driver_sql(sql, params):
             row = list(raw)
