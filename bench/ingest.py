@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime as dt
 import io
 import os
 import pstats
@@ -59,14 +58,12 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from workload import SEED, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = ROOT / "examples" / "acme-sales.yaml"
 PROGRAM_KEY = "acme-sales"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-SEED = 20261120
-START = dt.datetime(2026, 8, 3, tzinfo=dt.UTC)  # ~90 days up to the end of October (october-blitz)
-SPAN = dt.timedelta(days=90)
 TEAMS = ("east", "west", "north", "south")
 
 # Tables the setup fills (copied untimed into the floor database); every other table is run output.
@@ -77,52 +74,6 @@ TARGET_FLOOR_RATIO = 0.3
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def _rfc3339(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def generate(n_events: int, n_participants: int, seed: int = SEED) -> Iterator[dict[str, Any]]:
-    """Events as a CRM sends them, in time order, the same for the same arguments.
-
-    60% ``activity.logged`` calls of 30-600 s, 25% ``task.completed`` (about 75%
-    on time), 15% ``deal.won`` of 500-50,000 (one in ten with cents), over ~90
-    days; some reps are busier than others.
-    """
-    rng = random.Random(seed)
-    reps = [f"rep-{i:05d}" for i in range(n_participants)]
-    weights = [rng.lognormvariate(0.0, 0.6) for _ in reps]
-    span_s = SPAN.total_seconds()
-    chosen = rng.choices(reps, weights=weights, k=n_events)
-    for i in range(n_events):
-        occurred = START + dt.timedelta(seconds=span_s * (i + rng.random()) / n_events)
-        roll = rng.random()
-        if roll < 0.60:
-            kind = "activity.logged"
-            data: dict[str, Any] = {
-                "kind": "call",
-                "duration_s": rng.randint(30, 600),
-                "contact": f"c-{rng.randrange(50_000)}",
-            }
-        elif roll < 0.85:
-            kind = "task.completed"
-            on_time = rng.random() < 0.75
-            due = occurred + dt.timedelta(hours=rng.uniform(0.5, 72) * (1 if on_time else -1))
-            data = {"task_id": f"T-{i}", "completed_at": _rfc3339(occurred), "due_at": _rfc3339(due)}
-        else:
-            kind = "deal.won"
-            amount: float = rng.randint(500, 50_000)
-            if rng.random() < 0.1:
-                amount += 0.5
-            data = {"amount": amount, "deal_id": f"D-{i}", "currency": "USD"}
-        yield {
-            "id": f"bench-{i:07d}",
-            "type": kind,
-            "participant": chosen[i],
-            "occurred_at": _rfc3339(occurred),
-            "data": data,
-        }
 
 
 def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -23,22 +23,15 @@ small machine the figures are a lower bound of what the server alone can do.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named http.py: when run as a script its folder comes first on
-# sys.path and would shadow the standard library's ``http`` (httpx imports it).
-if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
-import datetime as dt
+import os
 import random
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -52,12 +45,11 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, make_url, text
 
+from workload import SEED, generate
+
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM_FILE = ROOT / "examples" / "acme-sales.yaml"
 PROGRAM_KEY = "acme-sales"
-SEED = 20261120
-START = dt.datetime(2026, 8, 3, tzinfo=dt.UTC)
-SPAN = dt.timedelta(days=90)
 TEAMS = ("east", "west", "north", "south")
 
 TARGET_BATCH_EPS = 3_000
@@ -65,47 +57,6 @@ TARGET_SINGLE_P99_MS = 20.0
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def _rfc3339(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def generate(n_events: int, n_participants: int, prefix: str, seed: int) -> Iterator[dict[str, Any]]:
-    """The same mix as bench/ingest.py: 60% calls, 25% tasks (75% on time), 15% deals, ~90 days, in time order."""
-    rng = random.Random(seed)
-    reps = [f"rep-{i:05d}" for i in range(n_participants)]
-    weights = [rng.lognormvariate(0.0, 0.6) for _ in reps]
-    span_s = SPAN.total_seconds()
-    chosen = rng.choices(reps, weights=weights, k=n_events)
-    for i in range(n_events):
-        occurred = START + dt.timedelta(seconds=span_s * (i + rng.random()) / n_events)
-        roll = rng.random()
-        if roll < 0.60:
-            kind = "activity.logged"
-            data: dict[str, Any] = {
-                "kind": "call",
-                "duration_s": rng.randint(30, 600),
-                "contact": f"c-{rng.randrange(50_000)}",
-            }
-        elif roll < 0.85:
-            kind = "task.completed"
-            on_time = rng.random() < 0.75
-            due = occurred + dt.timedelta(hours=rng.uniform(0.5, 72) * (1 if on_time else -1))
-            data = {"task_id": f"T-{prefix}{i}", "completed_at": _rfc3339(occurred), "due_at": _rfc3339(due)}
-        else:
-            kind = "deal.won"
-            amount: float = rng.randint(500, 50_000)
-            if rng.random() < 0.1:
-                amount += 0.5
-            data = {"amount": amount, "deal_id": f"D-{prefix}{i}", "currency": "USD"}
-        yield {
-            "id": f"{prefix}{i:07d}",
-            "type": kind,
-            "participant": chosen[i],
-            "occurred_at": _rfc3339(occurred),
-            "data": data,
-        }
 
 
 # ---------------------------------------------------------------------------- figures
@@ -412,13 +363,15 @@ def run(args: argparse.Namespace, database: str, directory: Path) -> None:
             )
             print(f"  program applied, {registered:,} participants registered in {took:.1f} s{bounded}")
             warmup = Phase("warm-up", args.warmup)
-            post_singles(client, generate(args.warmup, args.participants, f"w{tag}", SEED + 2), warmup, 30.0)
+            post_singles(
+                client, generate(args.warmup, args.participants, prefix=f"w{tag}", seed=SEED + 2), warmup, 30.0
+            )
             batches = Phase(f"(a) batches of {args.batch_size}", args.batches)
-            stream = generate(args.batches * args.batch_size, args.participants, f"b{tag}", SEED)
+            stream = generate(args.batches * args.batch_size, args.participants, prefix=f"b{tag}", seed=SEED)
             post_batches(client, stream, batches, args.batch_size, args.max_seconds)
             print_phase(batches)
             singles = Phase("(b) single-event POSTs", args.singles)
-            stream = generate(args.singles, args.participants, f"s{tag}", SEED + 3)
+            stream = generate(args.singles, args.participants, prefix=f"s{tag}", seed=SEED + 3)
             post_singles(client, stream, singles, args.max_seconds)
             print_phase(singles)
     except BaseException:
