@@ -24,13 +24,14 @@ from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
 from levelup.ledger.positions import PositionDelta
+from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
+from levelup.storage.sql import allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
 
 RETRIES = 3
 
@@ -365,23 +366,7 @@ def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, A
 
 def write_projections(connection: Connection, program_id: int, writes: Writes) -> None:
     """Add the merged deltas to balances, metrics and rule counters."""
-    add_checked(
-        connection,
-        t.positions,
-        [
-            {
-                "participant_id": p,
-                "currency": c,
-                "program_id": program_id,
-                "available": d.available,
-                "arrears": d.arrears,
-                "earned": d.earned,
-            }
-            for (p, c), d in writes.positions.items()
-        ],
-        keys=["participant_id", "currency"],
-        add=["available", "arrears", "earned"],
-    )
+    move_positions(connection, program_id, writes.positions)
     upsert_add(
         connection,
         t.metric_totals,

@@ -114,6 +114,11 @@ def book(connection: Connection, program_id: int, bookings: list[Booking], *, no
             for b in bookings
         ],
     )
+    move_positions(connection, program_id, deltas)
+
+
+def move_positions(connection: Connection, program_id: int, deltas: dict[tuple[int, str], PositionDelta]) -> None:
+    """Apply merged position deltas, keyed (participant id, currency); CHECK constraints judge the result."""
     add_checked(
         connection,
         t.positions,
