@@ -42,6 +42,7 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/v1/programs/{program}/events"): event("won-2"),
     ("put", "/api/v1/programs/{program}/participants/{participant_id}"): {"name": "Dana"},
     ("put", "/api/v1/programs/{program}/teams/{team_id}"): {"name": "East"},
+    ("post", "/api/v1/programs/{program}/kudos"): {"from": "rep-17", "to": "rep-18", "amount": 1, "message": "x"},
     ("post", "/api/v1/programs/{program}/adjustments"): {
         "participant": "rep-17",
         "currency": "coins",
@@ -157,6 +158,9 @@ def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict
     routes = program_routes(two_programs)
     assert len(routes) >= 11  # every route under /programs/{program}, as the OpenAPI document lists them
     key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
+    with_kudos = acme_text + "kudos: {currency: coins, budget: {amount: 10, per: week}}\n"
+    applied = two_programs.put(A, content=with_kudos, headers={**admin, "Content-Type": "application/yaml"})
+    assert applied.status_code == 200  # A gets kudos, so its kudos route can succeed
     for method, template in routes:
         denied = send(two_programs, method, template, "acme-west", acme_text, key)
         assert denied.status_code == 403, (method, template, denied.text)

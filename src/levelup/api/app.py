@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
-from levelup.api.routes import challenges, events, keys, leaderboards, participants, programs
+from levelup.api.routes import challenges, events, keys, kudos, leaderboards, participants, programs
 from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.runtime import Runtime
@@ -91,7 +91,7 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    for module in (programs, events, participants, leaderboards, challenges, keys):
+    for module in (programs, events, participants, leaderboards, challenges, kudos, keys):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
     return app

@@ -305,3 +305,23 @@ closed_periods = Table(
     Column("closed_at", Timestamp, nullable=False),
     Column("result", JSON, nullable=False),
 )
+
+# Peer recognition: the giver's side of the budget (what was given, per budget period);
+# the receiver's side is a ledger entry of kind "kudos".
+kudos = Table(
+    "kudos",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("giver_id", ForeignKey("participants.id"), nullable=False),
+    Column("receiver_id", ForeignKey("participants.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("period", String(32), nullable=False),
+    Column("message", String(500), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+    CheckConstraint("amount > 0", name="positive"),
+    CheckConstraint("giver_id <> receiver_id", name="not_self"),
+    Index("ix_kudos_giver", "giver_id", "period"),
+)

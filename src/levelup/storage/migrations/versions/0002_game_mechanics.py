@@ -87,6 +87,26 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_closed_periods_program_id_programs")),
         sa.PrimaryKeyConstraint("program_id", "challenge", "period", name=op.f("pk_closed_periods")),
     )
+    op.create_table(
+        "kudos",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("giver_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("receiver_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("period", sa.String(length=32), nullable=False),
+        sa.Column("message", sa.String(length=500), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("at", levelup.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_kudos_positive")),
+        sa.CheckConstraint("giver_id <> receiver_id", name=op.f("ck_kudos_not_self")),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_kudos_program_id_programs")),
+        sa.ForeignKeyConstraint(["giver_id"], ["participants.id"], name=op.f("fk_kudos_giver_id_participants")),
+        sa.ForeignKeyConstraint(["receiver_id"], ["participants.id"], name=op.f("fk_kudos_receiver_id_participants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_kudos")),
+        sa.UniqueConstraint("program_id", "idempotency_key", name=op.f("uq_kudos_program_id")),
+    )
+    op.create_index("ix_kudos_giver", "kudos", ["giver_id", "period"])
     _widen_periods(32)
 
 
@@ -99,6 +119,8 @@ def _widen_periods(length: int) -> None:
 
 def downgrade() -> None:
     _widen_periods(16)
+    op.drop_index("ix_kudos_giver", table_name="kudos")
+    op.drop_table("kudos")
     op.drop_table("closed_periods")
     op.drop_table("streak_runs")
     op.drop_table("challenge_completions")

@@ -1,0 +1,39 @@
+"""Peer recognition within a periodic budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from levelup.api.deps import IngestAccess
+from levelup.kudos.service import give
+
+router = APIRouter(tags=["kudos"])
+
+
+class KudosIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    giver: str = Field(alias="from", min_length=1, max_length=200)
+    to: str = Field(min_length=1, max_length=200)
+    amount: int = Field(ge=1, le=10**9)
+    message: str = Field(min_length=1, max_length=500)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/programs/{program}/kudos", status_code=201)
+def post_kudos(access: IngestAccess, body: KudosIn) -> dict[str, Any]:
+    """``{from, to, amount, message}``: 409 ``kudos_budget`` past the giver's budget, 422 to oneself."""
+    with access.runtime.db.write() as connection:
+        record = access.record(connection)
+        return give(
+            connection,
+            record,
+            access.compiled(connection, record),
+            giver=body.giver,
+            receiver=body.to,
+            amount=body.amount,
+            message=body.message,
+            idempotency_key=body.idempotency_key,
+        )
