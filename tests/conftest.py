@@ -34,11 +34,11 @@ def _postgres_schema_url(schema: str) -> str:
     return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file, or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'levelup.db'}"
+def fresh_database(kind: str, folder: Path) -> Iterator[str]:
+    """Yield the URL of a fresh, empty database: a SQLite file in ``folder``, or a PostgreSQL schema
+    of its own (dropped afterwards). Skips, saying why, when PostgreSQL is not configured or down."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'levelup.db'}"
         return
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL not configured: set LEVELUP_TEST_POSTGRES_URL (bash .ci/run does)")
@@ -55,6 +55,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a PostgreSQL schema of its own."""
+    yield from fresh_database(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
 from levelup.demo import sales
 from levelup.events.ingest import ingest
@@ -31,7 +29,7 @@ from levelup.participants.service import profile
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
-from tests.conftest import EXAMPLES, POSTGRES_URL, SHARED_DATA, _postgres_schema_url
+from tests.conftest import EXAMPLES, SHARED_DATA, fresh_database
 
 FOLDER = SHARED_DATA / "maven-crm-sales-opportunities"
 PROGRAM = "acme-sales"
@@ -141,31 +139,10 @@ TRUTH = read_truth(FOLDER) if (FOLDER / "sales_pipeline.csv").is_file() else Tru
 # --------------------------------------------------------------------------- the database, loaded once per engine
 
 
-def _database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'levelup.db'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL not configured: set LEVELUP_TEST_POSTGRES_URL (bash .ci/run does)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL at LEVELUP_TEST_POSTGRES_URL unreachable: {exc.__class__.__name__}")
-    try:
-        yield _postgres_schema_url(schema)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def played(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """A database with acme-sales and the whole pipeline ingested, as ``levelup demo`` does it."""
-    for url in _database(request.param, tmp_path_factory.mktemp("real-data")):
+    for url in fresh_database(request.param, tmp_path_factory.mktemp("real-data")):
         runtime = Runtime.from_url(url)
         try:
             doc = load_document((EXAMPLES / "acme-sales.yaml").read_text())
