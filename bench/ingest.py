@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -52,7 +52,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, make_url, or_, select, text
 
-from levelup.events.ingest import ingest
+from levelup.events.ingest import batches, ingest
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
@@ -74,17 +74,6 @@ TARGET_FLOOR_RATIO = 0.3
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # ---------------------------------------------------------------------------- figures
@@ -270,7 +259,7 @@ def run_engine(runtime: Runtime, args: argparse.Namespace, result: Result) -> No
     profiler = cProfile.Profile() if args.profile else None
     outcomes: Counter[str] = Counter()
     started_all = time.perf_counter()
-    for batch in chunks(generate(args.events, args.participants), args.batch):
+    for batch in batches(generate(args.events, args.participants), args.batch):
         if profiler is not None:
             profiler.enable()
         started = time.perf_counter()

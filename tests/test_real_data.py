@@ -20,16 +20,15 @@ from typing import Any
 
 import pytest
 
+from levelup.cli.demo import set_up
 from levelup.demo import sales
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
 from levelup.leaderboards.service import leaderboard
-from levelup.participants import repository as participants
 from levelup.participants.service import profile
 from levelup.programs import service as programs
-from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
-from tests.conftest import EXAMPLES, SHARED_DATA, fresh_database
+from tests.conftest import SHARED_DATA, fresh_database
 
 FOLDER = SHARED_DATA / "maven-crm-sales-opportunities"
 PROGRAM = "acme-sales"
@@ -145,21 +144,7 @@ def played(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     for url in fresh_database(request.param, tmp_path_factory.mktemp("real-data")):
         runtime = Runtime.from_url(url)
         try:
-            doc = load_document((EXAMPLES / "acme-sales.yaml").read_text())
-            with runtime.db.write() as connection:
-                record, _ = programs.apply(connection, doc, actor="test")
-                people = sales.participants(FOLDER)
-                for person in people:
-                    participants.set_profile(
-                        connection,
-                        record.id,
-                        person["id"],
-                        name=person["name"],
-                        teams=person["teams"],
-                        attributes=person["attributes"],
-                    )
-                for team in {t for p in people for t in p["teams"]}:
-                    participants.set_team(connection, record.id, team, name=team.title())
+            set_up(runtime, FOLDER, actor="test")
             events = list(sales.events(FOLDER))
             statuses: Counter[str] = Counter()
             for start in range(0, len(events), BATCH):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -17,17 +18,13 @@ from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 
 
-def run_demo(
-    runtime: Runtime,
-    console: Console,
-    ingest_with_progress: Callable[..., dict[str, int]],
-    print_board: Callable[[dict[str, Any]], None],
-) -> str:
-    """Load the demo and print the standings; returns a key to call the API with."""
+def set_up(runtime: Runtime, folder: Path | None = None, *, actor: str = "demo") -> programs.ProgramRecord:
+    """Apply the demo program and register the reps in the teams of their offices."""
     doc = load_document(sales.program_text())
+    people = sales.participants(folder)
     with runtime.db.write() as connection:
-        record, _ = programs.apply(connection, doc, actor="demo")
-        for person in sales.participants():
+        record, _ = programs.apply(connection, doc, actor=actor)
+        for person in people:
             participants.set_profile(
                 connection,
                 record.id,
@@ -36,8 +33,19 @@ def run_demo(
                 teams=person["teams"],
                 attributes=person["attributes"],
             )
-        for team in {t for p in sales.participants() for t in p["teams"]}:
+        for team in {t for p in people for t in p["teams"]}:
             participants.set_team(connection, record.id, team, name=team.title())
+    return record
+
+
+def run_demo(
+    runtime: Runtime,
+    console: Console,
+    ingest_with_progress: Callable[..., dict[str, int]],
+    print_board: Callable[[dict[str, Any]], None],
+) -> str:
+    """Load the demo and print the standings; returns a key to call the API with."""
+    record = set_up(runtime)
     events = list(sales.events())
     console.print(
         f"[bold]Levelup demo[/bold]: {len(events):,} events from the Maven CRM pipeline "

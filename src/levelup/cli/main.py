@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from rich.table import Table
 from levelup.api.server import NoDelayH11Protocol
 from levelup.cli.importer import read_events
 from levelup.errors import LevelupError
-from levelup.events.ingest import Outcome, ingest
+from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.replay import replay as run_replay
 from levelup.events.schema import MAX_BATCH
 from levelup.keys import service as keys
@@ -140,17 +139,6 @@ def program_show(
     print(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def ingest_with_progress(
     runtime: Runtime, program: str, events: list[dict[str, Any]], *, batch: int = MAX_BATCH, label: str = "events"
 ) -> dict[str, int]:
@@ -159,7 +147,7 @@ def ingest_with_progress(
     first_errors: list[Outcome] = []
     with _progress() as progress:
         task = progress.add_task(label, total=len(events), rate="")
-        for chunk in _chunks(events, batch):
+        for chunk in batches(events, batch):
             for outcome in ingest(runtime, program, chunk):
                 counts[outcome.status] += 1
                 if outcome.status == "rejected" and len(first_errors) < 5:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,18 @@ class Outcome:
 def _rejected(event_id: str, error: LevelupError) -> Outcome:
     errors = error.errors or [FieldError("(event)", error.detail)]
     return Outcome(event_id, "rejected", errors=errors, error=error)
+
+
+def batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Events in lists of ``size`` (the last may be shorter): one ingestion transaction each."""
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def ingest(runtime: Runtime, program_key: str, raw_events: Sequence[Any]) -> list[Outcome]:
