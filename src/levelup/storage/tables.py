@@ -281,6 +281,18 @@ streak_runs = Table(
     Column("best", Integer, nullable=False),
 )
 
+# A quest's progress in one period: for each step reached so far, the value its metric had when
+# the step became current (only what happens after that counts toward the step; see challenges.quests).
+quest_progress = Table(
+    "quest_progress",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("challenge", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("baselines", JSON, nullable=False),  # [float, ...], one per step started
+)
+
 # What players and screens are told, in order: awards, badges, levels, streaks, completions.
 feed = Table(
     "feed",
