@@ -66,6 +66,7 @@ def send(client: TestClient, method: str, template: str, program: str, acme_text
         .replace("{participant_id}", "rep-17")
         .replace("{team_id}", "east")
         .replace("{key}", "revenue-month")
+        .replace("{challenge}", "trial")
     )
     if template.endswith("/stream"):
         url += "?since=0&limit=1"  # the feed is endless: take the first message (the fixture's events made some)
@@ -158,9 +159,11 @@ def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict
     routes = program_routes(two_programs)
     assert len(routes) >= 11  # every route under /programs/{program}, as the OpenAPI document lists them
     key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
-    with_kudos = acme_text + "kudos: {currency: coins, budget: {amount: 10, per: week}}\n"
+    draft = "  - {key: trial, metric: deals_won, target: 2, every: week, reward: {coins: 5}, draft: true}\n"
+    with_kudos = acme_text.replace("challenges:\n", "challenges:\n" + draft, 1)
+    with_kudos += "kudos: {currency: coins, budget: {amount: 10, per: week}}\n"
     applied = two_programs.put(A, content=with_kudos, headers={**admin, "Content-Type": "application/yaml"})
-    assert applied.status_code == 200  # A gets kudos, so its kudos route can succeed
+    assert applied.status_code == 200  # A gets kudos and a draft, so its kudos and launch routes can succeed
     for method, template in routes:
         denied = send(two_programs, method, template, "acme-west", acme_text, key)
         assert denied.status_code == 403, (method, template, denied.text)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select
 from levelup.achievements import streaks
 from levelup.achievements.badges import badge_period
 from levelup.challenges.goals import eligible, goal_period
+from levelup.challenges.quests import current_step
 from levelup.engine.model import ParticipantState
 from levelup.metrics.periods import period_key
 from levelup.programs.compiled import CompiledProgram
@@ -43,16 +44,22 @@ def progress(
     program: CompiledProgram,
     program_id: int,
     participant_id: int,
-    teams: list[str],
+    participant: ParticipantState,
     today: dt.date,
     *,
     include_drafts: bool = False,
 ) -> dict[str, Any]:
     """Badges (held, and progress toward the next grade), streaks and challenges of one participant."""
     doc = program.doc
-    goals = [c for c in program.goals if include_drafts or not c.draft]
+    shown = [
+        c
+        for c in (*program.goals, *program.quests)
+        if (include_drafts or not c.draft) and eligible(c, participant, program.eligibility.get(c.key))
+    ]
+    periods = {c.key: p for c in shown if (p := goal_period(c, today)) is not None}
     keys = {(c.metric, period_key(c.window, today)) for b in doc.badges for g in b.grades for c in g.when}
-    keys |= {(c.metric, p) for c in goals if c.metric and (p := goal_period(c, today)) is not None}
+    keys |= {(c.metric, periods[c.key]) for c in shown if c.metric and c.key in periods}
+    keys |= {(s.metric, periods[c.key]) for c in shown if c.key in periods for s in c.steps or ()}
     values = _values(connection, program_id, participant_id, keys)
     held = connection.execute(
         select(t.badge_grants).where(
@@ -112,20 +119,22 @@ def progress(
             select(t.challenge_completions).where(t.challenge_completions.c.participant_id == participant_id)
         )
     }
-    state = ParticipantState("", teams=tuple(teams))
+    quest_rows = {
+        (r.challenge, r.period): tuple(r.baselines)
+        for r in connection.execute(select(t.quest_progress).where(t.quest_progress.c.participant_id == participant_id))
+    }
     challenges = []
-    for c in goals:
-        current = goal_period(c, today)
-        if current is None or c.metric is None or c.target is None or not eligible(c, state):
+    for c in shown:
+        current = periods.get(c.key)
+        if current is None:
             continue
-        challenges.append(
-            {
-                "key": c.key,
-                "period": current,
-                "progress": values.get((c.metric, current), 0.0),
-                "target": c.target,
-                "completed": (c.key, current) in completed,
-                **({"draft": True} if c.draft else {}),
-            }
-        )
+        item: dict[str, Any] = {"key": c.key, "kind": c.kind, "period": current}
+        if c.kind == "quest":
+            item |= current_step(
+                c, quest_rows.get((c.key, current), (0.0,)), current, lambda m, p: values.get((m, p), 0.0)
+            )
+        else:
+            item |= {"progress": values.get((c.metric or "", current), 0.0), "target": c.target}
+        item["completed"] = (c.key, current) in completed
+        challenges.append(item | ({"draft": True} if c.draft else {}))
     return {"badges": badges, "badge_progress": badge_progress, "streaks": streak_list, "challenges": challenges}

@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.challenges.goals import eligible
+from levelup.engine.model import ParticipantState
 from levelup.leaderboards.service import Row, rank
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import grain_of, period_end, zone
@@ -106,6 +108,56 @@ def _teams(connection: Connection, program_id: int) -> dict[int, tuple[str, list
     return out
 
 
+def participants_taking_part(
+    connection: Connection, program_id: int, compiled: CompiledProgram, challenge: Challenge, candidates: Iterable[int]
+) -> set[int]:
+    """Of these participant ids, those an individual challenge admits (teams, entrants, ``eligible``),
+    judged on the participants as they are now."""
+    wanted = list(candidates)
+    if not (challenge.teams or challenge.entrants or challenge.eligible):
+        return set(wanted)
+    p = t.participants.c
+    rows = {
+        r.id: r
+        for r in connection.execute(
+            select(p.id, p.external_id, p.name, p.attributes).where(p.program_id == program_id, p.id.in_(wanted))
+        )
+    }
+    teams: dict[int, list[str]] = {}
+    for participant_id, team in connection.execute(
+        select(t.memberships.c.participant_id, t.teams.c.external_id)
+        .join(t.teams, t.teams.c.id == t.memberships.c.team_id)
+        .where(t.memberships.c.participant_id.in_(wanted))
+    ):
+        teams.setdefault(participant_id, []).append(team)
+    condition = compiled.eligibility.get(challenge.key)
+    return {
+        i
+        for i, r in rows.items()
+        if eligible(
+            challenge,
+            ParticipantState(r.external_id, r.name, tuple(teams.get(i, ())), r.attributes or {}),
+            condition,
+        )
+    }
+
+
+def race_finishers(connection: Connection, program_id: int, challenge: Challenge, period: str) -> list[tuple[int, Row]]:
+    """Who reached a race's target, in the order of the time they reached it (ties share a place)."""
+    c = t.challenge_completions.c
+    rows = connection.execute(
+        select(c.participant_id, t.participants.c.external_id, t.participants.c.name, c.completed_at)
+        .join(t.participants, t.participants.c.id == c.participant_id)
+        .where(c.program_id == program_id, c.challenge == challenge.key, c.period == period)
+        .order_by(c.completed_at, t.participants.c.external_id)
+    ).all()
+    placed: list[tuple[int, Row]] = []
+    for i, r in enumerate(rows):
+        same = placed and rows[i - 1].completed_at == r.completed_at
+        placed.append((placed[-1][0] if same else i + 1, Row(r.external_id, r.name, r.completed_at.timestamp())))
+    return placed
+
+
 def _awards(award: dict[str, Any] | None) -> list[tuple[str, int]]:
     """Constant award amounts (prizes and team rewards take no expressions: there is no event)."""
     return [(c, int(a)) for c, a in (award or {}).items() if isinstance(a, int | float) and int(a) > 0]
@@ -128,6 +180,9 @@ def settle(
     if challenge.mode == "team" and challenge.teams:
         allowed = {i for i, (external, _) in teams.items() if external in challenge.teams}
         values = {s: v for s, v in values.items() if s in allowed}
+    elif challenge.mode == "individual":
+        allowed = participants_taking_part(connection, program_id, compiled, challenge, values)
+        values = {s: v for s, v in values.items() if s in allowed}
     names = {
         r.id: r.external_id
         for r in connection.execute(
@@ -144,10 +199,18 @@ def settle(
         result["reached"] = sorted(names[s] for s in reached)
     else:
         prizes = {p.rank: _awards(p.award) for p in challenge.prizes or []}
-        ranked = rank([Row(names[s], None, v) for s, v in values.items() if v > 0])
+        if challenge.format == "race":
+            ranked = race_finishers(connection, program_id, challenge, period)
+        else:
+            ranked = rank([Row(names[s], None, v) for s, v in values.items() if v > 0])
         by_name = {v: k for k, v in names.items()}
         winners = [(by_name[row.id], r, prizes[r]) for r, row in ranked if r in prizes]
-        result["ranking"] = [{"rank": r, "id": row.id, "value": row.value} for r, row in ranked[:20]]
+        result["ranking"] = [
+            {"rank": r, "id": row.id, "value": row.value}
+            if challenge.format != "race"
+            else {"rank": r, "id": row.id, "reached_at": dt.datetime.fromtimestamp(row.value, dt.UTC).isoformat()}
+            for r, row in ranked[:20]
+        ]
     claimed = claim(
         connection,
         t.closed_periods,

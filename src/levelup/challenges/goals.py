@@ -8,11 +8,12 @@ competitions are settled when their period closes, not here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from levelup.engine.model import Completion, ParticipantState
 from levelup.metrics.periods import period_key, range_key
 from levelup.programs.document import Challenge
+from levelup.rules.expressions import Activation, Expression, condition_holds
 
 MetricValue = Callable[[str, str], float]
 
@@ -26,12 +27,25 @@ def goal_period(challenge: Challenge, day: dt.date) -> str | None:
     return "all"
 
 
-def eligible(challenge: Challenge, state: ParticipantState) -> bool:
-    return not challenge.teams or bool(set(challenge.teams) & set(state.teams))
+def eligible(challenge: Challenge, state: ParticipantState, condition: Expression | None = None) -> bool:
+    """Whether a participant takes part: in one of ``teams``, among ``entrants``, and ``eligible`` holds.
+
+    Judged on the participant as they are when it matters: at scoring time for goals,
+    quests and races, when the period closes for rankings and duels.
+    """
+    if challenge.teams and challenge.mode == "individual" and not set(challenge.teams) & set(state.teams):
+        return False
+    if challenge.entrants and state.id not in challenge.entrants:
+        return False
+    if condition is None:
+        return True
+    view = {"id": state.id, "name": state.name or "", "teams": list(state.teams), "attributes": dict(state.attributes)}
+    return condition_holds(condition, Activation({"participant": view}))[0]
 
 
 def evaluate(
     goals: Collection[Challenge],
+    conditions: Mapping[str, Expression],
     state: ParticipantState,
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]],
     day: dt.date,
@@ -44,7 +58,12 @@ def evaluate(
     reversal (``may_undo``), completed goals whose value fell back below the target."""
     changes: list[Completion] = []
     for goal in goals:
-        if goal.metric not in touched or goal.metric is None or goal.target is None or not eligible(goal, state):
+        if (
+            goal.metric not in touched
+            or goal.metric is None
+            or goal.target is None
+            or not eligible(goal, state, conditions.get(goal.key))
+        ):
             continue
         period = goal_period(goal, day)
         if period is None:

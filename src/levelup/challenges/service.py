@@ -7,7 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from levelup.challenges.closing import participants_taking_part, race_finishers
 from levelup.challenges.goals import goal_period
+from levelup.challenges.quests import current_step
+from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Challenge
@@ -31,21 +34,39 @@ def _period(challenge: Challenge, today: dt.date) -> str:
 
 
 def _standings(
-    connection: Connection, program_id: int, challenge: Challenge, period: str, kind: str, limit: int = 10
+    connection: Connection,
+    program_id: int,
+    compiled: CompiledProgram,
+    challenge: Challenge,
+    period: str,
+    limit: int = 10,
 ) -> list[dict[str, Any]]:
+    """The top of a competition or team goal as it stands: the same entrants closing would rank."""
+    if challenge.format == "race":
+        return [
+            {"rank": place, "id": row.id, "name": row.name, "reached_at": dt.datetime.fromtimestamp(row.value, dt.UTC)}
+            for place, row in race_finishers(connection, program_id, challenge, period)[:limit]
+        ]
+    kind = "t" if challenge.mode == "team" else "p"
     m = t.metric_totals.c
     subjects = t.teams if kind == "t" else t.participants
     query = (
-        select(subjects.c.external_id, subjects.c.name, m.value)
+        select(subjects.c.id, subjects.c.external_id, subjects.c.name, m.value)
         .join(subjects, subjects.c.id == m.subject_id)
         .where(m.program_id == program_id, m.metric == challenge.metric, m.period == period, m.subject_kind == kind)
         .order_by(m.value.desc(), subjects.c.external_id)
-        .limit(limit)
     )
     if kind == "t" and challenge.teams:
         query = query.where(subjects.c.external_id.in_(challenge.teams))
-    rows = connection.execute(query)
-    return [{"id": r.external_id, "name": r.name, "value": r.value} for r in rows]
+    filtered = kind == "p" and bool(challenge.teams or challenge.entrants or challenge.eligible)
+    if challenge.entrants:
+        query = query.where(subjects.c.external_id.in_(challenge.entrants))
+    rows = connection.execute(query if filtered else query.limit(limit)).all()
+    if filtered:
+        admitted = participants_taking_part(connection, program_id, compiled, challenge, [r.id for r in rows])
+        rows = [r for r in rows if r.id in admitted][:limit]
+    ranked = rank([Row(r.external_id, r.name, r.value) for r in rows])
+    return [{"rank": place, "id": row.id, "name": row.name, "value": row.value} for place, row in ranked]
 
 
 def list_challenges(
@@ -84,9 +105,10 @@ def list_challenges(
                 )
             ).scalar_one()
         if c.metric and (c.mode == "team" or c.kind == "competition"):
-            kind = "t" if c.mode == "team" else "p"
-            item["standings"] = _standings(connection, program.id, c, period, kind)
-        if participant_id is not None and c.metric:
+            item["standings"] = _standings(connection, program.id, compiled, c, period)
+        if participant_id is not None and c.kind == "quest":
+            item["you"] = _quest_progress(connection, program.id, participant_id, c, period)
+        elif participant_id is not None and c.metric:
             m = t.metric_totals.c
             value = connection.execute(
                 select(m.value).where(
@@ -107,3 +129,26 @@ def list_challenges(
             item["you"] = {"progress": value or 0.0, "target": c.target, "completed": bool(done)}
         out.append(item)
     return {"program": program.key, "today": today.isoformat(), "challenges": out}
+
+
+def _quest_progress(
+    connection: Connection, program_id: int, participant_id: int, quest: Challenge, period: str
+) -> dict[str, Any]:
+    q = t.quest_progress.c
+    baselines = connection.execute(
+        select(q.baselines).where(q.participant_id == participant_id, q.challenge == quest.key, q.period == period)
+    ).scalar_one_or_none()
+    m = t.metric_totals.c
+    values = {
+        metric: float(value)
+        for metric, value in connection.execute(
+            select(m.metric, m.value).where(
+                m.program_id == program_id,
+                m.period == period,
+                m.subject_kind == "p",
+                m.subject_id == participant_id,
+                m.metric.in_({s.metric for s in quest.steps or ()}),
+            )
+        )
+    }
+    return current_step(quest, tuple(baselines or (0.0,)), period, lambda metric, _period: values.get(metric, 0.0))

@@ -230,6 +230,25 @@ def close_periods_command(
 
 
 @app.command()
+def launch(
+    program: str,
+    challenge: str,
+    database: DatabaseOption = None,
+) -> None:
+    """Take a draft challenge live (a new program version); pays the draft's completions of the current period."""
+    from levelup.challenges.launch import launch as launch_challenge
+
+    runtime = _runtime(database)
+    try:
+        with runtime.db.write() as connection:
+            done = launch_challenge(connection, program, challenge, actor="cli")
+    except LevelupError as exc:
+        _fail(exc)
+        return
+    console.print(f"{program} {challenge}: launched as version {done['version']}, {done['paid']} completions paid")
+
+
+@app.command()
 def leaderboard(
     program: str,
     key: str,

@@ -73,6 +73,7 @@ class ParticipantState:
     # (challenge, period) completed → the reward paid for it
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
     streaks: dict[str, tuple[list[int], int]] = field(default_factory=dict)  # key → (qualifying periods, best)
+    quests: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)  # (quest, period) → baselines
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)
@@ -133,6 +134,13 @@ class Completion(NamedTuple):
     reward: tuple[tuple[str, int], ...] = ()  # what was paid for it (taken back if undone)
 
 
+class QuestChange(NamedTuple):
+    challenge: str
+    period: str
+    baselines: tuple[float, ...]  # per step started, its metric's value then; steps + 1 long once complete
+    complete: bool
+
+
 class StreakChange(NamedTuple):
     streak: str
     periods: list[int]  # the qualifying periods after the change
@@ -168,6 +176,7 @@ class Effects:
     badges: list[BadgeChange] = field(default_factory=list)
     completions: list[Completion] = field(default_factory=list)
     streaks: list[StreakChange] = field(default_factory=list)
+    quests: list[QuestChange] = field(default_factory=list)
     level: LevelChange | None = None
 
     def awards(self) -> list[dict[str, Any]]:
@@ -196,6 +205,8 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
             state.completions.pop((done.challenge, done.period), None)
     for st in effects.streaks:
         state.streaks[st.streak] = (st.periods, st.best)
+    for q in effects.quests:
+        state.quests[(q.challenge, q.period)] = q.baselines
     for c in effects.counters:
         key = (c.rule, c.period)
         state.counters[key] = state.counters.get(key, 0) + c.delta

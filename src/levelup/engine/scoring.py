@@ -14,7 +14,7 @@ from typing import Any
 
 from levelup.achievements import badges, streaks
 from levelup.achievements.levels import level_of
-from levelup.challenges import goals
+from levelup.challenges import goals, quests
 from levelup.engine.model import (
     Completion,
     CounterDelta,
@@ -268,7 +268,7 @@ def _settle_goal(
     scratch: dict[str, Position],
 ) -> Completion:
     """Pay a goal's reward (none for a draft), or take back what was paid when a reversal undoes it."""
-    challenge = next(c for c in program.goals if c.key == change.challenge)
+    challenge = program.challenges[change.challenge]
     name = challenge.name or challenge.key
     if not change.completed:
         for currency, amount in change.reward:
@@ -301,7 +301,9 @@ def _settle_goal(
                 "challenge",
                 None,
                 program.version,
-                f"challenge {name}: {change.target:g} reached ({change.period})",
+                f"quest {name} complete ({change.period})"
+                if challenge.kind == "quest"
+                else f"challenge {name}: {change.target:g} reached ({change.period})",
                 event.occurred_at,
             ),
         )
@@ -332,9 +334,24 @@ def _mechanics(
     if reversed_event is not None:
         days.append(local_date(reversed_event.event.occurred_at, program.timezone))
     completions = dict(state.completions)
+    progress = dict(state.quests)
     for when in dict.fromkeys(days):
         undo = reversed_event is not None
-        for goal in goals.evaluate(program.goals, state, completions, when, after, touched, may_undo=undo):
+        done = goals.evaluate(
+            program.goals, program.eligibility, state, completions, when, after, touched, may_undo=undo
+        )
+        for change in quests.evaluate(program.quests, program.eligibility, state, progress, when, after, touched):
+            effects.quests.append(change)
+            progress[(change.challenge, change.period)] = change.baselines
+            paid = completions.get((change.challenge, change.period))
+            steps_done, steps = len(change.baselines) - 1, len(program.challenges[change.challenge].steps or ())
+            if change.complete and paid is None:
+                done.append(Completion(change.challenge, change.period, steps_done, steps))
+            elif not change.complete and paid is not None:
+                done.append(
+                    Completion(change.challenge, change.period, steps_done, steps, completed=False, reward=paid)
+                )
+        for goal in done:
             settled = _settle_goal(program, goal, event, activation, effects, scratch)
             effects.completions.append(settled)
             if settled.completed:

@@ -249,6 +249,7 @@ class Writes:
     revocations: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)
     completions: dict[tuple[int, str, str], dict[str, Any] | None] = field(default_factory=dict)  # None: undone
     streaks: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    quests: dict[tuple[int, str, str], dict[str, Any]] = field(default_factory=dict)
     feed: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -339,6 +340,14 @@ def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: E
             if c.completed
             else None
         )
+    for q in e.quests:
+        out.quests[(participant_id, q.challenge, q.period)] = {
+            "participant_id": participant_id,
+            "challenge": q.challenge,
+            "period": q.period,
+            "program_id": program_id,
+            "baselines": list(q.baselines),
+        }
     for st in e.streaks:
         out.streaks[(participant_id, st.streak)] = {
             "participant_id": participant_id,
@@ -366,6 +375,9 @@ def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, A
     if e.level is not None:
         payloads.append(("level", {"from": e.level.before, "to": e.level.after, "up": e.level.up}))
     payloads += [("streak", {"streak": s.streak, "length": s.length, "best": s.best}) for s in e.streaks]
+    payloads += [
+        ("quest", {"challenge": q.challenge, "period": q.period, "steps_done": len(q.baselines) - 1}) for q in e.quests
+    ]
     payloads += [
         (
             "challenge" if c.completed else "challenge.undone",
@@ -453,6 +465,13 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
         [row for row in writes.completions.values() if row is not None],
         keys=["participant_id", "challenge", "period"],
         update=["event_id", "completed_at", "reward"],
+    )
+    upsert_set(
+        connection,
+        t.quest_progress,
+        list(writes.quests.values()),
+        keys=["participant_id", "challenge", "period"],
+        update=["baselines"],
     )
     upsert_set(
         connection,

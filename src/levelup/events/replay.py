@@ -188,6 +188,13 @@ def _compare_mechanics(report: Report, connection: Connection, program_id: int, 
     }
     replayed = {k: (list(v["periods"]), v["best"]) for k, v in writes.streaks.items()}
     _compare(report, "streak", replayed, stored_streaks)
+    q = t.quest_progress.c
+    stored_quests = {
+        (r.participant_id, r.challenge, r.period): [round(b, 6) for b in r.baselines]
+        for r in connection.execute(select(t.quest_progress).where(q.program_id == program_id))
+    }
+    replayed_quests = {k: [round(b, 6) for b in v["baselines"]] for k, v in writes.quests.items()}
+    _compare(report, "quest", replayed_quests, stored_quests)  # baselines are metric sums: rounded like them
 
 
 def _compare_metrics(report: Report, expected: dict[Any, float], stored: dict[Any, float], limit: int = 80) -> None:
@@ -231,7 +238,7 @@ def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: di
     connection.execute(delete(t.metric_samples).where(t.metric_samples.c.program_id == program_id))
     connection.execute(delete(t.rule_counters).where(t.rule_counters.c.participant_id.in_(participant_ids)))
     connection.execute(delete(t.positions).where(t.positions.c.program_id == program_id))
-    for table in (t.badge_grants, t.challenge_completions, t.streak_runs):
+    for table in (t.badge_grants, t.challenge_completions, t.streak_runs, t.quest_progress):
         connection.execute(delete(table).where(table.c.program_id == program_id))
     writes.positions = {k: PositionDelta(p.available, p.arrears, p.earned) for k, p in folded.items()}
     write_projections(connection, program_id, writes)

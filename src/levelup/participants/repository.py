@@ -186,7 +186,7 @@ def load_states(
 def _load_mechanics(
     connection: Connection, internal: list[int], by_id: dict[int, str], states: dict[str, ParticipantState]
 ) -> None:
-    """Badges held, goals completed and streak runs of these participants."""
+    """Badges held, goals completed, streak runs and quest progress of these participants."""
     keyed = [(i,) for i in internal]
     for pid, badge, grade, period, revoked_by in fetch_by_keys(
         connection,
@@ -216,6 +216,15 @@ def _load_mechanics(
         columns=["participant_id", "streak", "periods", "best"],
     ):
         states[by_id[pid]].streaks[streak] = (qualifying, best)
+    for pid, challenge, period, baselines in fetch_by_keys(
+        connection,
+        t.quest_progress,
+        fixed={},
+        keys=["participant_id"],
+        values=keyed,
+        columns=["participant_id", "challenge", "period", "baselines"],
+    ):
+        states[by_id[pid]].quests[(challenge, period)] = tuple(float(b) for b in baselines)
 
 
 def set_profile(

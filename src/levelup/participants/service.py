@@ -9,6 +9,7 @@ from sqlalchemy import Connection, select
 
 from levelup.achievements.levels import level_of
 from levelup.achievements.progress import progress
+from levelup.engine.model import ParticipantState
 from levelup.errors import NotFound
 from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
@@ -79,7 +80,7 @@ def profile(
             compiled,
             program.id,
             row.id,
-            list(teams),
+            ParticipantState(row.external_id, row.name, tuple(teams), row.attributes or {}),
             local_date(now or dt.datetime.now(dt.UTC), compiled.timezone),
         ),
     }

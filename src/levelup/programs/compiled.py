@@ -129,6 +129,8 @@ class CompiledProgram:
         self.metrics_by_key = {m.key: m for m in self.metrics}
         self.currencies = {c.key: c for c in doc.currencies}
         self.challenge_rewards = {c.key: compile_award(c.reward) for c in doc.challenges if c.reward}
+        self.challenges = {c.key: c for c in doc.challenges}
+        self.eligibility = {c.key: Expression.compile(c.eligible) for c in doc.challenges if c.eligible}
 
     @cached_property
     def counter_grains(self) -> frozenset[str]:
@@ -140,8 +142,8 @@ class CompiledProgram:
         """Calendar grains whose metric values the engine reads: badge windows, streaks, goals, levels."""
         grains = {c.window for b in self.doc.badges for g in b.grades for c in g.when}
         grains |= {s.period for s in self.doc.streaks}
-        grains |= {c.every for c in self.goals if c.every}
-        grains |= {"all" for c in self.goals if c.every is None and c.start is None}
+        grains |= {c.every for c in self.goals + self.quests if c.every}
+        grains |= {"all" for c in self.goals + self.quests if c.every is None and c.start is None}
         if self.doc.levels is not None and self.doc.levels.metric is not None:
             grains.add("all")
         return frozenset(g for g in grains if g in GRAINS)
@@ -151,18 +153,28 @@ class CompiledProgram:
         """Metrics whose values the engine reads (badges, streaks, goals, levels on a metric)."""
         found = {c.metric for b in self.doc.badges for g in b.grades for c in g.when}
         found |= {s.metric for s in self.doc.streaks} | {c.metric for c in self.goals if c.metric}
+        found |= {step.metric for c in self.quests for step in c.steps or ()}
         if self.doc.levels is not None and self.doc.levels.metric is not None:
             found.add(self.doc.levels.metric)
         return frozenset(found)
 
     @cached_property
     def has_mechanics(self) -> bool:
-        return bool(self.doc.badges or self.doc.streaks or self.goals or self.doc.levels)
+        return bool(self.doc.badges or self.doc.streaks or self.goals or self.quests or self.doc.levels)
 
     @cached_property
     def goals(self) -> tuple[Challenge, ...]:
-        """Challenges the engine settles as events arrive: individual goals (the rest settle when periods close)."""
-        return tuple(c for c in self.doc.challenges if c.kind == "goal" and c.mode == "individual")
+        """Targets the engine judges as events arrive: individual goals, and races (whose finishing
+        order is settled when the period closes). Team goals and rankings settle at close only."""
+        return tuple(
+            c
+            for c in self.doc.challenges
+            if (c.kind == "goal" and c.mode == "individual") or (c.kind == "competition" and c.format == "race")
+        )
+
+    @cached_property
+    def quests(self) -> tuple[Challenge, ...]:
+        return tuple(c for c in self.doc.challenges if c.kind == "quest")
 
     @cached_property
     def ranges(self) -> tuple[tuple[str, dt.date, dt.date], ...]:

@@ -141,7 +141,17 @@ class Challenge(Strict):
     start: dt.date | None = None
     end: dt.date | None = Field(default=None, description="inclusive, in the program time zone")
     mode: Literal["individual", "team"] = "individual"
+    format: Literal["ranking", "race", "duel"] = Field(
+        default="ranking",
+        description="competitions: ranked by value, the first to reach target (race), or two entrants head to head",
+    )
     teams: list[Key] | None = None
+    entrants: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=1000, description="participant ids invited to an individual competition"
+    )
+    eligible: Expression | None = Field(
+        default=None, description="CEL over participant (attributes, teams): who takes part"
+    )
     reward: Award | None = None
     steps: list[QuestStep] | None = Field(default=None, max_length=20)
     prizes: list[Prize] | None = Field(default=None, max_length=100)

@@ -57,7 +57,7 @@ def expressions_of(data: Any) -> Iterator[tuple[str, str]]:
     Works on raw data so CEL errors are reported even when the shape is broken.
     """
     raw = data.model_dump(by_alias=True) if isinstance(data, ProgramDocument) else data
-    for section, fields in (("metrics", ("if", "value")), ("rules", ("if",))):
+    for section, fields in (("metrics", ("if", "value")), ("rules", ("if",)), ("challenges", ("eligible",))):
         items = raw.get(section) if isinstance(raw, dict) else None
         for i, item in enumerate(items if isinstance(items, list) else []):
             if not isinstance(item, dict):
@@ -193,12 +193,43 @@ def _challenge_errors(path: str, challenge: Any, doc: ProgramDocument, metric_re
             yield FieldError(f"{path}.prizes", "a competition needs prizes")
         for p, prize in enumerate(challenge.prizes or []):
             yield from _award_errors(f"{path}.prizes[{p}].award", prize.award, doc)
+    yield from _competition_errors(path, challenge)
+    if challenge.eligible and challenge.mode == "team":
+        yield FieldError(f"{path}.eligible", "eligibility by attributes is for individual challenges; use teams")
     if challenge.every and (challenge.start or challenge.end):
         yield FieldError(f"{path}.every", "give either every or start/end, not both")
     if challenge.kind == "competition" and not challenge.every and not (challenge.start and challenge.end):
         yield FieldError(f"{path}", "a competition needs every, or start and end")
     if challenge.start and challenge.end and challenge.end < challenge.start:
         yield FieldError(f"{path}.end", "ends before it starts")
+
+
+def _competition_errors(path: str, challenge: Any) -> Iterator[FieldError]:
+    """Race and duel shapes; entrants only where they mean something."""
+    if challenge.kind != "competition":
+        if challenge.format != "ranking":
+            yield FieldError(f"{path}.format", "only a competition has a format")
+        if challenge.entrants:
+            yield FieldError(f"{path}.entrants", "only a competition has entrants")
+        if challenge.kind == "quest" and challenge.mode == "team":
+            yield FieldError(f"{path}.mode", "a quest is individual")
+        return
+    if challenge.reward:
+        yield FieldError(f"{path}.reward", "a competition pays prizes, not a reward")
+    if challenge.entrants and challenge.mode == "team":
+        yield FieldError(f"{path}.entrants", "a team competition names its teams in teams")
+    if challenge.format == "race":
+        if challenge.target is None:
+            yield FieldError(f"{path}.target", "a race needs a target")
+        if challenge.mode == "team":
+            yield FieldError(f"{path}.mode", "a race is individual (rank teams with a team competition)")
+    elif challenge.target is not None:
+        yield FieldError(f"{path}.target", "only a race has a target")
+    if challenge.format == "duel":
+        named = challenge.teams if challenge.mode == "team" else challenge.entrants
+        field = "teams" if challenge.mode == "team" else "entrants"
+        if not named or len(set(named)) != 2:
+            yield FieldError(f"{path}.{field}", "a duel has exactly two different entrants")
 
 
 def _window_errors(doc: ProgramDocument) -> Iterator[FieldError]:

@@ -12,7 +12,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from levelup.api.deps import ReadAccess
+from levelup.api.deps import AdminAccess, ReadAccess
+from levelup.challenges.launch import launch
 from levelup.challenges.service import list_challenges
 from levelup.storage import tables as t
 
@@ -35,6 +36,13 @@ def get_challenges(access: ReadAccess, participant: str | None = None) -> dict[s
             participant=participant,
             include_drafts=access.principal.can("admin", access.key),
         )
+
+
+@router.post("/programs/{program}/challenges/{challenge}/launch")
+def launch_challenge(access: AdminAccess, challenge: str) -> dict[str, Any]:
+    """Take a draft live: a new program version, and the draft's completions of the current period paid."""
+    with access.runtime.db.write() as connection:
+        return launch(connection, access.key, challenge, actor=access.principal.key_id)
 
 
 @router.get("/programs/{program}/stream", response_class=StreamingResponse)
