@@ -14,6 +14,7 @@ its own (programs are fully isolated) and looks only at that program's rows.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import re
 import uuid
@@ -32,6 +33,7 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from tests.test_challenges_more import CAFE_TEXT
 from tests.test_engine_properties import ACME_TEXT, DISPLAY_ZONES, amounts, instants, money, rfc3339
 
 DB_SETTINGS = settings(
@@ -528,3 +530,116 @@ def test_every_event_gets_an_outcome_whatever_its_numbers(runtime: Runtime, huge
     assert [(o.id, o.status) for o in outcomes if o.id != "big"] == [("ok-1", "accepted"), ("ok-2", "accepted")]
     assert next(o for o in outcomes if o.id == "big").status in ("accepted", "rejected")
     assert replay(runtime, key).ok
+
+
+# --------------------------------------------------------------------------- quests
+
+
+def new_quest_program(runtime: Runtime) -> str:
+    """Apply brewhouse-rewards (the welcome quest) with a weekly quest under a fresh key."""
+    key = f"cafe-{uuid.uuid4().hex[:12]}"
+    text_ = re.sub(r"(?m)^program: brewhouse-rewards$", f"program: {key}", CAFE_TEXT)
+    with runtime.db.write() as connection:
+        programs.apply(connection, load_document(text_, program=key), actor="property-test")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestAct:
+    kind: str  # an event type the quests' steps count
+    participant: str
+    minute: int  # minutes after Monday 16 November 2026 09:00 UTC: two ISO weeks, in any order
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestUndo:
+    which: int  # the event to reverse, counted back from the last one sent (a bad target is refused)
+
+
+def quest_events(specs: Sequence[QuestAct | QuestUndo]) -> list[Step]:
+    """Events q0, q1…; a reversal names one of the acts sent before (one reversed already is refused)."""
+    sent: list[dict[str, Any]] = []
+    acts: list[dict[str, Any]] = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, QuestAct):
+            at = QUEST_START + dt.timedelta(minutes=spec.minute)
+            data = {"amount": 3, "text": "fine"} if spec.kind != "profile.completed" else {}
+            body = {"id": f"q{i}", "type": spec.kind, "participant": spec.participant, "data": data}
+            acts.append(body | {"occurred_at": at.isoformat()})
+            sent.append(acts[-1])
+        elif acts:
+            target = acts[-1 - spec.which % len(acts)]
+            sent.append(
+                {
+                    "id": f"q{i}",
+                    "type": "purchase.refunded",
+                    "participant": target["participant"],
+                    "occurred_at": target["occurred_at"],
+                    "reverses": target["id"],
+                }
+            )
+    return list(sent)
+
+
+QUEST_START = dt.datetime(2026, 11, 16, 9, 0, tzinfo=dt.UTC)
+quest_acts = st.builds(
+    QuestAct,
+    st.sampled_from(["profile.completed", "purchase.completed", "purchase.completed", "review.posted"]),
+    st.sampled_from(PARTICIPANTS[:2]),
+    st.integers(0, 14 * 24 * 60 - 1),
+)
+quest_specs = st.lists(
+    st.one_of(quest_acts, quest_acts, quest_acts, st.builds(QuestUndo, st.integers(0, 5))), min_size=8, max_size=40
+)
+
+
+@DB_SETTINGS
+@given(specs=quest_specs, size=st.sampled_from([0, 1, 3]))
+def test_replay_agrees_with_live_ingestion_for_quests(
+    runtime: Runtime, specs: list[QuestAct | QuestUndo], size: int
+) -> None:
+    """Quest progress loaded batch by batch from the database equals what replay recomputes, and a
+    quest's reward is held exactly while all its steps are done (paid once, taken back on reopening)."""
+    key = new_quest_program(runtime)
+    feed(runtime, key, quest_events(specs), size)
+    report = replay(runtime, key)
+    assert report.mismatches == []
+    with runtime.db.read() as connection:
+        assert_balances_are_ledger_sums(connection, key)
+        pid = program_id(connection, key)
+        p = t.participants.c
+        progress = {
+            (r.external_id, r.challenge, r.period): list(r.baselines)
+            for r in connection.execute(
+                select(
+                    p.external_id, t.quest_progress.c.challenge, t.quest_progress.c.period, t.quest_progress.c.baselines
+                )
+                .join(t.participants, p.id == t.quest_progress.c.participant_id)
+                .where(t.quest_progress.c.program_id == pid)
+            )
+        }
+        completed = {
+            tuple(r)
+            for r in connection.execute(
+                select(p.external_id, t.challenge_completions.c.challenge, t.challenge_completions.c.period)
+                .join(t.participants, p.id == t.challenge_completions.c.participant_id)
+                .where(t.challenge_completions.c.program_id == pid)
+            )
+        }
+        net: Counter[tuple[str, str, str]] = Counter()
+        for who, idempotency_key, amount in connection.execute(
+            select(p.external_id, t.ledger_entries.c.idempotency_key, t.ledger_entries.c.amount)
+            .join(t.participants, p.id == t.ledger_entries.c.participant_id)
+            .where(t.ledger_entries.c.program_id == pid)
+        ):
+            _seq, kind, *rest = idempotency_key.split(":")
+            if kind in ("challenge", "challenge-undone"):
+                net[(who, rest[0], rest[1])] += amount
+    steps = {"welcome": 3, "regular": 3}
+    rewards = {"welcome": 100, "regular": 30}
+    for (who, quest, period), baselines in progress.items():
+        done = len(baselines) == steps[quest] + 1
+        assert 1 <= len(baselines) <= steps[quest] + 1
+        assert ((who, quest, period) in completed) == done, (who, quest, period, baselines)
+        assert net[(who, quest, period)] == (rewards[quest] if done else 0), (who, quest, period, baselines)
+    assert {k for k, v in net.items() if v} <= set(progress)
