@@ -43,6 +43,13 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     ("put", "/api/v1/programs/{program}/participants/{participant_id}"): {"name": "Dana"},
     ("put", "/api/v1/programs/{program}/teams/{team_id}"): {"name": "East"},
     ("post", "/api/v1/programs/{program}/kudos"): {"from": "rep-17", "to": "rep-18", "amount": 1, "message": "x"},
+    ("post", "/api/v1/programs/{program}/redemptions"): {
+        "participant": "rep-17",
+        "reward": "sticker",
+        "idempotency_key": "r",
+    },
+    ("put", "/api/v1/programs/{program}/participants/{participant_id}/tier"): {"tier": "Pro", "note": "x"},
+    ("put", "/api/v1/programs/{program}/participants/{participant_id}/status"): {"status": "active", "note": "x"},
     ("post", "/api/v1/programs/{program}/adjustments"): {
         "participant": "rep-17",
         "currency": "coins",
@@ -67,6 +74,7 @@ def send(client: TestClient, method: str, template: str, program: str, acme_text
         .replace("{team_id}", "east")
         .replace("{key}", "revenue-month")
         .replace("{challenge}", "trial")
+        .replace("{redemption_id}", "1" if template.endswith("/cancel") else "2")  # two made up front
     )
     if template.endswith("/stream"):
         url += "?since=0&limit=1"  # the feed is endless: take the first message (the fixture's events made some)
@@ -161,14 +169,23 @@ def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict
     key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
     draft = "  - {key: trial, metric: deals_won, target: 2, every: week, reward: {coins: 5}, draft: true}\n"
     with_kudos = acme_text.replace("challenges:\n", "challenges:\n" + draft, 1)
+    with_kudos = with_kudos.replace("rewards:\n", "rewards:\n  - {key: sticker, name: Sticker, cost: {coins: 1}}\n", 1)
     with_kudos += "kudos: {currency: coins, budget: {amount: 10, per: week}}\n"
+    with_kudos += "tiers: {metric: revenue, window: year, steps: [{name: Base, at: 0}, {name: Pro, at: 100000}]}\n"
     applied = two_programs.put(A, content=with_kudos, headers={**admin, "Content-Type": "application/yaml"})
-    assert applied.status_code == 200  # A gets kudos and a draft, so its kudos and launch routes can succeed
+    assert applied.status_code == 200  # A gets kudos, a draft, a sticker and tiers, so those routes can succeed
+    for n in (1, 2):  # redemptions 1 (to cancel) and 2 (to fulfil)
+        made = two_programs.post(
+            f"{A}/redemptions",
+            json={"participant": "rep-17", "reward": "sticker", "idempotency_key": f"s{n}"},
+            headers=admin,
+        )
+        assert made.status_code == 201 and made.json()["id"] == n, made.text
     for method, template in routes:
-        denied = send(two_programs, method, template, "acme-west", acme_text, key)
+        denied = send(two_programs, method, template, "acme-west", with_kudos, key)
         assert denied.status_code == 403, (method, template, denied.text)
         assert denied.headers["content-type"] == PROBLEM
-        allowed = send(two_programs, method, template, "acme-sales", acme_text, key)
+        allowed = send(two_programs, method, template, "acme-sales", with_kudos, key)
         assert allowed.status_code < 300, (method, template, allowed.text)
     # B is untouched: no version, no event, no participant change, no team, no adjustment
     state = two_programs.get(B, headers=admin).json()

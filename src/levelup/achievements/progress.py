@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select
 from levelup.achievements import streaks
 from levelup.achievements.badges import badge_period
 from levelup.challenges.goals import eligible, goal_period
-from levelup.challenges.quests import current_step
+from levelup.challenges.quests import FIRST, current_step
 from levelup.engine.model import ParticipantState
 from levelup.metrics.periods import period_key
 from levelup.programs.compiled import CompiledProgram
@@ -120,7 +120,7 @@ def progress(
         )
     }
     quest_rows = {
-        (r.challenge, r.period): tuple(r.baselines)
+        (r.challenge, r.period): tuple((float(b), int(at)) for b, at in r.baselines)
         for r in connection.execute(select(t.quest_progress).where(t.quest_progress.c.participant_id == participant_id))
     }
     challenges = []
@@ -131,7 +131,7 @@ def progress(
         item: dict[str, Any] = {"key": c.key, "kind": c.kind, "period": current}
         if c.kind == "quest":
             item |= current_step(
-                c, quest_rows.get((c.key, current), (0.0,)), current, lambda m, p: values.get((m, p), 0.0)
+                c, quest_rows.get((c.key, current), FIRST), current, lambda m, p: values.get((m, p), 0.0)
             )
         else:
             item |= {"progress": values.get((c.metric or "", current), 0.0), "target": c.target}

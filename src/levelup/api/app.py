@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,10 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
-from levelup.api.routes import challenges, events, keys, kudos, leaderboards, participants, programs
+from levelup.api.routes import challenges, events, keys, kudos, leaderboards, participants, programs, rewards
 from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
+from levelup.ledger import expiry
 from levelup.runtime import Runtime
+from levelup.tiers.service import review_all
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("levelup")
@@ -30,7 +32,7 @@ def _problem(body: dict[str, Any]) -> JSONResponse:
 
 @asynccontextmanager
 async def _closing_job(app: FastAPI) -> AsyncIterator[None]:
-    """Settle due challenge and competition periods every ``close_every`` seconds while serving."""
+    """Run the periodic jobs (:data:`JOBS`) every ``close_every`` seconds while serving."""
     every: float | None = app.state.close_every
     task = asyncio.create_task(_close_forever(app.state.runtime, every)) if every else None
     try:
@@ -40,12 +42,22 @@ async def _closing_job(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
 
 
+# The time-driven work, all idempotent and safe on several workers at once: settle closed periods,
+# make pending points spendable and expire old ones, re-rate tiers as activity leaves their window.
+JOBS: tuple[tuple[str, Callable[[Runtime], object]], ...] = (
+    ("closing periods", close_periods),
+    ("expiring lots", expiry.run),
+    ("reviewing tiers", review_all),
+)
+
+
 async def _close_forever(runtime: Runtime, every: float) -> None:
     while True:
-        try:
-            await run_in_threadpool(close_periods, runtime)
-        except Exception:  # a failed run is retried next time; the job must not die
-            logger.exception("closing periods failed")
+        for name, job in JOBS:
+            try:
+                await run_in_threadpool(job, runtime)
+            except Exception:  # a failed run is retried next time; the job must not die
+                logger.exception("%s failed", name)
         await asyncio.sleep(every)
 
 
@@ -91,7 +103,7 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    for module in (programs, events, participants, leaderboards, challenges, kudos, keys):
+    for module in (programs, events, participants, leaderboards, challenges, kudos, rewards, keys):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
     return app

@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from levelup.challenges.goals import eligible
 from levelup.engine.model import ParticipantState
 from levelup.leaderboards.service import Row, rank
 from levelup.ledger.service import Booking, book
-from levelup.metrics.periods import grain_of, period_end, zone
+from levelup.metrics.periods import grain_of, period_dates, period_end, zone
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Challenge, duration_seconds
@@ -142,19 +142,62 @@ def participants_taking_part(
     }
 
 
-def race_finishers(connection: Connection, program_id: int, challenge: Challenge, period: str) -> list[tuple[int, Row]]:
-    """Who reached a race's target, in the order of the time they reached it (ties share a place)."""
+def _dates_of(period: str) -> tuple[dt.date, dt.date] | None:
+    """First and last day of a calendar period or of a one-off range key (``20261001-20261031``)."""
+    if len(period) == 17 and period[8] == "-":
+        return dt.datetime.strptime(period[:8], "%Y%m%d").date(), dt.datetime.strptime(period[9:], "%Y%m%d").date()
+    return period_dates(period)
+
+
+def race_finishers(
+    connection: Connection, program_id: int, compiled: CompiledProgram, challenge: Challenge, period: str
+) -> list[tuple[int, Row]]:
+    """Who reached a race's target, placed by when they reached it in event time (ties share a place).
+
+    The day is exact: the first day whose running total (over the day rows of the race
+    period, so late events count where they occurred) reaches the target. Within a day,
+    the time of the event that completed it as received breaks the tie. Entrants are judged now.
+    """
+    assert challenge.metric is not None and challenge.target is not None
     c = t.challenge_completions.c
-    rows = connection.execute(
-        select(c.participant_id, t.participants.c.external_id, t.participants.c.name, c.completed_at)
-        .join(t.participants, t.participants.c.id == c.participant_id)
-        .where(c.program_id == program_id, c.challenge == challenge.key, c.period == period)
-        .order_by(c.completed_at, t.participants.c.external_id)
-    ).all()
+    done = {
+        int(r.participant_id): (r.external_id, r.name, r.completed_at)
+        for r in connection.execute(
+            select(c.participant_id, t.participants.c.external_id, t.participants.c.name, c.completed_at)
+            .join(t.participants, t.participants.c.id == c.participant_id)
+            .where(c.program_id == program_id, c.challenge == challenge.key, c.period == period)
+        )
+    }
+    admitted = participants_taking_part(connection, program_id, compiled, challenge, done)
+    dates = _dates_of(period)
+    m = t.metric_totals.c
+    days: dict[int, list[tuple[str, float]]] = {}
+    query = select(m.subject_id, m.period, m.value).where(
+        m.program_id == program_id,
+        m.metric == challenge.metric,
+        m.subject_kind == "p",
+        m.subject_id.in_(list(admitted)),
+        func.length(m.period) == 10,
+    )
+    if dates is not None:
+        query = query.where(m.period >= dates[0].isoformat(), m.period <= dates[1].isoformat())
+    for subject, day, value in connection.execute(query.order_by(m.subject_id, m.period)):
+        days.setdefault(int(subject), []).append((day, float(value)))
+    finished: list[tuple[str, dt.datetime, str, str | None]] = []
+    for pid in admitted:
+        running = 0.0
+        for day, value in days.get(pid, []):
+            running += value
+            if running >= challenge.target:
+                external, name, completed_at = done[pid]
+                finished.append((day, completed_at, external, name))
+                break
+    finished.sort(key=lambda f: (f[0], f[1], f[2]))
     placed: list[tuple[int, Row]] = []
-    for i, r in enumerate(rows):
-        same = placed and rows[i - 1].completed_at == r.completed_at
-        placed.append((placed[-1][0] if same else i + 1, Row(r.external_id, r.name, r.completed_at.timestamp())))
+    for i, (day, at, external, name) in enumerate(finished):
+        same = placed and finished[i - 1][:2] == (day, at)
+        reached = at if at.date().isoformat() == day else dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+        placed.append((placed[-1][0] if same else i + 1, Row(external, name, reached.timestamp())))
     return placed
 
 
@@ -200,7 +243,7 @@ def settle(
     else:
         prizes = {p.rank: _awards(p.award) for p in challenge.prizes or []}
         if challenge.format == "race":
-            ranked = race_finishers(connection, program_id, challenge, period)
+            ranked = race_finishers(connection, program_id, compiled, challenge, period)
         else:
             ranked = rank([Row(names[s], None, v) for s, v in values.items() if v > 0])
         by_name = {v: k for k, v in names.items()}

@@ -6,8 +6,11 @@ applies the document in force with ``draft: false`` for that challenge (audited
 like any version) and, in the same transaction, pays the constant reward of the
 completions the draft recorded in periods that have not ended: nobody loses what
 they did while the contest was being tested. Completions of ended periods stay
-unpaid (the contest was not open then). Competitions and team goals need nothing
-here: they pay when their period closes, and a launched challenge is no longer a draft then.
+unpaid (the contest was not open then). A launch payment is booked like a prize,
+outside event scoring: the completion keeps the draft's empty reward (as replay
+computes it), so a later reversal of the completing event does not take it back.
+Competitions and team goals need nothing here: they pay when their period closes,
+and a launched challenge is no longer a draft then.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from levelup.errors import Conflict, NotFound
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import local_date
 from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import ProgramDocument
 from levelup.storage import tables as t
 
@@ -61,20 +65,15 @@ def launch(connection: Connection, program_key: str, challenge_key: str, *, acto
         for r in rows
         for currency, amount in reward
     ]
-    book(connection, record.id, bookings, now=now)
-    for r in rows:
-        connection.execute(
-            t.challenge_completions.update()
-            .where(c.participant_id == r.participant_id, c.challenge == challenge_key, c.period == r.period)
-            .values(reward=[list(x) for x in reward])
-        )
+    book(connection, record.id, bookings, now=now, compiled=CompiledProgram(doc, record.version))
+    paid = len({b.participant_id for b in bookings})
     connection.execute(
         t.audit_log.insert().values(
             program_id=record.id,
             actor=actor,
             action="challenge.launch",
-            detail={"challenge": challenge_key, "version": record.version, "paid": len(rows)},
+            detail={"challenge": challenge_key, "version": record.version, "paid": paid},
             at=now,
         )
     )
-    return {"program": record.key, "version": record.version, "challenge": challenge_key, "paid": len(rows)}
+    return {"program": record.key, "version": record.version, "challenge": challenge_key, "paid": paid}

@@ -45,7 +45,7 @@ def _standings(
     if challenge.format == "race":
         return [
             {"rank": place, "id": row.id, "name": row.name, "reached_at": dt.datetime.fromtimestamp(row.value, dt.UTC)}
-            for place, row in race_finishers(connection, program_id, challenge, period)[:limit]
+            for place, row in race_finishers(connection, program_id, compiled, challenge, period)[:limit]
         ]
     kind = "t" if challenge.mode == "team" else "p"
     m = t.metric_totals.c
@@ -151,4 +151,9 @@ def _quest_progress(
             )
         )
     }
-    return current_step(quest, tuple(baselines or (0.0,)), period, lambda metric, _period: values.get(metric, 0.0))
+    return current_step(
+        quest,
+        tuple((float(b), int(at)) for b, at in baselines or [(0.0, 0)]),
+        period,
+        lambda metric, _period: values.get(metric, 0.0),
+    )

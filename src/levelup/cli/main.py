@@ -218,15 +218,48 @@ def close_periods_command(
     """Settle team goals and competitions whose period ended (plus the grace time). Safe to run twice."""
     from levelup.challenges.closing import close_periods
 
-    when = dt.datetime.fromisoformat(now) if now else None
-    if when is not None and when.tzinfo is None:
-        errors.print("[red]error:[/red] --now needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
-        raise typer.Exit(1)
-    closed = close_periods(_runtime(database), now=when, program_keys=program or None)
+    closed = close_periods(_runtime(database), now=_when(now), program_keys=program or None)
     for item in closed:
         console.print(f"{item.program} {item.challenge} {item.period}: closed, {item.paid} ledger entries paid")
     if not closed:
         console.print("nothing to close")
+
+
+@app.command()
+def expire(
+    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
+    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Make pending points spendable and expire points past their lifetime (an expiry entry each). Safe to rerun."""
+    from levelup.ledger import expiry
+
+    done = expiry.run(_runtime(database), now=_when(now), program_keys=program or None)
+    for item in done:
+        amounts = ", ".join(f"{n} {c}" for c, n in item.amount.items()) or "nothing"
+        console.print(f"{item.program}: {item.matured} lots now spendable, {item.lots} lots expired ({amounts})")
+    if not done:
+        console.print("nothing to do")
+
+
+@app.command()
+def tiers(
+    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Re-rate tiers as activity leaves their window (promotions happen as events arrive). Safe to rerun."""
+    from levelup.tiers.service import review_all
+
+    changed = review_all(_runtime(database), now=_when(now))
+    console.print(f"{changed} tier changes")
+
+
+def _when(now: str | None) -> dt.datetime | None:
+    when = dt.datetime.fromisoformat(now) if now else None
+    if when is not None and when.tzinfo is None:
+        errors.print("[red]error:[/red] --now needs a UTC offset, e.g. 2026-12-01T00:00:00Z")
+        raise typer.Exit(1)
+    return when
 
 
 @app.command()

@@ -23,6 +23,7 @@ class Event:
     occurred_at: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
     reverses: str | None = None
+    seq: int = 0  # processing order (the event log's seq); a World numbers events that come without one
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class ParticipantState:
     # (challenge, period) completed → the reward paid for it
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
     streaks: dict[str, tuple[list[int], int]] = field(default_factory=dict)  # key → (qualifying periods, best)
-    quests: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)  # (quest, period) → baselines
+    # (quest, period) → per step begun: (its metric's value then, the seq of the event it began with)
+    quests: dict[tuple[str, str], tuple[tuple[float, int], ...]] = field(default_factory=dict)
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)
@@ -91,6 +93,7 @@ class LedgerEffect(NamedTuple):
     rule_version: int | None
     explain: str
     at: dt.datetime
+    moved: int = 0  # what it did to the available balance (a credit's rest after paying arrears): lots follow it
 
 
 class MetricDelta(NamedTuple):
@@ -137,7 +140,7 @@ class Completion(NamedTuple):
 class QuestChange(NamedTuple):
     challenge: str
     period: str
-    baselines: tuple[float, ...]  # per step started, its metric's value then; steps + 1 long once complete
+    baselines: tuple[tuple[float, int], ...]  # see ParticipantState.quests; steps + 1 long once complete
     complete: bool
 
 
@@ -166,6 +169,8 @@ class Effects:
     event: Event
     program_version: int
     teams: tuple[str, ...]
+    tier: str | None = None  # the participant's standing it was scored with, recorded with the event
+    suspended: bool = False
     ledger: list[LedgerEffect] = field(default_factory=list)
     positions: dict[str, PositionDelta] = field(default_factory=dict)
     metrics: list[MetricDelta] = field(default_factory=list)

@@ -107,7 +107,7 @@ def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect) -
     scratch[entry.currency] = Position(
         position.available + delta.available, position.arrears + delta.arrears, position.earned + delta.earned
     )
-    effects.ledger.append(entry)
+    effects.ledger.append(entry._replace(moved=delta.available))
     effects.positions[entry.currency] = effects.positions.get(entry.currency, PositionDelta()) + delta
 
 
@@ -244,7 +244,7 @@ def score(
     version_of: Callable[[int], CompiledProgram] | None = None,
 ) -> Effects:
     """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used."""
-    effects = Effects(event, program.version, state.teams)
+    effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)
     if reversed_event is not None:
@@ -252,10 +252,11 @@ def score(
         if version_of is not None and reversed_event.program_version != program.version:
             original = version_of(reversed_event.program_version)
         _reverse(reversed_event, original, state, event, effects, scratch)
+    undone_count = len(effects.metrics)
     metric_contributions(program, event, state.teams, activation, effects)
     _apply_rules(program, state, event, activation, effects, scratch)
     if program.metric_grains or program.ranges:
-        _mechanics(program, state, event, reversed_event, activation, effects, scratch)
+        _mechanics(program, state, event, reversed_event, activation, effects, scratch, undone_count)
     return effects
 
 
@@ -318,8 +319,10 @@ def _mechanics(
     activation: Activation,
     effects: Effects,
     scratch: dict[str, Position],
+    undone_count: int = 0,
 ) -> None:
-    """Goals, badges, streaks and levels, judged on metric values after this event."""
+    """Goals, badges, streaks and levels, judged on metric values after this event
+    (``effects.metrics[:undone_count]`` are a reversal's undoing of the reversed event)."""
     own: dict[tuple[str, str], float] = defaultdict(float)
     for m in effects.metrics:
         if m.team is None:
@@ -335,12 +338,27 @@ def _mechanics(
         days.append(local_date(reversed_event.event.occurred_at, program.timezone))
     completions = dict(state.completions)
     progress = dict(state.quests)
+    undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
+    for m in effects.metrics[:undone_count]:
+        if m.team is None:
+            undone[(m.metric, m.period)] += m.delta
     for when in dict.fromkeys(days):
         undo = reversed_event is not None
         done = goals.evaluate(
             program.goals, program.eligibility, state, completions, when, after, touched, may_undo=undo
         )
-        for change in quests.evaluate(program.quests, program.eligibility, state, progress, when, after, touched):
+        for change in quests.evaluate(
+            program.quests,
+            program.eligibility,
+            state,
+            progress,
+            when,
+            after,
+            touched,
+            event.seq,
+            undone,
+            reversed_event.event.seq if reversed_event is not None else None,
+        ):
             effects.quests.append(change)
             progress[(change.challenge, change.period)] = change.baselines
             paid = completions.get((change.challenge, change.period))

@@ -8,6 +8,7 @@ and simulation start from an empty world and feed it the whole event log.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from levelup.engine.model import BookedEntry, Effects, Event, ParticipantState, ReversedEvent, apply_effects
 from levelup.engine.scoring import score
@@ -32,6 +33,7 @@ class World:
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
         self._booked: dict[str, Effects] = {}
         self.reversed_by: dict[str, str] = {}
+        self._last_seq = 0
 
     def state(self, participant: str) -> ParticipantState:
         found = self.states.get(participant)
@@ -82,6 +84,9 @@ class World:
 
     def process(self, event: Event, program: CompiledProgram) -> Effects:
         """Score one event and fold its effects in; Invalid (changing nothing) for a bad reversal."""
+        if event.seq == 0:
+            event = replace(event, seq=self._last_seq + 1)
+        self._last_seq = max(self._last_seq, event.seq)
         target = self._reversal_target(event) if event.reverses else None
         state = self.state(event.participant)
         effects = score(program, state, event, target, self.version_of)

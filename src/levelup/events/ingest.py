@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -23,6 +23,7 @@ from levelup.engine.model import BookedEntry, Effects, Event, ReversedEvent
 from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
+from levelup.ledger.lots import LotMove, apply_moves, keeps_lots
 from levelup.ledger.positions import PositionDelta
 from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date
@@ -32,6 +33,7 @@ from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
+from levelup.tiers.service import review as tier_review
 
 RETRIES = 3
 
@@ -163,7 +165,7 @@ def _earlier_events(
             )
     found = {
         r.event_id: ReversedEvent(
-            Event(r.event_id, r.type, r.external_id, r.occurred_at, r.data, r.reverses),
+            Event(r.event_id, r.type, r.external_id, r.occurred_at, r.data, r.reverses, r.seq),
             r.program_version,
             tuple(r.teams),
             tuple(entries[r.seq]),
@@ -189,7 +191,8 @@ def _score_and_write(
     received_at: dt.datetime,
     outcomes: list[Outcome | None],
 ) -> None:
-    events = [(i, e.to_event(received_at)) for i, e, _ in fresh]
+    numbers = allocate_ids(connection, t.events, "seq", len(fresh))  # log order, known to the engine
+    events = [(i, replace(e.to_event(received_at), seq=n)) for (i, e, _), n in zip(fresh, numbers, strict=True)]
     ids, created = participants.ensure(connection, program.id, (e.participant for _, e in events))
     participants.lock(connection, ids.values())
     earlier, reversed_by = _earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
@@ -228,7 +231,11 @@ def _score_and_write(
         accepted[event.id] = digests[i]
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
-        write_effects(connection, program.id, done, ids, received_at, accepted)
+        write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
+        tiers = compiled.doc.tiers
+        if tiers is not None:
+            touched = {e.event.participant for e in done if any(m.metric == tiers.metric for m in e.metrics)}
+            tier_review(connection, program.id, compiled, [ids[p] for p in touched], received_at)
     # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
     unseen = created - {e.event.participant for e in done}
     if unseen:
@@ -250,6 +257,7 @@ class Writes:
     completions: dict[tuple[int, str, str], dict[str, Any] | None] = field(default_factory=dict)  # None: undone
     streaks: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     quests: dict[tuple[int, str, str], dict[str, Any]] = field(default_factory=dict)
+    lots: list[LotMove] = field(default_factory=list)  # in booking order
     feed: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -260,11 +268,19 @@ def aggregate(
     team_ids: dict[str, int],
     seqs: dict[str, int],
     created_at: dt.datetime,
+    lot_currencies: frozenset[str] = frozenset(),
+    reversed_seqs: Mapping[str, int] | None = None,
 ) -> Writes:
     out = Writes()
     for e in done:
         participant_id = ids[e.event.participant]
         seq = seqs[e.event.id]
+        own = (reversed_seqs or {}).get(e.event.reverses) if e.event.reverses else None
+        out.lots.extend(
+            LotMove(participant_id, x.currency, x.moved, x.kind, x.at, f"{seq}:{x.key}", seq, own)
+            for x in e.ledger
+            if x.moved and x.currency in lot_currencies
+        )
         out.ledger.extend(
             {
                 "program_id": program_id,
@@ -346,7 +362,7 @@ def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: E
             "challenge": q.challenge,
             "period": q.period,
             "program_id": program_id,
-            "baselines": list(q.baselines),
+            "baselines": [list(step) for step in q.baselines],
         }
     for st in e.streaks:
         out.streaks[(participant_id, st.streak)] = {
@@ -496,6 +512,7 @@ def write_projections(connection: Connection, program_id: int, writes: Writes) -
 def write_effects(
     connection: Connection,
     program_id: int,
+    compiled: CompiledProgram,
     done: list[Effects],
     ids: dict[str, int],
     received_at: dt.datetime,
@@ -503,7 +520,7 @@ def write_effects(
 ) -> None:
     """Append the scored events and their ledger entries, then update the projections."""
     team_ids = participants.ensure_teams(connection, program_id, {team for e in done for team in e.teams})
-    seqs = dict(zip((e.event.id for e in done), allocate_ids(connection, t.events, "seq", len(done)), strict=True))
+    seqs = {e.event.id: e.event.seq for e in done}  # allocated before scoring: the engine orders by them
     bulk_insert(
         connection,
         t.events,
@@ -521,14 +538,30 @@ def write_effects(
                 "content_hash": hashes[e.event.id],
                 "program_version": e.program_version,
                 "teams": list(e.teams),
+                "tier": e.tier,
+                "suspended": e.suspended,
                 "problems": [p._asdict() for p in e.problems] or None,
                 "notes": e.notes or None,
             }
             for e in done
         ],
     )
-    writes = aggregate(program_id, done, ids, team_ids, seqs, received_at)
+    lot_currencies = frozenset(c for c in compiled.currencies if keeps_lots(compiled, c))
+    reversed_seqs: dict[str, int] = {}
+    reversed_ids = {e.event.reverses for e in done if e.event.reverses} if lot_currencies else set()
+    if reversed_ids:
+        reversed_seqs = {i: seqs[i] for i in reversed_ids if i in seqs}
+        reversed_seqs.update(
+            connection.execute(
+                select(t.events.c.event_id, t.events.c.seq).where(
+                    t.events.c.program_id == program_id, t.events.c.event_id.in_(reversed_ids - set(seqs))
+                )
+            ).all()
+        )
+    writes = aggregate(program_id, done, ids, team_ids, seqs, received_at, lot_currencies, reversed_seqs)
     bulk_insert(connection, t.ledger_entries, writes.ledger)
     bulk_insert(connection, t.reversals, writes.reversals)
     bulk_insert(connection, t.feed, writes.feed)
+    for key, pending in apply_moves(connection, program_id, compiled, writes.lots, received_at).items():
+        writes.positions[key] = writes.positions.get(key, PositionDelta()) + PositionDelta(pending=pending)
     write_projections(connection, program_id, writes)

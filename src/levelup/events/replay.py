@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from levelup.engine.model import Effects, Event
 from levelup.engine.world import World
@@ -75,7 +75,8 @@ def recompute(
             state.name = names[row.external_id].name
             state.attributes = names[row.external_id].attributes or {}
         state.teams = tuple(row.teams)
-        event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses)
+        state.tier, state.status = row.tier, "suspended" if row.suspended else "active"  # as when it was scored
+        event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses, row.seq)
         done.append(world.process(event, runtime.programs.compiled(connection, program, row.program_version)))
         seqs[row.event_id] = row.seq
         if progress and len(done) % 1000 == 0:
@@ -190,10 +191,10 @@ def _compare_mechanics(report: Report, connection: Connection, program_id: int, 
     _compare(report, "streak", replayed, stored_streaks)
     q = t.quest_progress.c
     stored_quests = {
-        (r.participant_id, r.challenge, r.period): [round(b, 6) for b in r.baselines]
+        (r.participant_id, r.challenge, r.period): [(round(b, 6), at) for b, at in r.baselines]
         for r in connection.execute(select(t.quest_progress).where(q.program_id == program_id))
     }
-    replayed_quests = {k: [round(b, 6) for b in v["baselines"]] for k, v in writes.quests.items()}
+    replayed_quests = {k: [(round(b, 6), at) for b, at in v["baselines"]] for k, v in writes.quests.items()}
     _compare(report, "quest", replayed_quests, stored_quests)  # baselines are metric sums: rounded like them
 
 
@@ -240,5 +241,16 @@ def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: di
     connection.execute(delete(t.positions).where(t.positions.c.program_id == program_id))
     for table in (t.badge_grants, t.challenge_completions, t.streak_runs, t.quest_progress):
         connection.execute(delete(table).where(table.c.program_id == program_id))
-    writes.positions = {k: PositionDelta(p.available, p.arrears, p.earned) for k, p in folded.items()}
+    lot = t.lots.c
+    pending = {
+        (int(p), c): int(n)
+        for p, c, n in connection.execute(
+            select(lot.participant_id, lot.currency, func.sum(lot.remaining))
+            .where(lot.program_id == program_id, lot.matured.is_(False))
+            .group_by(lot.participant_id, lot.currency)
+        )
+    }  # lots are not a projection of events (redemptions and expiry are not events): they stay as stored
+    writes.positions = {
+        k: PositionDelta(p.available, p.arrears, p.earned, pending.get(k, 0)) for k, p in folded.items()
+    }
     write_projections(connection, program_id, writes)

@@ -49,7 +49,7 @@ def explain_event(
         )
     ).scalar_one_or_none()
     compiled = version_of(row.program_version)
-    event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses)
+    event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses, row.seq)
     contributed = Effects(event, compiled.version, tuple(row.teams))
     state = ParticipantState(row.external_id, teams=tuple(row.teams))
     metric_contributions(compiled, event, tuple(row.teams), activation_for(compiled, state, event), contributed)

@@ -1,6 +1,6 @@
 """How a signed ledger amount moves a participant's position in one currency.
 
-A position is ``available`` (spendable now, never negative) and ``arrears`` (what
+A position is ``available`` (held now, never negative; ``pending`` of it is not spendable yet) and ``arrears`` (what
 a reversal could not take back because the points were already spent). The sum
 of the ledger always equals ``available - arrears``; new credits pay arrears off
 first. Nothing is silently lost and no balance is ever secretly negative.
@@ -20,6 +20,7 @@ class Position:
     available: int = 0
     arrears: int = 0
     earned: int = 0  # lifetime credits from play (rules, challenges, prizes): what levels climb on
+    pending: int = 0  # the part of available not spendable yet (see ledger.lots); the engine never moves it
 
     @property
     def net(self) -> int:
@@ -31,9 +32,15 @@ class PositionDelta:
     available: int = 0
     arrears: int = 0
     earned: int = 0
+    pending: int = 0
 
     def __add__(self, other: PositionDelta) -> PositionDelta:
-        return PositionDelta(self.available + other.available, self.arrears + other.arrears, self.earned + other.earned)
+        return PositionDelta(
+            self.available + other.available,
+            self.arrears + other.arrears,
+            self.earned + other.earned,
+            self.pending + other.pending,
+        )
 
 
 def move(position: Position, amount: int, kind: str) -> PositionDelta:
@@ -50,3 +57,4 @@ def apply(position: Position, delta: PositionDelta) -> None:
     position.available += delta.available
     position.arrears += delta.arrears
     position.earned += delta.earned
+    position.pending += delta.pending

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
+from levelup.ledger.lots import LotMove, apply_moves
 from levelup.ledger.positions import Position, PositionDelta, apply, move
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import ProgramDocument
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 from levelup.storage.sql import add_checked, bulk_insert
@@ -76,7 +78,14 @@ class Booking:
     at: dt.datetime
 
 
-def book(connection: Connection, program_id: int, bookings: list[Booking], *, now: dt.datetime) -> None:
+def book(
+    connection: Connection,
+    program_id: int,
+    bookings: list[Booking],
+    *,
+    now: dt.datetime,
+    compiled: CompiledProgram | None = None,
+) -> None:
     """Append entries and move balances with the same arithmetic as scoring (credits pay arrears first).
 
     Locks the participants first; the ledger's unique key refuses a second booking of the same key.
@@ -91,11 +100,13 @@ def book(connection: Connection, program_id: int, bookings: list[Booking], *, no
         if (r.participant_id, r.currency) in wanted
     }
     deltas: dict[tuple[int, str], PositionDelta] = {}
+    moves: list[LotMove] = []
     for b in bookings:
         position = positions.setdefault((b.participant_id, b.currency), Position())
         delta = move(position, b.amount, b.kind)
         apply(position, delta)
         deltas[(b.participant_id, b.currency)] = deltas.get((b.participant_id, b.currency), PositionDelta()) + delta
+        moves.append(LotMove(b.participant_id, b.currency, delta.available, b.kind, b.at, b.key))
     bulk_insert(
         connection,
         t.ledger_entries,
@@ -114,7 +125,22 @@ def book(connection: Connection, program_id: int, bookings: list[Booking], *, no
             for b in bookings
         ],
     )
+    if compiled is None:
+        compiled = _current(connection, program_id)
+    for key, pending in apply_moves(connection, program_id, compiled, moves, now).items():
+        deltas[key] = deltas[key] + PositionDelta(pending=pending)
     move_positions(connection, program_id, deltas)
+
+
+def _current(connection: Connection, program_id: int) -> CompiledProgram:
+    """The version in force, for callers that book outside a request (closing, kudos): which currencies keep lots."""
+    row = connection.execute(select(t.programs.c.version).where(t.programs.c.id == program_id)).one()
+    document = connection.execute(
+        select(t.program_versions.c.document).where(
+            t.program_versions.c.program_id == program_id, t.program_versions.c.version == row.version
+        )
+    ).scalar_one()
+    return CompiledProgram(ProgramDocument.model_validate(document), row.version)
 
 
 def move_positions(connection: Connection, program_id: int, deltas: dict[tuple[int, str], PositionDelta]) -> None:
@@ -130,11 +156,12 @@ def move_positions(connection: Connection, program_id: int, deltas: dict[tuple[i
                 "available": d.available,
                 "arrears": d.arrears,
                 "earned": d.earned,
+                "pending": d.pending,
             }
             for (p, c), d in deltas.items()
         ],
         keys=["participant_id", "currency"],
-        add=["available", "arrears", "earned"],
+        add=["available", "arrears", "earned", "pending"],
     )
 
 
@@ -170,10 +197,10 @@ def adjust(
     row = connection.execute(
         select(t.positions).where(t.positions.c.participant_id == pid, t.positions.c.currency == currency)
     ).first()
-    position = Position(row.available, row.arrears, row.earned) if row else Position()
-    if amount < 0 and position.available < -amount:
+    spendable = row.available - row.pending if row else 0
+    if amount < 0 and spendable < -amount:
         raise Conflict(
-            f"insufficient balance: {position.available} {currency} available, debit of {-amount}",
+            f"insufficient balance: {spendable} {currency} spendable, debit of {-amount}",
             code="insufficient_balance",
         )
     now = dt.datetime.now(dt.UTC)
@@ -182,6 +209,7 @@ def adjust(
         program.id,
         [Booking(pid, currency, amount, "adjustment", key, f"manual adjustment by {actor}: {note}", now)],
         now=now,
+        compiled=compiled,
     )
     entry_id = connection.execute(
         select(t.ledger_entries.c.id).where(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from levelup.engine.model import ParticipantState
+from levelup.errors import NotFound
 from levelup.ledger.positions import Position
 from levelup.storage import tables as t
 from levelup.storage.sql import fetch_by_keys, insert_ignore
@@ -224,7 +225,7 @@ def _load_mechanics(
         values=keyed,
         columns=["participant_id", "challenge", "period", "baselines"],
     ):
-        states[by_id[pid]].quests[(challenge, period)] = tuple(float(b) for b in baselines)
+        states[by_id[pid]].quests[(challenge, period)] = tuple((float(b), int(at)) for b, at in baselines)
 
 
 def set_profile(
@@ -264,3 +265,36 @@ def set_profile(
 def set_team(connection: Connection, program_id: int, external_id: str, *, name: str) -> None:
     team_id = ensure_teams(connection, program_id, [external_id])[external_id]
     connection.execute(t.teams.update().where(t.teams.c.id == team_id).values(name=name))
+
+
+def find_id(connection: Connection, program_id: int, external_id: str) -> int:
+    found = connection.execute(
+        select(t.participants.c.id).where(
+            t.participants.c.program_id == program_id, t.participants.c.external_id == external_id
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no participant {external_id!r}")
+    return int(found)
+
+
+def set_status(
+    connection: Connection, program_id: int, external_id: str, status: str, *, note: str, actor: str
+) -> None:
+    """Suspend or reactivate: a suspended participant earns nothing (events are still recorded, with a note)
+    and redeems nothing. Audited, and told on the feed."""
+    participant_id = find_id(connection, program_id, external_id)
+    lock(connection, [participant_id])
+    now = dt.datetime.now(dt.UTC)
+    connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(status=status))
+    detail = {"participant": external_id, "status": status, "note": note}
+    connection.execute(
+        t.audit_log.insert().values(
+            program_id=program_id, actor=actor, action="participant.status", detail=detail, at=now
+        )
+    )
+    connection.execute(
+        t.feed.insert().values(
+            program_id=program_id, participant=external_id, kind="status", payload={"status": status}, at=now
+        )
+    )

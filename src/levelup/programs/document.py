@@ -182,6 +182,11 @@ class Tiers(Strict):
     metric: Key
     window: Window = "last_365_days"
     steps: list[TierStep] = Field(min_length=1, max_length=20)
+    demotion: Literal["rerate", "one_step"] = Field(
+        default="rerate",
+        description="rerate: the tier always follows the window; one_step: drop at most one tier per review period",
+    )
+    review: RepeatPeriod = Field(default="month", description="the review period of the one_step policy")
 
 
 class Limit(Strict):

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -130,6 +132,8 @@ events = Table(
     Column("content_hash", String(64), nullable=False),
     Column("program_version", Integer, nullable=False),
     Column("teams", JSON, nullable=False),  # the teams it counted for, as they were when scored
+    Column("tier", String(100)),  # the participant's tier when scored (its multiplier applied)
+    Column("suspended", Boolean, nullable=False, server_default=false()),  # scored while suspended: no awards
     Column("problems", JSON(none_as_null=True)),
     Column("notes", JSON(none_as_null=True)),
     UniqueConstraint("program_id", "event_id"),
@@ -176,8 +180,10 @@ positions = Table(
     Column("available", BigInteger, nullable=False),
     Column("arrears", BigInteger, nullable=False),
     Column("earned", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False, server_default="0"),  # part of available not spendable yet
     CheckConstraint("available >= 0", name="available"),
     CheckConstraint("arrears >= 0", name="arrears"),
+    CheckConstraint("pending >= 0 AND pending <= available", name="pending"),
     Index("ix_positions_board", "program_id", "currency", "available"),
     Index("ix_positions_earned", "program_id", "currency", "earned"),
 )
@@ -241,6 +247,87 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("detail", JSON, nullable=False),
     Column("at", Timestamp, nullable=False),
+)
+
+
+# --- loyalty: lots, redemptions, tiers ---
+
+# Each credit of a spendable currency (see ledger.lots): live lots sum to positions.available.
+lots = Table(
+    "lots",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("earned_at", Timestamp, nullable=False),
+    Column("available_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp),
+    Column("matured", Boolean, nullable=False),
+    Column("event_seq", ForeignKey("events.seq")),
+    Column("source_key", String(300), nullable=False),  # the ledger entry that made it
+    CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining"),
+    Index("ix_lots_participant", "participant_id", "currency", "remaining"),
+    Index("ix_lots_expiry", "program_id", "expires_at"),
+    Index("ix_lots_event", "event_seq"),
+)
+
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("reward", String(64), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("period", String(32), nullable=False),  # the limit's period the redemption counts in
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+    CheckConstraint("cost > 0", name="cost"),
+    CheckConstraint("status in ('pending', 'fulfilled', 'cancelled')", name="status"),
+    Index("ix_redemptions_participant", "participant_id", "reward", "period"),
+    Index("ix_redemptions_status", "program_id", "status", "id"),
+)
+
+# which lots a redemption drew, so a cancellation refunds the same lots (keeping their expiry)
+redemption_draws = Table(
+    "redemption_draws",
+    metadata,
+    Column("redemption_id", ForeignKey("redemptions.id"), primary_key=True),
+    Column("lot_id", ForeignKey("lots.id"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+# stock used per reward: a conditional update (redeemed < stock) is what never oversells
+reward_counts = Table(
+    "reward_counts",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("reward", String(64), primary_key=True),
+    Column("redeemed", Integer, nullable=False),
+    CheckConstraint("redeemed >= 0", name="redeemed"),
+)
+
+# a participant's tier as last reviewed, and an admin's override (participants.tier is the tier in force)
+tier_state = Table(
+    "tier_state",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("earned", String(100)),  # the tier the qualifying value gives, after the demotion policy
+    Column("since", Timestamp, nullable=False),
+    Column("reviewed", String(32)),  # the review period of the last drop (one-step policy)
+    Column("override", String(100)),
+    Column("override_until", Timestamp),
+    Column("override_note", String(500)),
+    Index("ix_tier_state_program", "program_id"),
 )
 
 
@@ -336,4 +423,56 @@ kudos = Table(
     CheckConstraint("amount > 0", name="positive"),
     CheckConstraint("giver_id <> receiver_id", name="not_self"),
     Index("ix_kudos_giver", "giver_id", "period"),
+)
+
+# --- leaderboard ranks (projections kept by triggers: migration 0004; read by levelup.leaderboards.ranks) ---
+
+# The plain boards of every program version (calendar window, no normalization; or a participants'
+# currency board over all time), by source ('p'/'t': participant/team metric; 'e': currency earned),
+# key (metric or currency) and grain. Only rows of these boards are copied to rank_rows.
+rank_boards = Table(
+    "rank_boards",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("source", String(1), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("grain", String(8), primary_key=True),
+    Column("filled", Integer, nullable=False),  # 1 once the rows already stored were copied
+)
+
+# The rows of those boards (metric_totals.value, or positions.earned with period 'all'), in board
+# order by the index: value descending, then internal id (order of first appearance).
+rank_rows = Table(
+    "rank_rows",
+    metadata,
+    Column("program_id", Id, primary_key=True),
+    Column("source", String(1), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("subject_id", Id, primary_key=True),  # participants.id or teams.id
+    Column("value", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+Index(
+    "ix_rank_rows_order",
+    rank_rows.c.program_id,
+    rank_rows.c.source,
+    rank_rows.c.key,
+    rank_rows.c.period,
+    rank_rows.c.value.desc(),
+    rank_rows.c.subject_id,
+)
+
+# How many rows of a board fall in each logarithmic value bucket: a rank is the sum of the higher
+# buckets plus a short index range inside one, instead of a walk over every row above.
+rank_buckets = Table(
+    "rank_buckets",
+    metadata,
+    Column("program_id", Id, primary_key=True),
+    Column("source", String(1), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # the count lives in the primary key's B-tree: a sum is one range read
 )

@@ -1,0 +1,1 @@
+"""Rewards: the catalog and redemptions."""

@@ -1,0 +1,1 @@
+"""Tiers: status earned over a window of a metric, with a demotion policy and admin overrides."""
