@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 from levelup.ledger.positions import Position, PositionDelta, apply
 
+WHOLE = 1_000_000  # a refund's share of the event it reverses, in millionths (exact sums, no float drift)
+
 
 @dataclass(frozen=True)
 class Event:
@@ -24,6 +26,7 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     reverses: str | None = None
     seq: int = 0  # processing order (the event log's seq); a World numbers events that come without one
+    share: int = WHOLE  # a reversal: the part of the reversed event it refunds, in millionths
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class ReversedEvent:
     program_version: int
     teams: tuple[str, ...]
     entries: tuple[BookedEntry, ...]
+    refunded: int = 0  # the share of it earlier partial refunds took back, in millionths
 
 
 @dataclass
@@ -171,6 +175,7 @@ class Effects:
     teams: tuple[str, ...]
     tier: str | None = None  # the participant's standing it was scored with, recorded with the event
     suspended: bool = False
+    refunded: int = 0  # a reversal: the share of the reversed event refunded once it is applied (WHOLE: all)
     ledger: list[LedgerEffect] = field(default_factory=list)
     positions: dict[str, PositionDelta] = field(default_factory=dict)
     metrics: list[MetricDelta] = field(default_factory=list)

@@ -16,6 +16,7 @@ from levelup.achievements import badges, streaks
 from levelup.achievements.levels import level_of
 from levelup.challenges import goals, quests
 from levelup.engine.model import (
+    WHOLE,
     Completion,
     CounterDelta,
     Effects,
@@ -204,28 +205,47 @@ def _reverse(
     effects: Effects,
     scratch: dict[str, Position],
 ) -> None:
-    """Undo an earlier event with compensating records: never by deleting."""
+    """Undo an earlier event, or a share of it (a partial refund), with compensating records: never by deleting.
+
+    A share takes back ``floor(amount × refunded after) − floor(amount × refunded before)`` of each
+    award, so partial refunds that add up to the whole take back exactly what was awarded, and
+    scales ``sum`` metrics; counts, maxima and distinct values (and rule caps) are undone only by
+    the refund that completes the whole.
+    """
     before = event.reverses
+    done, now = reversed_event.refunded, reversed_event.refunded + event.share
+    whole = now == WHOLE
+    what = "reversal" if event.share == WHOLE else f"refund of {event.share / WHOLE:.6g}"
     # rule awards are undone here; a goal's reward follows its completion (see _settle_goal)
     for entry in (e for e in reversed_event.entries if e.kind == "rule"):
+        amount = entry.amount * now // WHOLE - entry.amount * done // WHOLE
+        if amount == 0:
+            continue
         _book(
             effects,
             scratch,
             LedgerEffect(
                 f"reversal:{entry.key}",
                 entry.currency,
-                -entry.amount,
+                -amount,
                 "reversal",
                 entry.rule,
                 entry.rule_version,
-                f"reversal of event {before}: {entry.explain}",
+                f"{what} of event {before}: {entry.explain}",
                 event.occurred_at,
             ),
         )
     undone = Effects(reversed_event.event, original.version, reversed_event.teams)
     old = reversed_event.event
     metric_contributions(original, old, reversed_event.teams, activation_for(original, state, old), undone)
-    effects.metrics.extend(MetricDelta(m.metric, m.period, -m.delta, m.team) for m in undone.metrics)
+    scale = event.share / WHOLE
+    for m in undone.metrics:
+        if original.metrics_by_key[m.metric].aggregate == "sum":
+            effects.metrics.append(MetricDelta(m.metric, m.period, -m.delta * scale, m.team))
+        elif whole:
+            effects.metrics.append(MetricDelta(m.metric, m.period, -m.delta, m.team))
+    if not whole:
+        return
     effects.samples.extend(
         MetricSample(s.metric, s.day, s.value, s.value_key, -s.occurrences, s.team) for s in undone.samples
     )
@@ -252,6 +272,7 @@ def score(
         if version_of is not None and reversed_event.program_version != program.version:
             original = version_of(reversed_event.program_version)
         _reverse(reversed_event, original, state, event, effects, scratch)
+        effects.refunded = reversed_event.refunded + event.share
     undone_count = len(effects.metrics)
     metric_contributions(program, event, state.teams, activation, effects)
     _apply_rules(program, state, event, activation, effects, scratch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from levelup.engine.model import BookedEntry, Effects, Event, ParticipantState, ReversedEvent, apply_effects
+from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ParticipantState, ReversedEvent, apply_effects
 from levelup.engine.scoring import score
 from levelup.errors import FieldError, Invalid
 from levelup.programs.compiled import CompiledProgram
@@ -32,7 +32,8 @@ class World:
         self._find_earlier = find_earlier or (lambda _id: None)
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
         self._booked: dict[str, Effects] = {}
-        self.reversed_by: dict[str, str] = {}
+        self.reversed_by: dict[str, str] = {}  # fully reversed event → the reversal that completed it
+        self.refunded: dict[str, int] = {}  # event → share refunded so far (millionths), partial refunds included
         self._last_seq = 0
 
     def state(self, participant: str) -> ParticipantState:
@@ -65,7 +66,14 @@ class World:
                 "a reversal belongs to the participant of the event it reverses",
                 errors=[FieldError("participant", f"must be {target.event.participant!r}")],
             )
-        return target
+        refunded = self.refunded.get(event.reverses, target.refunded)
+        if refunded + event.share > WHOLE:
+            left = (WHOLE - refunded) / WHOLE
+            raise Invalid(
+                f"only {left:g} of event {event.reverses!r} is left to refund",
+                errors=[FieldError("portion", f"at most {left:g}: earlier refunds took back {1 - left:g}")],
+            )
+        return replace(target, refunded=refunded)
 
     def _booked_here(self, event_id: str) -> ReversedEvent | None:
         """An event processed by this world, as a reversal sees it (built only when asked)."""
@@ -91,7 +99,9 @@ class World:
         state = self.state(event.participant)
         effects = score(program, state, event, target, self.version_of)
         apply_effects(state, effects, track_metrics=bool(program.metric_grains or program.ranges))
-        if event.reverses:
-            self.reversed_by[event.reverses] = event.id
+        if target is not None:
+            self.refunded[target.event.id] = target.refunded + event.share
+            if target.refunded + event.share == WHOLE:
+                self.reversed_by[target.event.id] = event.id
         self._booked[event.id] = effects
         return effects

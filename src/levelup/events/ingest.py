@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from levelup.engine.model import BookedEntry, Effects, Event, ReversedEvent
+from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
 from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
@@ -32,7 +32,7 @@ from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
+from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
 from levelup.tiers.service import review as tier_review
 
 RETRIES = 3
@@ -148,6 +148,13 @@ def _earlier_events(
         .where(t.events.c.program_id == program_id, t.events.c.event_id.in_(event_ids))
     ).all()
     entries: dict[int, list[BookedEntry]] = defaultdict(list)
+    refunded = dict(
+        connection.execute(
+            select(t.refunds.c.reversed_event, t.refunds.c.refunded).where(
+                t.refunds.c.program_id == program_id, t.refunds.c.reversed_event.in_(event_ids)
+            )
+        ).all()
+    )
     if rows:
         for e in connection.execute(
             select(t.ledger_entries).where(t.ledger_entries.c.event_seq.in_([r.seq for r in rows]))
@@ -165,10 +172,11 @@ def _earlier_events(
             )
     found = {
         r.event_id: ReversedEvent(
-            Event(r.event_id, r.type, r.external_id, r.occurred_at, r.data, r.reverses, r.seq),
+            Event(r.event_id, r.type, r.external_id, r.occurred_at, r.data, r.reverses, r.seq, r.share or WHOLE),
             r.program_version,
             tuple(r.teams),
             tuple(entries[r.seq]),
+            refunded.get(r.event_id, 0),
         )
         for r in rows
     }
@@ -252,6 +260,7 @@ class Writes:
     samples: dict[tuple[str, str, int, str, str], list[Any]] = field(default_factory=dict)
     counters: dict[tuple[int, str, str], list[Any]] = field(default_factory=dict)
     reversals: list[dict[str, Any]] = field(default_factory=list)
+    refunds: dict[str, int] = field(default_factory=dict)  # reversed event → share refunded by this batch
     badges: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)  # grants
     revocations: dict[tuple[int, str, str, str], dict[str, Any]] = field(default_factory=dict)
     completions: dict[tuple[int, str, str], dict[str, Any] | None] = field(default_factory=dict)  # None: undone
@@ -317,7 +326,11 @@ def aggregate(
             if c.last_at is not None and (current[1] is None or c.last_at > current[1]):
                 current[1] = c.last_at
         if e.event.reverses:
-            out.reversals.append({"program_id": program_id, "reversed_event": e.event.reverses, "by_event": e.event.id})
+            out.refunds[e.event.reverses] = out.refunds.get(e.event.reverses, 0) + e.event.share
+            if e.refunded == WHOLE:
+                out.reversals.append(
+                    {"program_id": program_id, "reversed_event": e.event.reverses, "by_event": e.event.id}
+                )
         _aggregate_mechanics(out, program_id, participant_id, e)
         out.feed.extend(feed_items(program_id, e, created_at))
     return out
@@ -540,6 +553,7 @@ def write_effects(
                 "teams": list(e.teams),
                 "tier": e.tier,
                 "suspended": e.suspended,
+                "share": e.event.share if e.event.reverses else None,
                 "problems": [p._asdict() for p in e.problems] or None,
                 "notes": e.notes or None,
             }
@@ -561,6 +575,13 @@ def write_effects(
     writes = aggregate(program_id, done, ids, team_ids, seqs, received_at, lot_currencies, reversed_seqs)
     bulk_insert(connection, t.ledger_entries, writes.ledger)
     bulk_insert(connection, t.reversals, writes.reversals)
+    add_checked(
+        connection,
+        t.refunds,
+        [{"program_id": program_id, "reversed_event": k, "refunded": n} for k, n in writes.refunds.items()],
+        keys=["program_id", "reversed_event"],
+        add=["refunded"],
+    )
     bulk_insert(connection, t.feed, writes.feed)
     for key, pending in apply_moves(connection, program_id, compiled, writes.lots, received_at).items():
         writes.positions[key] = writes.positions.get(key, PositionDelta()) + PositionDelta(pending=pending)

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
 
-from levelup.engine.model import Effects, Event
+from levelup.engine.model import WHOLE, Effects, Event
 from levelup.engine.world import World
 from levelup.events.ingest import Writes, aggregate, write_projections
 from levelup.ledger.positions import Position, PositionDelta, apply, move
@@ -76,7 +76,16 @@ def recompute(
             state.attributes = names[row.external_id].attributes or {}
         state.teams = tuple(row.teams)
         state.tier, state.status = row.tier, "suspended" if row.suspended else "active"  # as when it was scored
-        event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses, row.seq)
+        event = Event(
+            row.event_id,
+            row.type,
+            row.external_id,
+            row.occurred_at,
+            row.data,
+            row.reverses,
+            row.seq,
+            row.share or WHOLE,
+        )
         done.append(world.process(event, runtime.programs.compiled(connection, program, row.program_version)))
         seqs[row.event_id] = row.seq
         if progress and len(done) % 1000 == 0:

@@ -7,9 +7,9 @@ import hashlib
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from levelup.engine.model import Event
+from levelup.engine.model import WHOLE, Event
 from levelup.errors import FieldError, path_of
 
 MAX_DATA_BYTES = 64 * 1024
@@ -37,6 +37,16 @@ class EventIn(BaseModel):
     occurred_at: dt.datetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     reverses: str | None = Field(default=None, min_length=1, max_length=200)
+    portion: float | None = Field(
+        default=None, gt=0, le=1, description="with reverses: the share of that event refunded (default all of it)"
+    )
+
+    @field_validator("portion")
+    @classmethod
+    def _portion_of_a_reversal(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("reverses") is None:
+            raise ValueError("portion is the refunded share of the event named in reverses")
+        return value
 
     @field_validator("occurred_at", mode="before")
     @classmethod
@@ -71,12 +81,15 @@ class EventIn(BaseModel):
         A missing ``occurred_at`` stays missing here, so a retry without one is a duplicate.
         """
         when = self.occurred_at.astimezone(dt.UTC).isoformat() if self.occurred_at else None
-        body = [self.type, self.participant, when, self.data, self.reverses]
+        body: list[Any] = [self.type, self.participant, when, self.data, self.reverses]
+        if self.portion is not None:
+            body.append(self.portion)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def to_event(self, received_at: dt.datetime) -> Event:
         occurred = self.occurred_at.astimezone(dt.UTC) if self.occurred_at else received_at
-        return Event(self.id, self.type, self.participant, occurred, self.data, self.reverses)
+        share = WHOLE if self.portion is None else max(1, round(self.portion * WHOLE))
+        return Event(self.id, self.type, self.participant, occurred, self.data, self.reverses, share=share)
 
 
 def parse_event(raw: Any, prefix: str = "") -> EventIn | list[FieldError]:

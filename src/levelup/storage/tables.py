@@ -134,13 +134,25 @@ events = Table(
     Column("teams", JSON, nullable=False),  # the teams it counted for, as they were when scored
     Column("tier", String(100)),  # the participant's tier when scored (its multiplier applied)
     Column("suspended", Boolean, nullable=False, server_default=false()),  # scored while suspended: no awards
+    Column("share", Integer),  # a reversal: the share of the reversed event it refunds (millionths; null: all)
     Column("problems", JSON(none_as_null=True)),
     Column("notes", JSON(none_as_null=True)),
     UniqueConstraint("program_id", "event_id"),
     Index("ix_events_participant", "participant_id", "seq"),
 )
 
-# One row per reversed event: the unique key makes a double reversal impossible.
+# How much of an event refunds took back so far (millionths): the CHECK refuses refunding more than all of it.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("reversed_event", String(200), primary_key=True),
+    Column("refunded", Integer, nullable=False),
+    CheckConstraint("refunded >= 0 AND refunded <= 1000000", name="refunded"),
+)
+
+# One row per fully reversed event (by one reversal or by the refund that completed it):
+# the unique key makes a double reversal impossible.
 reversals = Table(
     "reversals",
     metadata,

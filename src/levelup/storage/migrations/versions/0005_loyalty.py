@@ -110,9 +110,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("redemption_id", "lot_id", name=op.f("pk_redemption_draws")),
     )
+    op.create_table(
+        "refunds",
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("reversed_event", sa.String(length=200), nullable=False),
+        sa.Column("refunded", sa.Integer(), nullable=False),
+        sa.CheckConstraint("refunded >= 0 AND refunded <= 1000000", name=op.f("ck_refunds_refunded")),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_refunds_program_id_programs")),
+        sa.PrimaryKeyConstraint("program_id", "reversed_event", name=op.f("pk_refunds")),
+    )
     for column in (
         sa.Column("tier", sa.String(length=100), nullable=True),
         sa.Column("suspended", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("share", sa.Integer(), nullable=True),
     ):
         op.add_column("events", column)
     # add the column in place (a batch rebuild on SQLite would drop the triggers other migrations put on positions)
@@ -130,7 +140,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("ALTER TABLE positions DROP COLUMN pending")
+    op.drop_column("events", "share")
     op.drop_column("events", "suspended")
+    op.drop_table("refunds")
     op.drop_column("events", "tier")
     op.drop_table("redemption_draws")
     with op.batch_alter_table("lots", schema=None) as batch_op:
