@@ -19,6 +19,7 @@ from levelup.api.routes import challenges, events, keys, kudos, leaderboards, pa
 from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.ledger import expiry
+from levelup.referrals.service import pay_due
 from levelup.runtime import Runtime
 from levelup.tiers.service import review_all
 
@@ -48,6 +49,7 @@ JOBS: tuple[tuple[str, Callable[[Runtime], object]], ...] = (
     ("closing periods", close_periods),
     ("expiring lots", expiry.run),
     ("reviewing tiers", review_all),
+    ("paying referrals", pay_due),
 )
 
 

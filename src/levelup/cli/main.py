@@ -231,10 +231,14 @@ def expire(
     now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
     database: DatabaseOption = None,
 ) -> None:
-    """Make pending points spendable and expire points past their lifetime (an expiry entry each). Safe to rerun."""
+    """Make pending points spendable, expire points past their lifetime (an expiry entry each) and pay
+    referrals whose hold has passed. Safe to rerun."""
     from levelup.ledger import expiry
+    from levelup.referrals.service import pay_due
 
-    done = expiry.run(_runtime(database), now=_when(now), program_keys=program or None)
+    runtime = _runtime(database)
+    done = expiry.run(runtime, now=_when(now), program_keys=program or None)
+    console.print(f"{pay_due(runtime, now=_when(now))} referrals paid")
     for item in done:
         amounts = ", ".join(f"{n} {c}" for c, n in item.amount.items()) or "nothing"
         console.print(f"{item.program}: {item.matured} lots now spendable, {item.lots} lots expired ({amounts})")

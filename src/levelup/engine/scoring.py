@@ -30,6 +30,7 @@ from levelup.engine.model import (
     ReversedEvent,
     StreakChange,
 )
+from levelup.errors import FieldError, Invalid
 from levelup.ledger.positions import Position, PositionDelta, move
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
@@ -185,8 +186,14 @@ def _apply_rules(
                 rule.explain,
                 event.occurred_at,
             )
-            for currency, amount in _amounts(
-                rule.awards, activation, effects, f"rule:{rule.key}", lambda c: program.multiplier(state.tier, c)
+            for currency, amount in _within_velocity(
+                program,
+                state,
+                effects,
+                periods,
+                _amounts(
+                    rule.awards, activation, effects, f"rule:{rule.key}", lambda c: program.multiplier(state.tier, c)
+                ),
             )
         ]
         for entry in entries:
@@ -195,6 +202,51 @@ def _apply_rules(
             for grain in rule.counted_grains:
                 last = event.occurred_at if grain == "all" and rule.cooldown_s is not None else None
                 effects.counters.append(CounterDelta(rule.key, periods[GRAINS.index(grain)], 1, last))
+
+
+def _check_referral(program: CompiledProgram, event: Event) -> None:
+    """A referral names someone else: referring oneself is refused with the event (422), changing nothing."""
+    referrals = program.doc.referrals
+    if referrals is None or event.type != referrals.event or event.reverses:
+        return
+    path = f"data.{referrals.referrer}"
+    referrer = event.data.get(referrals.referrer)
+    if not isinstance(referrer, str) or not referrer or len(referrer) > 200:
+        raise Invalid("a referral names its referrer", errors=[FieldError(path, "the referrer's participant id")])
+    if referrer == event.participant:
+        raise Invalid("self-referral", errors=[FieldError(path, "a participant cannot refer themselves")])
+
+
+def velocity_key(currency: str) -> str:
+    """The rule-counter row that holds how much of ``currency`` rules credited in a period."""
+    return f"velocity:{currency}"
+
+
+def _within_velocity(
+    program: CompiledProgram,
+    state: ParticipantState,
+    effects: Effects,
+    periods: tuple[str, ...],
+    amounts: list[tuple[str, int]],
+) -> list[tuple[str, int]]:
+    """Clip rule awards to the currency's velocity cap (value per period, not count): what is over is noted."""
+    out = []
+    for currency, amount in amounts:
+        cap = program.currencies[currency].velocity
+        if cap is None:
+            out.append((currency, amount))
+            continue
+        key = (velocity_key(currency), periods[GRAINS.index(cap.per)])
+        used = state.counters.get(key, 0) + sum(c.delta for c in effects.counters if (c.rule, c.period) == key)
+        allowed = max(0, min(amount, cap.max - used))
+        if allowed < amount:
+            effects.notes.append(
+                f"velocity cap of {cap.max} {currency} per {cap.per} reached ({key[1]}): {amount - allowed} not awarded"
+            )
+        if allowed:
+            effects.counters.append(CounterDelta(key[0], key[1], allowed))
+            out.append((currency, allowed))
+    return out
 
 
 def _reverse(
@@ -250,6 +302,12 @@ def _reverse(
         MetricSample(s.metric, s.day, s.value, s.value_key, -s.occurrences, s.team) for s in undone.samples
     )
     periods = period_keys(local_date(old.occurred_at, original.timezone))
+    for entry in (e for e in reversed_event.entries if e.kind == "rule"):
+        cap = original.currencies[entry.currency].velocity if entry.currency in original.currencies else None
+        if cap is not None:  # the whole award leaves the velocity budget of the period it was earned in
+            effects.counters.append(
+                CounterDelta(velocity_key(entry.currency), periods[GRAINS.index(cap.per)], -entry.amount)
+            )
     for rule_key in dict.fromkeys(e.rule for e in reversed_event.entries if e.kind == "rule" and e.rule):
         rule = original.rules_by_key.get(rule_key)
         for grain in rule.counted_grains if rule else ():
@@ -264,6 +322,7 @@ def score(
     version_of: Callable[[int], CompiledProgram] | None = None,
 ) -> Effects:
     """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used."""
+    _check_referral(program, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)

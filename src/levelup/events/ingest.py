@@ -30,6 +30,7 @@ from levelup.metrics.periods import local_date
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
+from levelup.referrals import service as referrals
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
@@ -240,6 +241,7 @@ def _score_and_write(
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
         write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
+        referrals.record(connection, program.id, compiled, done, ids, received_at)
         tiers = compiled.doc.tiers
         if tiers is not None:
             touched = {e.event.participant for e in done if any(m.metric == tiers.metric for m in e.metrics)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # Entries that count toward what was earned (levels climb on it). Reversals only
 # ever undo earning entries, so they count too; spending (redemptions) does not.
-EARNING_KINDS = frozenset({"rule", "challenge", "prize", "adjustment", "reversal"})
+EARNING_KINDS = frozenset({"rule", "challenge", "prize", "referral", "adjustment", "reversal"})
 
 
 @dataclass

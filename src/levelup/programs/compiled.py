@@ -134,8 +134,9 @@ class CompiledProgram:
 
     @cached_property
     def counter_grains(self) -> frozenset[str]:
-        """Calendar grains whose rule counters the engine reads (caps, cooldowns)."""
-        return frozenset(g for rule in self.rules for g in rule.counted_grains)
+        """Calendar grains whose rule counters the engine reads (caps, cooldowns, currency velocity caps)."""
+        grains = {g for rule in self.rules for g in rule.counted_grains}
+        return frozenset(grains | {c.velocity.per for c in self.doc.currencies if c.velocity})
 
     @cached_property
     def metric_grains(self) -> frozenset[str]:

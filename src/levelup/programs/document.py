@@ -48,6 +48,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Cap(Strict):
+    max: int = Field(ge=1)
+    per: CalendarPeriod
+
+
 class Currency(Strict):
     key: Key
     name: str = Field(min_length=1, max_length=100)
@@ -56,6 +61,9 @@ class Currency(Strict):
         default=None, description="each credit expires this long after it was earned"
     )
     pending: Duration | None = Field(default=None, description="credits become spendable this long after")
+    velocity: Cap | None = Field(
+        default=None, description="anti-abuse: at most max of this currency earned from rules per period"
+    )
 
 
 class Metric(Strict):
@@ -64,11 +72,6 @@ class Metric(Strict):
     if_: Expression | None = Field(default=None, alias="if")
     aggregate: Literal["count", "sum", "max", "distinct"]
     value: Expression | None = Field(default=None, description="what to sum, maximise or count distinctly")
-
-
-class Cap(Strict):
-    max: int = Field(ge=1)
-    per: CalendarPeriod
 
 
 class Rule(Strict):
@@ -220,6 +223,19 @@ class Kudos(Strict):
     budget: KudosBudget
 
 
+class Referrals(Strict):
+    """Refer-a-friend, hard to game: the referrer is paid only once the friend's first qualifying event
+    (a purchase) has stood unrefunded for ``hold``; never for referring oneself, nor an existing customer."""
+
+    event: EventType = Field(default="referral.made", description="sent for the referred participant")
+    referrer: str = Field(
+        default="referrer", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the data field naming the referrer"
+    )
+    qualify: EventType = Field(default="purchase.completed", description="the friend's event that qualifies")
+    award: Award = Field(min_length=1, max_length=5, description="constant amounts paid to the referrer")
+    hold: Duration = Field(default="P30D", description="how long the qualifying event must stand unrefunded")
+
+
 class ProgramDocument(Strict):
     program: str = Field(pattern=PROGRAM_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -236,6 +252,7 @@ class ProgramDocument(Strict):
     tiers: Tiers | None = None
     rewards: list[Reward] = Field(default_factory=list, max_length=1000)
     kudos: Kudos | None = None
+    referrals: Referrals | None = None
 
     @field_validator("timezone")
     @classmethod

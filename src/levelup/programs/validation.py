@@ -148,6 +148,11 @@ def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
         yield from _ascending("tiers.steps", [s.at for s in doc.tiers.steps])
         for s, step in enumerate(doc.tiers.steps):
             yield from _award_errors(f"tiers.steps[{s}].multiplier", step.multiplier, doc)
+    if doc.referrals:
+        yield from _award_errors("referrals.award", doc.referrals.award, doc)
+        for currency, amount in doc.referrals.award.items():
+            if not isinstance(amount, int | float):
+                yield FieldError(f"referrals.award.{currency}", "a constant amount (there is no event to compute from)")
     tier_names = {s.name for s in doc.tiers.steps} if doc.tiers else set()
     level_names = {s.name for s in doc.levels.steps} if doc.levels else set()
     for i, reward in enumerate(doc.rewards):

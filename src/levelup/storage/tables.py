@@ -327,6 +327,24 @@ reward_counts = Table(
     CheckConstraint("redeemed >= 0", name="redeemed"),
 )
 
+# refer-a-friend (see referrals.service): one referral per referred participant, never oneself
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("referred_id", ForeignKey("participants.id"), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("referrer_id", ForeignKey("participants.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("referral_event", String(200), nullable=False),
+    Column("qualifying_event", String(200)),
+    Column("pay_after", Timestamp),
+    Column("created_at", Timestamp, nullable=False),
+    Column("paid_at", Timestamp),
+    CheckConstraint("referred_id <> referrer_id", name="not_self"),
+    CheckConstraint("status in ('waiting', 'qualified', 'paid', 'void')", name="status"),
+    Index("ix_referrals_due", "program_id", "status", "pay_after"),
+)
+
 # a participant's tier as last reviewed, and an admin's override (participants.tier is the tier in force)
 tier_state = Table(
     "tier_state",

@@ -111,6 +111,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("redemption_id", "lot_id", name=op.f("pk_redemption_draws")),
     )
     op.create_table(
+        "referrals",
+        sa.Column("referred_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("referrer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("referral_event", sa.String(length=200), nullable=False),
+        sa.Column("qualifying_event", sa.String(length=200), nullable=True),
+        sa.Column("pay_after", levelup.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", levelup.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("paid_at", levelup.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("referred_id <> referrer_id", name=op.f("ck_referrals_not_self")),
+        sa.CheckConstraint("status in ('waiting', 'qualified', 'paid', 'void')", name=op.f("ck_referrals_status")),
+        sa.ForeignKeyConstraint(
+            ["referred_id"], ["participants.id"], name=op.f("fk_referrals_referred_id_participants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["referrer_id"], ["participants.id"], name=op.f("fk_referrals_referrer_id_participants")
+        ),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_referrals_program_id_programs")),
+        sa.PrimaryKeyConstraint("referred_id", name=op.f("pk_referrals")),
+    )
+    op.create_index("ix_referrals_due", "referrals", ["program_id", "status", "pay_after"])
+    op.create_table(
         "refunds",
         sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("reversed_event", sa.String(length=200), nullable=False),
@@ -143,6 +166,8 @@ def downgrade() -> None:
     op.drop_column("events", "share")
     op.drop_column("events", "suspended")
     op.drop_table("refunds")
+    op.drop_index("ix_referrals_due", table_name="referrals")
+    op.drop_table("referrals")
     op.drop_column("events", "tier")
     op.drop_table("redemption_draws")
     with op.batch_alter_table("lots", schema=None) as batch_op:
