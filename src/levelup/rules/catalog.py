@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from levelup.programs.compiled import CompiledProgram
-from levelup.programs.document import Badge, Challenge, Criterion
+from levelup.programs.document import Badge, Challenge, Criterion, Currency, Tiers
 
 WINDOW_WORDS = {
     "day": "today",
@@ -59,11 +59,39 @@ def _challenge(c: Challenge) -> str:
         return f"Quest: {steps}; reward {_reward(c.reward)}"
     if c.kind == "competition":
         prizes = ", ".join(f"#{p.rank}: {_reward(p.award)}" for p in c.prizes or [])
+        if c.format == "race":
+            return (
+                f"Race: the first to reach {_num(c.target or 0)} {c.metric} {when}; prizes {prizes}, by finishing order"
+            )
+        if c.format == "duel":
+            pair = " vs ".join(c.teams or []) if c.mode == "team" else " vs ".join(c.entrants or [])
+            return f"Duel {pair} on {c.metric} {when}; prize {prizes}, paid when the period closes"
         return f"Competition on {c.metric} {when}; prizes {prizes}, paid when the period closes"
     who = "your team together" if c.mode == "team" else "you"
     paid = "when the period closes, to each member" if c.mode == "team" else "the moment you reach it"
     reward = f"; reward {_reward(c.reward)} {paid}" if c.reward else ""
     return f"Reach {_num(c.target or 0)} {c.metric} ({who}) {when}{reward}"
+
+
+def _currency(c: Currency) -> str:
+    parts = [f"{c.name}: {'spendable on rewards' if c.spendable else 'measures progress, not spendable'}"]
+    if c.pending:
+        parts.append(f"spendable {c.pending} after it is earned")
+    if c.expires_after:
+        parts.append(f"each credit expires {c.expires_after} after it was earned, the soonest-expiring spent first")
+    if c.velocity:
+        parts.append(f"at most {c.velocity.max:,} earned from rules per {c.velocity.per}")
+    return "; ".join(parts)
+
+
+def _tiers(tiers: Tiers) -> str:
+    steps = ", ".join(
+        f"{s.name} at {_num(s.at)}"
+        + (f" (×{', ×'.join(f'{m:g} {c}' for c, m in s.multiplier.items())})" if s.multiplier else "")
+        for s in tiers.steps
+    )
+    drop = "follows the window" if tiers.demotion == "rerate" else f"drops at most one tier per {tiers.review}"
+    return f"Tier on {tiers.metric} {_window(tiers.window)}: {steps}; it {drop}; multipliers apply to each rule's award"
 
 
 def how_to_play(program: CompiledProgram) -> dict[str, Any]:
@@ -81,7 +109,7 @@ def how_to_play(program: CompiledProgram) -> dict[str, Any]:
         "name": doc.name,
         "version": program.version,
         "timezone": doc.timezone,
-        "currencies": [c.model_dump(exclude_none=True) for c in doc.currencies],
+        "currencies": [{**c.model_dump(exclude_none=True), "explain": _currency(c)} for c in doc.currencies],
         "ways_to_earn": [
             {
                 "rule": rule.key,
@@ -104,7 +132,14 @@ def how_to_play(program: CompiledProgram) -> dict[str, Any]:
             for s in doc.streaks
         ],
         "challenges": [{"key": c.key, "kind": c.kind, "explain": _challenge(c)} for c in doc.challenges if not c.draft],
-        "tiers": doc.tiers.model_dump(exclude_none=True) if doc.tiers else None,
+        "tiers": {**doc.tiers.model_dump(exclude_none=True), "explain": _tiers(doc.tiers)} if doc.tiers else None,
+        "referrals": {
+            **doc.referrals.model_dump(exclude_none=True),
+            "explain": f"Refer a friend: {_reward(doc.referrals.award)} once their first {doc.referrals.qualify} "
+            f"has stood unrefunded for {doc.referrals.hold}; not for yourself nor an existing customer",
+        }
+        if doc.referrals
+        else None,
         "leaderboards": [b.model_dump(exclude_none=True) for b in doc.leaderboards],
         "rewards": [r.model_dump(mode="json", exclude_none=True) for r in doc.rewards],
     }
