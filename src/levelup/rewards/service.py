@@ -204,22 +204,36 @@ def redeem(
     row = _participant_row(connection, program.id, participant)
     if row is not None:
         participants.lock(connection, [row.id])
-    earlier = connection.execute(
-        select(t.redemptions).where(r.program_id == program.id, r.idempotency_key == idempotency_key)
-    ).first()
-    if earlier is not None:
-        if earlier.request_hash != request_hash:
-            raise Conflict(
-                "this idempotency key was used for a different redemption",
-                code="idempotency_conflict",
-                errors=[FieldError("idempotency_key", "already used with another participant or reward")],
-            )
-        return _shape(earlier, participant), False
+    if connection.execute(select(r.id).where(r.program_id == program.id, r.idempotency_key == idempotency_key)).first():
+        return _retried(connection, program.id, idempotency_key, request_hash, participant), False
     today = local_date(now, compiled.timezone)
     redeemed = _redeemed(connection, program.id).get(reward.key, 0)
     reason = _why_not(connection, compiled, reward, row, redeemed, today)
     if reason is not None:
         raise Conflict(reason[1], code=reason[0])
+    currency, cost = next(iter(reward.cost.items()))
+    period = period_key(reward.limit.per, today) if reward.limit else "all"
+    try:
+        with connection.begin_nested():  # first: a racing request with the same key (another participant) waits here
+            redemption_id = connection.execute(
+                t.redemptions.insert()
+                .values(
+                    program_id=program.id,
+                    participant_id=row.id,
+                    reward=reward.key,
+                    currency=currency,
+                    cost=cost,
+                    status="pending",
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    period=period,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(r.id)
+            ).scalar_one()
+    except IntegrityError:
+        return _retried(connection, program.id, idempotency_key, request_hash, participant), False
     if reward.stock is not None:
         insert_ignore(connection, t.reward_counts, [{"program_id": program.id, "reward": reward.key, "redeemed": 0}])
         c = t.reward_counts.c
@@ -230,25 +244,6 @@ def redeem(
         ).rowcount
         if taken != 1:
             raise Conflict(f"{reward.name} is out of stock", code="out_of_stock")
-    currency, cost = next(iter(reward.cost.items()))
-    period = period_key(reward.limit.per, today) if reward.limit else "all"
-    redemption_id = connection.execute(
-        t.redemptions.insert()
-        .values(
-            program_id=program.id,
-            participant_id=row.id,
-            reward=reward.key,
-            currency=currency,
-            cost=cost,
-            status="pending",
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            period=period,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(r.id)
-    ).scalar_one()
     _move(connection, program.id, row.id, currency, -cost, "redemption", redemption_id, f"redeemed {reward.name}", now)
     draws = draw(connection, row.id, currency, cost, spendable_only=True)
     connection.execute(
@@ -257,6 +252,21 @@ def redeem(
     )
     made = connection.execute(select(t.redemptions).where(r.id == redemption_id)).one()
     return _shape(made, participant), True
+
+
+def _retried(connection: Connection, program_id: int, key: str, request_hash: str, participant: str) -> dict[str, Any]:
+    """The redemption a key already made: the same one for the same request, a 409 for another."""
+    r = t.redemptions.c
+    earlier = connection.execute(
+        select(t.redemptions).where(r.program_id == program_id, r.idempotency_key == key)
+    ).one()
+    if earlier.request_hash != request_hash:
+        raise Conflict(
+            "this idempotency key was used for a different redemption",
+            code="idempotency_conflict",
+            errors=[FieldError("idempotency_key", "already used with another participant or reward")],
+        )
+    return _shape(earlier, participant)
 
 
 def _move(

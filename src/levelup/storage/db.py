@@ -61,6 +61,15 @@ def _sqlite_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
+def pool_size() -> int:
+    """Connections per process (``LEVELUP_DB_POOL``, default 8): a request waits for a free one rather
+    than failing, and ``workers × pool`` must stay under PostgreSQL's ``max_connections``."""
+    value = os.environ.get("LEVELUP_DB_POOL", "8")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LEVELUP_DB_POOL must be a positive whole number, not {value!r}")
+    return int(value)
+
+
 class Database:
     """One database: its engine, transactions and schema."""
 
@@ -71,7 +80,7 @@ class Database:
             self.engine = _sqlite_engine(self.url, **options)
         else:
             if pool:
-                options = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+                options = {"pool_size": pool_size(), "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True}
             self.engine = create_engine(self.url, **JSON_OPTIONS, **options)
         self.dialect = self.engine.dialect.name
 
