@@ -153,10 +153,15 @@ def draw(
     return draws
 
 
-def restore(connection: Connection, draws: Iterable[tuple[int, int]]) -> None:
-    """Put drawn amounts back into the same lots (a cancelled redemption): they keep their expiry."""
-    for lot_id, amount in draws:
-        connection.execute(update(t.lots).where(t.lots.c.id == lot_id).values(remaining=t.lots.c.remaining + amount))
+def restore(connection: Connection, draws: Iterable[tuple[int, int]], amount: int) -> None:
+    """Put up to ``amount`` back into the lots drawn (a cancelled redemption): they keep
+    their expiry (oldest lot first). Less than was drawn when part of a refund paid arrears off."""
+    for lot_id, drawn in draws:
+        back = min(drawn, amount)
+        if back <= 0:
+            break
+        connection.execute(update(t.lots).where(t.lots.c.id == lot_id).values(remaining=t.lots.c.remaining + back))
+        amount -= back
 
 
 def mature(connection: Connection, program_id: int, now: dt.datetime) -> int:

@@ -279,11 +279,15 @@ def _move(
     redemption_id: int,
     explain: str,
     now: dt.datetime,
+    *,
+    paid_arrears: int = 0,
 ) -> None:
-    """The ledger entry and the balance move of a redemption or its refund (no arrears: it spends what is there)."""
+    """The ledger entry and the balance move of a redemption (it spends what is there, never into arrears)
+    or of its refund (which pays ``paid_arrears`` off first)."""
+    delta = PositionDelta(available=amount - paid_arrears, arrears=-paid_arrears)
     try:
         with connection.begin_nested():
-            move_positions(connection, program_id, {(participant_id, currency): PositionDelta(available=amount)})
+            move_positions(connection, program_id, {(participant_id, currency): delta})
     except IntegrityError:
         raise Conflict(f"insufficient balance for {-amount} {currency}", code="insufficient_balance") from None
     connection.execute(
@@ -329,7 +333,8 @@ def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int) -
 
 
 def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -> dict[str, Any]:
-    """Cancel a pending redemption: the cost goes back into the lots it came from, and the stock back on the shelf."""
+    """Cancel a pending redemption: the cost goes back into the lots it came from (paying arrears off first,
+    like any credit), and the stock back on the shelf."""
     row = _find(connection, program, redemption_id)
     if row.status == "fulfilled":
         raise Conflict("a fulfilled redemption cannot be cancelled", code="fulfilled")
@@ -344,14 +349,17 @@ def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -
         .values(status="cancelled", updated_at=now)
     ).rowcount
     if changed:
+        arrears = connection.execute(
+            select(t.positions.c.arrears).where(
+                t.positions.c.participant_id == row.participant_id, t.positions.c.currency == row.currency
+            )
+        ).scalar_one()
+        paid = min(int(arrears), int(row.cost))
         d = t.redemption_draws.c
-        restore(
-            connection,
-            [
-                (int(lot), int(n))
-                for lot, n in connection.execute(select(d.lot_id, d.amount).where(d.redemption_id == redemption_id))
-            ],
+        drawn = connection.execute(
+            select(d.lot_id, d.amount).where(d.redemption_id == redemption_id).order_by(d.lot_id)
         )
+        restore(connection, [(int(lot), int(n)) for lot, n in drawn], row.cost - paid)
         _move(
             connection,
             program.id,
@@ -362,6 +370,7 @@ def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -
             redemption_id,
             f"refund of redemption {redemption_id} ({row.reward})",
             now,
+            paid_arrears=paid,
         )
         c = t.reward_counts.c
         connection.execute(
