@@ -348,15 +348,13 @@ def demo(
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the API when loaded")] = True,
     database: DatabaseOption = None,
 ) -> None:
-    """Load the real CRM sales pipeline into the acme-sales program, show the standings, then serve."""
-    from levelup.cli.demo import run_demo
+    """Load the real CRM sales pipeline into acme-sales and a real shop's customers into the uci-rewards
+    loyalty program, show what they give, then serve."""
+    from levelup.cli.demo import before_serving, run_demo
 
     url = database or database_url()
-    secret = run_demo(_runtime(url), console, ingest_with_progress, print_board)
+    runtime = _runtime(url)
+    secret = run_demo(runtime, console, ingest_with_progress, print_board)
     if serve_after:
-        console.print(f"\nServing on http://{host}:{port}, try:")
-        console.print(
-            f"  curl -H 'Authorization: Bearer {secret}' "
-            f"http://{host}:{port}/api/v1/programs/acme-sales/leaderboards/revenue-month?period=2017-12"
-        )
+        before_serving(runtime, console, f"http://{host}:{port}", secret)
         serve(host=host, port=port, workers=1, database=url)

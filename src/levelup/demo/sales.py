@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+PROGRAM = "acme-sales"
 PROGRAM_FILE = "acme-sales.yaml"
 TIMEZONE = ZoneInfo("America/New_York")
 
