@@ -248,13 +248,14 @@ def expire(
 
 @app.command()
 def tiers(
+    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
     now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
     database: DatabaseOption = None,
 ) -> None:
     """Re-rate tiers as activity leaves their window (promotions happen as events arrive). Safe to rerun."""
     from levelup.tiers.service import review_all
 
-    changed = review_all(_runtime(database), now=_when(now))
+    changed = review_all(_runtime(database), now=_when(now), program_keys=program or None)
     console.print(f"{changed} tier changes")
 
 

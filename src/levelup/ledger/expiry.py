@@ -9,6 +9,7 @@ on two workers at once, expires nothing twice: the second finds the lot empty.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -64,7 +65,9 @@ def expire_lots(
                 currency=row.currency,
                 amount=-amount,
                 kind="expiry",
-                idempotency_key=f"expiry:{row.id}:{now.isoformat()}",
+                # the conditional update above is the guard against expiring twice; the key is only unique
+                # (a lot refunded into after it expired can expire again)
+                idempotency_key=f"expiry:{row.id}:{uuid.uuid4().hex}",
                 explain=f"{amount} {row.currency} earned {row.earned_at:%Y-%m-%d} expired",
                 at=row.expires_at,
                 created_at=now,

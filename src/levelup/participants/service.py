@@ -15,6 +15,7 @@ from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
+from levelup.tiers.service import standing
 
 
 def profile(
@@ -74,7 +75,7 @@ def profile(
         "balances": balances,
         "arrears": arrears,
         "level": level,
-        "tier": row.tier,
+        "tier": standing(connection, program.id, compiled, row.id, now or dt.datetime.now(dt.UTC)),
         **progress(
             connection,
             compiled,

@@ -237,12 +237,21 @@ def standing(
     }
 
 
-def review_all(runtime: Runtime, *, now: dt.datetime | None = None, batch: int = 1000) -> int:
+def review_all(
+    runtime: Runtime,
+    *,
+    now: dt.datetime | None = None,
+    program_keys: Iterable[str] | None = None,
+    batch: int = 1000,
+) -> int:
     """The tiers job: re-rate everyone above the first tier or under an override; returns the changes made."""
     now = now or dt.datetime.now(dt.UTC)
     changed = 0
     with runtime.db.read() as connection:
-        programs = connection.execute(select(t.programs.c.id, t.programs.c.key)).all()
+        query = select(t.programs.c.id, t.programs.c.key)
+        if program_keys is not None:
+            query = query.where(t.programs.c.key.in_(list(program_keys)))
+        programs = connection.execute(query).all()
     for program_id, key in programs:
         with runtime.db.read() as connection:
             record = programs_service.find(connection, key)
