@@ -282,7 +282,7 @@ def settle(
                 )
                 for currency, amount in awards
             )
-    book(connection, program_id, bookings, now=now)
+    book(connection, program_id, bookings, now=now, compiled=compiled)
     _feed(connection, program_id, challenge, period, result, now)
     return Closed(compiled.key, challenge.key, period, len(bookings))
 

@@ -90,6 +90,7 @@ def give(
             )
         ],
         now=now,
+        compiled=compiled,
     )
     connection.execute(
         t.feed.insert().values(

@@ -14,7 +14,6 @@ from levelup.ledger.lots import LotMove, apply_moves
 from levelup.ledger.positions import Position, PositionDelta, apply, move
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
-from levelup.programs.document import ProgramDocument
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 from levelup.storage.sql import add_checked, bulk_insert
@@ -84,7 +83,7 @@ def book(
     bookings: list[Booking],
     *,
     now: dt.datetime,
-    compiled: CompiledProgram | None = None,
+    compiled: CompiledProgram,
 ) -> None:
     """Append entries and move balances with the same arithmetic as scoring (credits pay arrears first).
 
@@ -125,22 +124,9 @@ def book(
             for b in bookings
         ],
     )
-    if compiled is None:
-        compiled = _current(connection, program_id)
     for key, pending in apply_moves(connection, program_id, compiled, moves, now).items():
         deltas[key] = deltas[key] + PositionDelta(pending=pending)
     move_positions(connection, program_id, deltas)
-
-
-def _current(connection: Connection, program_id: int) -> CompiledProgram:
-    """The version in force, for callers that book outside a request (closing, kudos): which currencies keep lots."""
-    row = connection.execute(select(t.programs.c.version).where(t.programs.c.id == program_id)).one()
-    document = connection.execute(
-        select(t.program_versions.c.document).where(
-            t.program_versions.c.program_id == program_id, t.program_versions.c.version == row.version
-        )
-    ).scalar_one()
-    return CompiledProgram(ProgramDocument.model_validate(document), row.version)
 
 
 def move_positions(connection: Connection, program_id: int, deltas: dict[tuple[int, str], PositionDelta]) -> None:
