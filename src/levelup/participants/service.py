@@ -18,6 +18,26 @@ from levelup.storage import tables as t
 from levelup.tiers.service import standing
 
 
+def level_value(connection: Connection, compiled: CompiledProgram, participant_id: int) -> float:
+    """What levels climb on: the lifetime amount earned in the levels' currency, or their metric's all-time value."""
+    levels = compiled.doc.levels
+    assert levels is not None
+    if levels.currency is not None:
+        earned = connection.execute(
+            select(t.positions.c.earned).where(
+                t.positions.c.participant_id == participant_id, t.positions.c.currency == levels.currency
+            )
+        ).scalar_one_or_none()
+        return float(earned or 0)
+    m = t.metric_totals.c
+    value = connection.execute(
+        select(m.value).where(
+            m.metric == levels.metric, m.period == "all", m.subject_kind == "p", m.subject_id == participant_id
+        )
+    ).scalar_one_or_none()
+    return float(value or 0.0)
+
+
 def profile(
     connection: Connection,
     program: ProgramRecord,
@@ -47,25 +67,8 @@ def profile(
     }
     balances = {c: positions[c].available if c in positions else 0 for c in compiled.currencies}
     arrears = {c: p.arrears for c, p in positions.items() if p.arrears}
-    level = None
-    if compiled.doc.levels is not None:
-        levels = compiled.doc.levels
-        if levels.currency is not None:
-            value: float = positions[levels.currency].earned if levels.currency in positions else 0
-        else:
-            value = (
-                connection.execute(
-                    select(t.metric_totals.c.value).where(
-                        t.metric_totals.c.program_id == program.id,
-                        t.metric_totals.c.metric == levels.metric,
-                        t.metric_totals.c.period == "all",
-                        t.metric_totals.c.subject_kind == "p",
-                        t.metric_totals.c.subject_id == row.id,
-                    )
-                ).scalar_one_or_none()
-                or 0.0
-            )
-        level = level_of(levels, value)
+    levels = compiled.doc.levels
+    level = level_of(levels, level_value(connection, compiled, row.id)) if levels is not None else None
     return {
         "id": row.external_id,
         "name": row.name,

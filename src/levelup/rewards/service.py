@@ -33,6 +33,7 @@ from levelup.ledger.positions import PositionDelta
 from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
+from levelup.participants.service import level_value
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Reward
 from levelup.programs.service import ProgramRecord
@@ -89,7 +90,7 @@ def _why_not(
         if have is None or need is None or have < need:
             return "requirement_unmet", f"needs tier {requires.tier} (holds {participant.tier or 'none'})"
     if requires and requires.level and levels is not None:
-        value = _level_value(connection, compiled, participant.id)
+        value = level_value(connection, compiled, participant.id)
         reached = [s.name for s in levels.steps if value >= s.at]
         if requires.level not in reached:
             return "requirement_unmet", f"needs level {requires.level} (is {level_of(levels, value)['name']})"
@@ -108,25 +109,6 @@ def _why_not(
     if spendable < cost:
         return "insufficient_balance", f"costs {cost} {currency}; {spendable} spendable"
     return None
-
-
-def _level_value(connection: Connection, compiled: CompiledProgram, participant_id: int) -> float:
-    levels = compiled.doc.levels
-    assert levels is not None
-    if levels.currency is not None:
-        earned = connection.execute(
-            select(t.positions.c.earned).where(
-                t.positions.c.participant_id == participant_id, t.positions.c.currency == levels.currency
-            )
-        ).scalar_one_or_none()
-        return float(earned or 0)
-    m = t.metric_totals.c
-    value = connection.execute(
-        select(m.value).where(
-            m.metric == levels.metric, m.period == "all", m.subject_kind == "p", m.subject_id == participant_id
-        )
-    ).scalar_one_or_none()
-    return float(value or 0.0)
 
 
 def _spendable(connection: Connection, participant_id: int, currency: str) -> int:
