@@ -150,3 +150,19 @@ def test_a_suspended_participant_earns_and_spends_nothing_visibly(
     assert beans(client, admin, "gus") == 200
     client.put(f"{B}/participants/gus/status", json={"status": "active", "note": "cleared"}, headers=admin)
     assert client.post(f"{B}/redemptions", json=redeem, headers=admin).status_code == 201
+
+
+def test_a_suspended_participant_gets_no_kudos_and_gives_none(
+    client: TestClient, admin: dict[str, str], acme_text: str
+) -> None:
+    a = "/api/v1/programs/acme-sales"
+    text = acme_text + "kudos: {currency: coins, budget: {amount: 10, per: week}}\n"
+    assert client.put(a, content=text, headers={**admin, "Content-Type": "application/yaml"}).status_code == 201
+    for who in ("ann", "bob"):
+        assert client.put(f"{a}/participants/{who}", json={"name": who}, headers=admin).status_code == 201
+    client.put(f"{a}/participants/bob/status", json={"status": "suspended", "note": "x"}, headers=admin)
+    for giver, receiver in (("ann", "bob"), ("bob", "ann")):
+        body = {"from": giver, "to": receiver, "amount": 1, "message": "thanks"}
+        refused = client.post(f"{a}/kudos", json=body, headers=admin)
+        assert refused.status_code == 409 and refused.json()["code"] == "participant_suspended"
+    assert client.get(f"{a}/participants/ann", headers=admin).json()["balances"]["coins"] == 0

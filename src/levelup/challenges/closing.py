@@ -282,6 +282,14 @@ def settle(
                 )
                 for currency, amount in awards
             )
+    suspended = set(
+        connection.execute(
+            select(t.participants.c.id).where(
+                t.participants.c.id.in_({b.participant_id for b in bookings}), t.participants.c.status != "active"
+            )
+        ).scalars()
+    )
+    bookings = [b for b in bookings if b.participant_id not in suspended]  # a suspended participant earns nothing
     book(connection, program_id, bookings, now=now, compiled=compiled)
     _feed(connection, program_id, challenge, period, result, now)
     return Closed(compiled.key, challenge.key, period, len(bookings))

@@ -347,6 +347,8 @@ def _settle_goal(
     activation: Activation,
     effects: Effects,
     scratch: dict[str, Position],
+    *,
+    paying: bool,
 ) -> Completion:
     """Pay a goal's reward (none for a draft), or take back what was paid when a reversal undoes it."""
     challenge = program.challenges[change.challenge]
@@ -368,8 +370,8 @@ def _settle_goal(
                 ),
             )
         return change
-    if challenge.draft:
-        return change  # a draft is scored silently: progress and completion, no reward
+    if challenge.draft or not paying:
+        return change  # a draft is scored silently, a suspended participant earns nothing: completion, no reward
     paid = _amounts(program.challenge_rewards.get(challenge.key, ()), activation, effects, f"challenge:{challenge.key}")
     for currency, amount in paid:
         _book(
@@ -450,7 +452,7 @@ def _mechanics(
                     Completion(change.challenge, change.period, steps_done, steps, completed=False, reward=paid)
                 )
         for goal in done:
-            settled = _settle_goal(program, goal, event, activation, effects, scratch)
+            settled = _settle_goal(program, goal, event, activation, effects, scratch, paying=state.status == "active")
             effects.completions.append(settled)
             if settled.completed:
                 completions[(settled.challenge, settled.period)] = settled.reward

@@ -50,6 +50,10 @@ def give(
         if (earlier.giver_id, earlier.receiver_id, earlier.amount) != (ids[giver], ids[receiver], amount):
             raise Conflict("this idempotency key was used for different kudos")
         return {"id": earlier.id, "status": "duplicate"}
+    for who in (giver, receiver):  # a suspended participant neither earns nor spends, kudos budget included
+        status = connection.execute(select(t.participants.c.status).where(t.participants.c.id == ids[who])).scalar_one()
+        if status != "active":
+            raise Conflict(f"participant {who} is {status}", code="participant_suspended")
     period = period_key(settings.budget.per, local_date(now, compiled.timezone))
     given = connection.execute(
         select(func.coalesce(func.sum(k.amount), 0)).where(k.giver_id == ids[giver], k.period == period)

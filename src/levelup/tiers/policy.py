@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from levelup.metrics.periods import period_key, rolling_days
+from levelup.metrics.periods import period_dates, period_key, rolling_days
 from levelup.programs.document import Tiers
 
 
@@ -48,15 +48,19 @@ def decide(tiers: Tiers, value: float, held: str | None, last_drop: str | None, 
 
 
 def lost_on(tiers: Tiers, held: str | None, daily: Mapping[dt.date, float], today: dt.date) -> dt.date | None:
-    """With no new activity, the first day the rolling window falls below the held tier's threshold.
+    """With no new activity, the first day the window falls below the held tier's threshold: for a rolling
+    window, when enough old activity has left it; for a calendar one, the first day of the next period.
 
-    None when the tier cannot be lost that way (the first tier, a calendar or lifetime
-    window) or when it is already below (the next review demotes it).
+    None when the tier cannot be lost that way (the first tier, a lifetime window) or when it
+    is already below (the next review demotes it).
     """
     days = rolling_days(tiers.window)
     current = index_of(tiers, held)
-    if days is None or not current:
+    if not current or tiers.window == "all":
         return None
+    if days is None:
+        dates = period_dates(period_key(tiers.window, today))
+        return dates[1] + dt.timedelta(days=1) if dates and tiers.steps[current].at > 0 else None
     threshold = tiers.steps[current].at
     first = today - dt.timedelta(days=days - 1)
     value = sum(v for d, v in daily.items() if first <= d <= today)
