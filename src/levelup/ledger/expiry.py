@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from levelup.ledger.lots import mature
 from levelup.ledger.positions import PositionDelta
 from levelup.ledger.service import move_positions
 from levelup.participants import repository as participants
+from levelup.programs import service as programs_service
+from levelup.programs.document import duration_seconds
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 
@@ -34,13 +36,27 @@ class Expired:
 
 
 def expire_lots(
-    connection: Connection, program_id: int, now: dt.datetime, limit: int = BATCH
+    connection: Connection,
+    program_id: int,
+    now: dt.datetime,
+    limit: int = BATCH,
+    inactivity: Mapping[str, dt.timedelta] | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """Expire up to ``limit`` due lots; returns how many and the amount per currency."""
+    """Expire up to ``limit`` due lots: past their lifetime, or (``inactivity`` per currency) all of a
+    participant's lots once they have earned nothing for that long. Returns how many, and the amount per currency."""
     lot = t.lots.c
+    due_now = lot.expires_at <= now
+    for currency, idle in (inactivity or {}).items():
+        latest = (
+            select(lot.participant_id)
+            .where(lot.program_id == program_id, lot.currency == currency)
+            .group_by(lot.participant_id)
+            .having(func.max(lot.earned_at) <= now - idle)
+        )
+        due_now = due_now | ((lot.currency == currency) & lot.participant_id.in_(latest))
     due = connection.execute(
         select(lot.id, lot.participant_id, lot.currency, lot.remaining, lot.matured, lot.earned_at, lot.expires_at)
-        .where(lot.program_id == program_id, lot.remaining > 0, lot.expires_at <= now)
+        .where(lot.program_id == program_id, lot.remaining > 0, due_now)
         .order_by(lot.participant_id, lot.id)
         .limit(limit)
     ).all()
@@ -68,8 +84,9 @@ def expire_lots(
                 # the conditional update above is the guard against expiring twice; the key is only unique
                 # (a lot refunded into after it expired can expire again)
                 idempotency_key=f"expiry:{row.id}:{uuid.uuid4().hex}",
-                explain=f"{amount} {row.currency} earned {row.earned_at:%Y-%m-%d} expired",
-                at=row.expires_at,
+                explain=f"{amount} {row.currency} earned {row.earned_at:%Y-%m-%d} expired"
+                + ("" if row.expires_at is not None and row.expires_at <= now else " (no activity)"),
+                at=row.expires_at if row.expires_at is not None and row.expires_at <= now else now,
                 created_at=now,
             )
         )
@@ -95,11 +112,17 @@ def run(
     for program_id, key in programs:
         with runtime.db.write() as connection:
             matured = mature(connection, program_id, now)
+            compiled = runtime.programs.compiled(connection, programs_service.find(connection, key))
+        inactivity = {
+            c.key: dt.timedelta(seconds=duration_seconds(c.expires_after_inactivity))
+            for c in compiled.doc.currencies
+            if c.expires_after_inactivity
+        }
         lots = 0
         amounts: dict[str, int] = {}
         while True:
             with runtime.db.write() as connection:
-                count, batch = expire_lots(connection, program_id, now)
+                count, batch = expire_lots(connection, program_id, now, inactivity=inactivity)
             if not count:
                 break
             lots += count

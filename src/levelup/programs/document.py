@@ -61,6 +61,9 @@ class Currency(Strict):
         default=None, description="each credit expires this long after it was earned"
     )
     pending: Duration | None = Field(default=None, description="credits become spendable this long after")
+    expires_after_inactivity: Duration | None = Field(
+        default=None, description="all of a participant's credits expire once they have earned nothing for this long"
+    )
     velocity: Cap | None = Field(
         default=None, description="anti-abuse: at most max of this currency earned from rules per period"
     )
