@@ -68,6 +68,8 @@ TEAMS = ("east", "west", "north", "south")
 
 # Tables the setup fills (copied untimed into the floor database); every other table is run output.
 SETUP_TABLES = {"programs", "program_versions", "participants", "teams", "memberships", "api_keys", "audit_log"}
+# Tables the database's own triggers fill from the rows written (migration 0004): the floor does not copy them.
+DERIVED_TABLES = {"rank_boards", "rank_rows", "rank_buckets"}
 
 TARGET_SQLITE_EPS = 10_000
 TARGET_FLOOR_RATIO = 0.3
@@ -326,7 +328,9 @@ class EngineRows:
             }
         self.bounds = [(seqs[i], seqs[min(i + batch, len(seqs)) - 1]) for i in range(0, len(seqs), batch)] or [(0, 0)]
         self.output = [
-            table for table in t.metadata.sorted_tables if table.name not in SETUP_TABLES and self.counts[table.name]
+            table
+            for table in t.metadata.sorted_tables
+            if table.name not in SETUP_TABLES | DERIVED_TABLES and self.counts[table.name]
         ]
 
     def __len__(self) -> int:

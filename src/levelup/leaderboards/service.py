@@ -1,6 +1,12 @@
 """Leaderboards: participants or teams ranked by a metric or a currency over a period.
 
-Ties share a rank (1, 2, 2, 4); inside a tie the order is by id, so pages are stable.
+Ties share a rank (1, 2, 2, 4); inside a tie the order is the internal id (the order in which
+participants or teams first appeared), so pages are stable and an index serves the order.
+
+Plain boards (a calendar window, no scope, no normalization; or a currency board over all
+time) are answered by indexes and the bucket counts of :mod:`levelup.leaderboards.ranks`,
+at any size. Scoped, normalized and rolling boards, and currency boards over a window, rank
+in Python over the board's rows (O(rows) a request).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from levelup.errors import FieldError, Invalid, NotFound
+from levelup.leaderboards import ranks
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
@@ -27,6 +34,7 @@ class Row:
     id: str
     name: str | None
     value: float
+    order: int = 0  # the internal id: the order inside a tie (then ``id``)
 
 
 def _period_for(board: Leaderboard, period: str | None, today: dt.date) -> str:
@@ -103,13 +111,25 @@ def _currency_rows(
 
 
 def rank(rows: Sequence[Row]) -> list[tuple[int, Row]]:
-    """Competition ranking: ties share a rank and the next rank skips (1, 2, 2, 4)."""
-    ordered = sorted(rows, key=lambda r: (-r.value, r.id))
+    """Competition ranking: ties share a rank and the next rank skips (1, 2, 2, 4); inside a tie,
+    by ``order`` (the internal id, as the fast path's index has it), then ``id``."""
+    ordered = sorted(rows, key=lambda r: (-r.value, r.order, r.id))
     ranked: list[tuple[int, Row]] = []
     for i, row in enumerate(ordered):
         same = ranked and ranked[-1][1].value == row.value
         ranked.append((ranked[-1][0] if same else i + 1, row))
     return ranked
+
+
+def _board(program: ProgramRecord, compiled: CompiledProgram, key: str) -> Leaderboard:
+    board = next((b for b in compiled.doc.leaderboards if b.key == key), None)
+    if board is None:
+        raise NotFound(f"no leaderboard {key!r} in program {program.key!r}")
+    return board
+
+
+def _today(compiled: CompiledProgram, now: dt.datetime | None) -> dt.date:
+    return local_date(now or dt.datetime.now(dt.UTC), compiled.timezone)
 
 
 def leaderboard(
@@ -125,13 +145,116 @@ def leaderboard(
     around: str | None = None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    board = next((b for b in compiled.doc.leaderboards if b.key == key), None)
-    if board is None:
-        raise NotFound(f"no leaderboard {key!r} in program {program.key!r}")
+    """One page of a board (``offset``/``limit``), or ``limit`` neighbours each side of ``around``."""
+    board = _board(program, compiled, key)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise Invalid("bad paging", errors=[FieldError("limit", f"1..{MAX_LIMIT}; offset ≥ 0")])
-    today = local_date(now or dt.datetime.now(dt.UTC), compiled.timezone)
+    today = _today(compiled, now)
     period_name = _period_for(board, period, today)
+    head = {"key": board.key, "period": period_name, "by": board.by, "normalized": board.normalize}
+    plain = _plain_board(connection, program, board, period_name) if not scope else None
+    if plain is not None:
+        return head | _fast(connection, program, board, plain, period_name, limit=limit, offset=offset, around=around)
+    return head | _slow(
+        connection, program, compiled, board, period_name, today, scope=scope, limit=limit, offset=offset, around=around
+    )
+
+
+def standing(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    key: str,
+    subject: str,
+    *,
+    period: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Where one participant (or team) stands on a board: rank, value and the board's total. On a
+    plain board that is three short reads, whatever the board's size; on others, a ranking of all."""
+    board = _board(program, compiled, key)
+    period_name = _period_for(board, period, _today(compiled, now))
+    plain = _plain_board(connection, program, board, period_name)
+    if plain is None:
+        body = leaderboard(connection, program, compiled, key, period=period, around=subject, limit=1, now=now)
+        entry = next(e for e in body["entries"] if e["id"] == subject)
+        rank_, value, total = entry["rank"], entry["value"], body["total"]
+        return {"key": key, "period": period_name, "id": subject, "rank": rank_, "value": value, "total": total}
+    found = ranks.locate(connection, plain, t.teams if board.by == "team" else t.participants, subject)
+    if found is None:
+        raise NotFound(f"{subject!r} is not on board {key!r} for {period_name}")
+    [rank_], total = ranks.ranks_and_total(connection, plain, [found[1]])
+    return {"key": key, "period": period_name, "id": subject, "rank": rank_, "value": _number(found[1]), "total": total}
+
+
+def _plain_board(connection: Connection, program: ProgramRecord, board: Leaderboard, period: str) -> ranks.Board | None:
+    """The board's rows in ``rank_rows`` when it is a plain board the triggers keep, else None."""
+    if board.normalize:
+        return None
+    if board.metric is not None and rolling_days(period) is None:
+        source, key, grain = ("t" if board.by == "team" else "p"), board.metric, board.window
+    elif board.currency is not None and period == "all" and board.by == "participant":
+        source, key, grain = "e", board.currency, "all"
+    else:
+        return None
+    if not ranks.registered(connection, program.id, source, key, grain):
+        return None  # every plain board of a stored version is kept; were one not, the slow path is still right
+    return ranks.Board(program.id, source, key, period)
+
+
+def _fast(
+    connection: Connection,
+    program: ProgramRecord,
+    board: Leaderboard,
+    plain: ranks.Board,
+    period_name: str,
+    *,
+    limit: int,
+    offset: int,
+    around: str | None,
+) -> dict[str, Any]:
+    """A page (or a neighbourhood) by index seeks; ranks and total from the bucket counts."""
+    subject_table = t.teams if board.by == "team" else t.participants
+    if around is not None:
+        found = ranks.locate(connection, plain, subject_table, around)
+        if found is None:
+            raise NotFound(f"{around!r} is not on board {board.key!r} for {period_name}")
+        entries = ranks.around(connection, plain, *found, limit)
+        wanted = ranks.needed(entries)
+    else:
+        entries = ranks.page(connection, plain, offset, limit)
+        wanted = ranks.needed(entries, offset=offset)
+    counted, total = ranks.ranks_and_total(connection, plain, wanted)
+    placed = ranks.ranks(entries, dict(zip(wanted, counted, strict=True)), offset=None if around else offset)
+    c = subject_table.c
+    names = {
+        r.id: (r.external_id, r.name)
+        for r in connection.execute(select(c.id, c.external_id, c.name).where(c.id.in_([s for s, _ in entries])))
+    }
+    return {
+        "total": total,
+        "entries": [
+            {"rank": r, "id": names[s][0], "name": names[s][1], "value": _number(v)}
+            for r, (s, v) in zip(placed, entries, strict=True)
+        ],
+    }
+
+
+def _slow(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    board: Leaderboard,
+    period_name: str,
+    today: dt.date,
+    *,
+    scope: str | None,
+    limit: int,
+    offset: int,
+    around: str | None,
+) -> dict[str, Any]:
+    """Every row of the board, ranked in Python: for scopes, normalization, rolling windows and
+    currency boards over a window, whose values are not one index range."""
     if board.metric is not None:
         raw = _metric_rows(connection, program, board, period_name, today)
     else:
@@ -151,21 +274,17 @@ def leaderboard(
             if not isinstance(divisor, int | float) or isinstance(divisor, bool) or divisor <= 0:
                 continue  # no handicap known: left off a normalized board rather than ranked wrongly
             value = value / divisor
-        rows.append(Row(subject.external_id, subject.name, value))
+        rows.append(Row(subject.external_id, subject.name, value, subject_id))
     ranked = rank(rows)
     if around is not None:
         position = next((i for i, (_, r) in enumerate(ranked) if r.id == around), None)
         if position is None:
-            raise NotFound(f"{around!r} is not on board {key!r} for {period_name}")
+            raise NotFound(f"{around!r} is not on board {board.key!r} for {period_name}")
         offset = max(0, position - limit)
         page = ranked[offset : position + limit + 1]
     else:
         page = ranked[offset : offset + limit]
     return {
-        "key": board.key,
-        "period": period_name,
-        "by": board.by,
-        "normalized": board.normalize,
         "total": len(ranked),
         "entries": [{"rank": r, "id": row.id, "name": row.name, "value": _number(row.value)} for r, row in page],
     }

@@ -16,10 +16,11 @@ rank 999,000 of 1,000,000). Three tables, all projections kept by triggers:
   rank is the sum of the higher buckets plus a short index range inside one bucket.
 
 Only board rows pay for the ordered index and the counts (a metric is kept for six periods,
-for participants and for teams; a board reads one of those), so ingestion stays cheap.
-Every write path (ingestion, replay's delete and re-insert, closing, adjustments, raw SQL)
-is covered without application code. On PostgreSQL the count rows are shared by concurrent
-writers: see ``_postgres`` for the advisory lock that keeps them from deadlocking.
+for participants and for teams; a board reads one of those); other rows pay one trigger call
+that finds nothing to do. Every write path (ingestion, replay's delete and re-insert,
+closing, adjustments, raw SQL on the source tables) is covered without application code.
+On PostgreSQL the count rows are shared by concurrent writers: see ``_postgres`` for the
+advisory lock that keeps them (and team rows) from deadlocking.
 
 The bucket function is frozen here (a migration is history); ``levelup.leaderboards.ranks``
 holds the same definition, and a test compares the counts kept here with its recount.
@@ -118,6 +119,18 @@ def _count(rows: list[tuple[str, int]]) -> str:
     )
     return (
         f"INSERT INTO rank_buckets (program_id, source, key, period, bucket, n) VALUES {values} "
+        "ON CONFLICT (program_id, source, key, period, bucket) DO UPDATE SET n = rank_buckets.n + excluded.n"
+    )
+
+
+def _count_source(table: str, rows: list[tuple[str, int]]) -> str:
+    """Add ``n`` to the bucket of each ``table`` row ``r`` (NEW/OLD), in one statement."""
+    values = []
+    for r, n in rows:
+        program_id, source, key, period, _, value = _as_rank(table, r)
+        values.append(f"({program_id}, {source}, {key}, {period}, {bucket_sql(value)}, {n})")
+    return (
+        f"INSERT INTO rank_buckets (program_id, source, key, period, bucket, n) VALUES {', '.join(values)} "
         "ON CONFLICT (program_id, source, key, period, bucket) DO UPDATE SET n = rank_buckets.n + excluded.n"
     )
 
@@ -259,8 +272,9 @@ def _sqlite() -> None:
 
 
 def _postgres() -> None:
-    """Row triggers for single-row writes (what executemany sends); statement triggers over the deleted
-    rows for DELETE (replay removes a whole program in one statement).
+    """Row triggers for single-row writes (what executemany sends), which also move the counts of an
+    updated row themselves (a trigger call costs more than its work here); statement triggers over the
+    rows for bulk inserts and deletes of rank_rows (a board filled, replay's delete of a program).
 
     Locking: count rows are shared by every writer of a program, so whoever changes them first takes
     the program's advisory lock (``pg_advisory_xact_lock``, held to the end of the transaction). A
@@ -272,7 +286,12 @@ def _postgres() -> None:
     lock = f"PERFORM {lock_sql('{r}.program_id')};"
 
     def function(name: str, body: str) -> None:
-        op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} END $$")
+        # Generic plans: every statement here is a seek by key, and re-planning each call (which the plan
+        # cache may choose while the tables have no statistics) costs more than the statement itself.
+        op.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan "
+            f"AS $$ BEGIN {body} END $$"
+        )
 
     function(
         "levelup_rank_lock",
@@ -282,13 +301,21 @@ def _postgres() -> None:
         value = value.format(r="NEW")
         column = value.removeprefix("NEW.")
         rekeyed = _keys_differ(keys, "IS DISTINCT FROM")
+        old_value = value.replace("NEW.", "OLD.")
         function(
             f"{table}_rank",
-            f"IF TG_OP = 'UPDATE' AND {rekeyed} THEN {lock.format(r='OLD')} "
+            # A value changed: a board's row has its copy with the old value (kept so here), so one exact
+            # seek updates it (either index of rank_rows serves it, whatever plan is cached) or finds none
+            # (not a board's row): no lookup of the board. The counts move here too (one trigger level
+            # less than a trigger on rank_rows), under the program's lock.
+            f"IF TG_OP = 'UPDATE' AND NOT {rekeyed} THEN UPDATE rank_rows SET value = {value} "
+            f"WHERE {_rank_row_of(table, 'NEW')} AND rank_rows.value = {old_value}; "
+            f"IF FOUND AND {bucket_sql(old_value)} <> {bucket_sql(value)} THEN {lock.format(r='NEW')} "
+            f"{_count_source(table, [('OLD', -1), ('NEW', 1)])}; END IF; RETURN NULL; END IF; "
+            f"IF TG_OP = 'UPDATE' THEN {lock.format(r='OLD')} "
             f"DELETE FROM rank_rows WHERE {_rank_row_of(table, 'OLD')}; END IF; "
-            f"IF NOT {_registered(table, 'NEW')} THEN RETURN NULL; END IF; {lock.format(r='NEW')} "
-            f"IF TG_OP = 'INSERT' OR {rekeyed} THEN {_insert_rank_row(table, 'NEW')}; "
-            f"ELSE UPDATE rank_rows SET value = {value} WHERE {_rank_row_of(table, 'NEW')}; END IF; RETURN NULL;",
+            f"IF {_registered(table, 'NEW')} THEN {lock.format(r='NEW')} {_insert_rank_row(table, 'NEW')}; END IF; "
+            "RETURN NULL;",
         )
         function(
             f"{table}_rank_deleted",
@@ -314,9 +341,10 @@ def _postgres() -> None:
             f"CREATE TRIGGER {table}_rank_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS gone "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_rank_deleted()"
         )
-    # rank_rows → counts. Inserts and deletes come in bulk too (a board added to a stored program,
-    # replay's delete): statement triggers count their rows with one grouped statement, where a row
-    # trigger would update each bucket row many times in one transaction (a version each time).
+    # rank_rows → counts, for inserts and deletes (updates count in {table}_rank above). They come in
+    # bulk too (a board added to a stored program, replay's delete): statement triggers count their
+    # rows with one grouped statement, where a row trigger would update each bucket row many times in
+    # one transaction (a row version each time).
     function(
         "rank_rows_counted",
         f"PERFORM {lock_sql('p')} FROM (SELECT DISTINCT program_id AS p FROM added ORDER BY 1) AS x; "
@@ -326,26 +354,15 @@ def _postgres() -> None:
         "RETURN NULL;",
     )
     function(
-        "rank_rows_moved",
-        f"{lock.format(r='NEW')} {_count([('OLD', -1), ('NEW', 1)])}; RETURN NULL;",
-    )
-    function(
         "rank_rows_uncounted",
         "UPDATE rank_buckets c SET n = c.n - d.n FROM (SELECT program_id, source, key, period, "
         f"{bucket_sql('value')} AS bucket, count(*) AS n FROM gone GROUP BY 1, 2, 3, 4, 5) AS d "
         "WHERE c.program_id = d.program_id AND c.source = d.source AND c.key = d.key "
         "AND c.period = d.period AND c.bucket = d.bucket; RETURN NULL;",
     )
-    moved = (
-        f"{bucket_sql('OLD.value')} <> {bucket_sql('NEW.value')} OR {_keys_differ(RANK_KEY[1:], 'IS DISTINCT FROM')}"
-    )
     op.execute(
         "CREATE TRIGGER rank_rows_insert AFTER INSERT ON rank_rows REFERENCING NEW TABLE AS added "
         "FOR EACH STATEMENT EXECUTE FUNCTION rank_rows_counted()"
-    )
-    op.execute(
-        f"CREATE TRIGGER rank_rows_update AFTER UPDATE ON rank_rows FOR EACH ROW WHEN ({moved}) "
-        "EXECUTE FUNCTION rank_rows_moved()"
     )
     op.execute(
         "CREATE TRIGGER rank_rows_delete AFTER DELETE ON rank_rows REFERENCING OLD TABLE AS gone "
@@ -367,13 +384,13 @@ def downgrade() -> None:
     postgres = op.get_bind().dialect.name != "sqlite"
     triggers = [
         *(f"{table}_rank_{what}" for table in SOURCES for what in ("insert", "update", "delete")),
-        *(f"rank_rows_{what}" for what in ("insert", "update", "delete")),
+        *(f"rank_rows_{what}" for what in ("insert", "delete")),
         "program_versions_rank_boards",
     ]
     if postgres:
         triggers += ["metric_totals_rank_lock", "metric_totals_rank_lock_delete", "positions_rank_lock_delete"]
     else:
-        triggers += [f"{table}_rank_rekey" for table in SOURCES]
+        triggers += [f"{table}_rank_rekey" for table in SOURCES] + ["rank_rows_update"]
     for trigger in triggers:
         table = next(
             t for t in ("metric_totals", "positions", "rank_rows", "program_versions") if trigger.startswith(t)
@@ -383,7 +400,6 @@ def downgrade() -> None:
         functions = [
             "levelup_rank_lock",
             "rank_rows_counted",
-            "rank_rows_moved",
             "rank_rows_uncounted",
             "program_versions_rank_boards",
         ]
