@@ -20,6 +20,7 @@ from sqlalchemy import Connection, func, select
 
 from levelup.errors import FieldError, Invalid, NotFound
 from levelup.leaderboards import ranks
+from levelup.ledger.positions import EARNING_KINDS
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
@@ -101,7 +102,7 @@ def _currency_rows(
         .where(
             c.program_id == program.id,
             c.currency == board.currency,
-            c.kind.in_(("rule", "reversal", "challenge", "prize", "adjustment")),
+            c.kind.in_(EARNING_KINDS),  # what was earned in the window (as positions.earned counts it)
             c.at >= start,
             c.at < end,
         )
