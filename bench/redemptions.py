@@ -52,8 +52,9 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, func, make_url, select, text
 
-from http_api import Server, fresh_schema, load, percentile
+from http_api import fresh_schema, load, percentile
 from levelup.storage import tables as t
+from server import Server
 
 PROGRAM_KEY = "redeem-bench"
 COST = 100

@@ -15,18 +15,13 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from bench.server import Server as Serving
 
 from tests.conftest import ROOT
 
@@ -120,13 +115,6 @@ def parse_response(output: str) -> tuple[int, Any]:
 # --------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class Server:
     base: str
@@ -137,40 +125,13 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``levelup serve`` on a free loopback port over a fresh SQLite file, stopped (with its group) after."""
     folder = tmp_path_factory.mktemp("docs")
-    port, admin_key = free_port(), secrets.token_urlsafe(16)
-    database = f"sqlite:///{folder / 'levelup.db'}"
-    script = Path(sys.executable).with_name("levelup")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "levelup.cli.main"]
-    log = (folder / "server.log").open("wb")
-    env = {**os.environ, "LEVELUP_ADMIN_KEY": admin_key, "LEVELUP_DATABASE_URL": database}
-    process = subprocess.Popen(
-        [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--database", database],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    admin_key = secrets.token_urlsafe(16)
+    served = Serving(f"sqlite:///{folder / 'levelup.db'}", 1, admin_key, folder / "server.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (folder / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "levelup serve did not answer /healthz in 30 s"
-            time.sleep(0.1)
-        yield Server(base, admin_key)
+        served.wait_ready(30)
+        yield Server(served.base_url, admin_key)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        served.stop()
 
 
 # --------------------------------------------------------------------------- the checks

@@ -27,21 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bench.server import Server
 from sqlalchemy import Engine, func, select
 from sqlalchemy.pool import QueuePool
 
@@ -82,76 +76,6 @@ def program(key: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _levelup() -> list[str]:
-    script = Path(sys.executable).with_name("levelup")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("levelup")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from levelup.cli.main import app; sys.argv[0] = 'levelup'; app()"]
-
-
-class Server:
-    """``levelup serve --workers N`` in a process group of its own, stopped with it."""
-
-    def __init__(self, database: str, workers: int, log_path: Path) -> None:
-        self.database = database
-        self.base_url = f"http://127.0.0.1:{_free_port()}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        port = self.base_url.rsplit(":", 1)[1]
-        command = [*_levelup(), "serve", "--host", "127.0.0.1", "--port", port, "--workers", str(workers)]
-        env = {
-            **os.environ,
-            "LEVELUP_ADMIN_KEY": ADMIN_KEY,
-            "LEVELUP_DATABASE_URL": database,
-            "LEVELUP_CLOSE_EVERY": "0",  # no closing job: nothing but the requests writes
-        }
-        self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"levelup serve exited with {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"levelup serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self._log.close()
-
-
 @dataclass
 class Served:
     kind: str
@@ -172,7 +96,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     kind: str = request.param
     folder = tmp_path_factory.mktemp(f"redeem-{kind}")
     for url in fresh_database(kind, folder):  # skips, saying why, without PostgreSQL
-        server = Server(url, WORKERS[kind], folder / "server.log")
+        server = Server(url, WORKERS[kind], ADMIN_KEY, folder / "server.log", env={"LEVELUP_CLOSE_EVERY": "0"})
         database = Database(url)
         try:
             server.wait_ready(STARTUP_TIMEOUT)
