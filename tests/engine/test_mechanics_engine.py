@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from levelup.achievements import streaks
+from levelup.engine import streaks
 from levelup.engine.model import BadgeChange, Completion, Effects, Event, LevelChange, ParticipantState
 from levelup.engine.world import World
 from levelup.programs.compiled import CompiledProgram

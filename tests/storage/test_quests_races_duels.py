@@ -33,10 +33,10 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from levelup.challenges.closing import Closed, close_periods
-from levelup.challenges.quests import current_step
 from levelup.challenges.service import list_challenges
 from levelup.cli.main import app
 from levelup.engine.model import Effects, Event, ParticipantState
+from levelup.engine.quests import current_step
 from levelup.engine.world import World
 from levelup.errors import Invalid
 from levelup.events.ingest import ingest
@@ -48,8 +48,8 @@ from levelup.programs.document import Challenge
 from levelup.programs.validation import load_document, validate_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from tests.api.test_mechanics_api import by_key
 from tests.conftest import EXAMPLES, event
-from tests.test_mechanics_api import by_key
 
 UTC = dt.UTC
 NEW_YORK = ZoneInfo("America/New_York")

@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from levelup.engine.model import Effects, Event
+from levelup.engine.positions import Position, apply, move
 from levelup.engine.world import World
 from levelup.errors import Invalid
-from levelup.ledger.positions import Position, apply, move
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.validation import load_document
 from tests.conftest import EXAMPLES

@@ -33,8 +33,8 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from tests.test_challenges_more import CAFE_TEXT
-from tests.test_engine_properties import ACME_TEXT, DISPLAY_ZONES, amounts, instants, money, rfc3339
+from tests.engine.test_engine_properties import ACME_TEXT, DISPLAY_ZONES, amounts, instants, money, rfc3339
+from tests.storage.test_quests_races_duels import CAFE_TEXT
 
 DB_SETTINGS = settings(
     max_examples=12,
