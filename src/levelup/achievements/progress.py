@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from levelup.achievements import streaks
-from levelup.achievements.badges import badge_period
-from levelup.challenges.goals import eligible, goal_period
-from levelup.challenges.quests import FIRST, current_step
+from levelup.engine import streaks
+from levelup.engine.badges import badge_period
+from levelup.engine.goals import eligible, goal_period
 from levelup.engine.model import ParticipantState
+from levelup.engine.quests import FIRST, current_step
 from levelup.metrics.periods import period_key
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t

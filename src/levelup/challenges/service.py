@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from levelup.challenges.closing import participants_taking_part, race_finishers
-from levelup.challenges.goals import goal_period
-from levelup.challenges.quests import current_step
+from levelup.engine.goals import goal_period
+from levelup.engine.quests import current_step
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from levelup.ledger.positions import Position, PositionDelta, apply
+from levelup.engine.positions import Position, PositionDelta, apply
 
 WHOLE = 1_000_000  # a refund's share of the event it reverses, in millionths (exact sums, no float drift)
 

@@ -12,9 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from levelup.achievements import badges, streaks
-from levelup.achievements.levels import level_of
-from levelup.challenges import goals, quests
+from levelup.engine import badges, goals, quests, streaks
+from levelup.engine.levels import level_of
 from levelup.engine.model import (
     WHOLE,
     Completion,
@@ -30,8 +29,8 @@ from levelup.engine.model import (
     ReversedEvent,
     StreakChange,
 )
+from levelup.engine.positions import Position, PositionDelta, move
 from levelup.errors import FieldError, Invalid
-from levelup.ledger.positions import Position, PositionDelta, move
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
 from levelup.rules.expressions import Activation, condition_holds, whole_amount

@@ -20,11 +20,11 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
+from levelup.engine.positions import PositionDelta
 from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
 from levelup.ledger.lots import LotMove, apply_moves, keeps_lots
-from levelup.ledger.positions import PositionDelta
 from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date
 from levelup.participants import repository as participants

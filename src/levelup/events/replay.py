@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select
 
 from levelup.engine.model import WHOLE, Effects, Event
+from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
 from levelup.events.ingest import Writes, aggregate, write_projections
-from levelup.ledger.positions import Position, PositionDelta, apply, move
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid, NotFound
 from levelup.leaderboards import ranks
-from levelup.ledger.positions import EARNING_KINDS
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, select, update
 
-from levelup.ledger.positions import EARNING_KINDS
+from levelup.engine.positions import EARNING_KINDS
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import duration_seconds
 from levelup.storage import tables as t

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
 from levelup.ledger.lots import LotMove, apply_moves
-from levelup.ledger.positions import Position, PositionDelta, apply, move
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from levelup.engine.model import ParticipantState
+from levelup.engine.positions import Position
 from levelup.errors import NotFound
-from levelup.ledger.positions import Position
 from levelup.storage import tables as t
 from levelup.storage.sql import fetch_by_keys, insert_ignore
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from levelup.achievements.levels import level_of
 from levelup.achievements.progress import progress
+from levelup.engine.levels import level_of
 from levelup.engine.model import ParticipantState
 from levelup.errors import NotFound
 from levelup.metrics.periods import local_date

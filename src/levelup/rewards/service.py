@@ -26,10 +26,11 @@ import orjson
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from levelup.achievements.levels import level_of
+from levelup.engine.levels import level_of
+from levelup.engine.positions import PositionDelta
+from levelup.engine.tiers import index_of
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
 from levelup.ledger.lots import draw, restore
-from levelup.ledger.positions import PositionDelta
 from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
@@ -39,7 +40,6 @@ from levelup.programs.document import Reward
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 from levelup.storage.sql import insert_ignore
-from levelup.tiers.policy import index_of
 
 
 def _reward(compiled: CompiledProgram, key: str) -> Reward:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from levelup.engine.tiers import decide, earned_index, index_of, lost_on
 from levelup.errors import FieldError, Invalid, NotFound
 from levelup.metrics.periods import local_date, period_key, rolling_days, window_dates
 from levelup.participants import repository as participants
@@ -26,7 +27,6 @@ from levelup.programs.document import Tiers
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import upsert_set
-from levelup.tiers.policy import decide, earned_index, index_of, lost_on
 
 
 def window_values(

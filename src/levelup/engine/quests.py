@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-from levelup.challenges.goals import eligible, goal_period
+from levelup.engine.goals import eligible, goal_period
 from levelup.engine.model import ParticipantState, QuestChange
 from levelup.programs.document import Challenge
 from levelup.rules.expressions import Expression
