@@ -15,7 +15,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
-from levelup.api.routes import challenges, events, keys, kudos, leaderboards, participants, programs, rewards
+from levelup.api.routes import (
+    challenges,
+    events,
+    keys,
+    kudos,
+    leaderboards,
+    participants,
+    programs,
+    rewards,
+    stream,
+)
 from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.ledger import expiry
@@ -105,7 +115,7 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
             connection.exec_driver_sql("SELECT 1")
         return {"status": "ok"}
 
-    for module in (programs, events, participants, leaderboards, challenges, kudos, rewards, keys):
+    for module in (programs, events, participants, leaderboards, challenges, stream, kudos, rewards, keys):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
     return app

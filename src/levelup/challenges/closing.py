@@ -20,8 +20,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from levelup.challenges.goals import eligible
+from levelup.engine.goals import eligible
 from levelup.engine.model import ParticipantState
+from levelup.feed.service import FeedItem, publish
 from levelup.leaderboards.service import Row, rank
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import grain_of, period_dates, period_end, zone
@@ -291,22 +292,8 @@ def settle(
     )
     bookings = [b for b in bookings if b.participant_id not in suspended]  # a suspended participant earns nothing
     book(connection, program_id, bookings, now=now, compiled=compiled)
-    _feed(connection, program_id, challenge, period, result, now)
+    publish(connection, program_id, [FeedItem(None, "period.closed", {"challenge": challenge.key, **result}, now)])
     return Closed(compiled.key, challenge.key, period, len(bookings))
-
-
-def _feed(
-    connection: Connection, program_id: int, challenge: Challenge, period: str, result: dict[str, Any], now: dt.datetime
-) -> None:
-    connection.execute(
-        t.feed.insert().values(
-            program_id=program_id,
-            participant=None,
-            kind="period.closed",
-            payload={"challenge": challenge.key, **result},
-            at=now,
-        )
-    )
 
 
 def close_periods(

@@ -20,7 +20,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from levelup.challenges.goals import goal_period
+from levelup.audit import service as audit
+from levelup.engine.goals import goal_period
 from levelup.errors import Conflict, NotFound
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import local_date
@@ -67,13 +68,12 @@ def launch(connection: Connection, program_key: str, challenge_key: str, *, acto
     ]
     book(connection, record.id, bookings, now=now, compiled=CompiledProgram(doc, record.version))
     paid = len({b.participant_id for b in bookings})
-    connection.execute(
-        t.audit_log.insert().values(
-            program_id=record.id,
-            actor=actor,
-            action="challenge.launch",
-            detail={"challenge": challenge_key, "version": record.version, "paid": paid},
-            at=now,
-        )
+    audit.record(
+        connection,
+        record.id,
+        actor,
+        "challenge.launch",
+        {"challenge": challenge_key, "version": record.version, "paid": paid},
+        now,
     )
     return {"program": record.key, "version": record.version, "challenge": challenge_key, "paid": paid}

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from levelup.errors import Conflict, FieldError, Invalid
+from levelup.feed.service import FeedItem, publish
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
@@ -96,13 +97,6 @@ def give(
         now=now,
         compiled=compiled,
     )
-    connection.execute(
-        t.feed.insert().values(
-            program_id=program.id,
-            participant=receiver,
-            kind="kudos",
-            payload={"from": giver, "amount": amount, "currency": settings.currency, "message": message},
-            at=now,
-        )
-    )
+    payload = {"from": giver, "amount": amount, "currency": settings.currency, "message": message}
+    publish(connection, program.id, [FeedItem(receiver, "kudos", payload, now)])
     return {"id": kudos_id, "status": "accepted", "period": period, "budget_left": left - amount}

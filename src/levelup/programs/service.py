@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.audit import service as audit
 from levelup.errors import NotFound
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import ProgramDocument
@@ -90,9 +91,5 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
             program_id=program_id, version=version, document=document, applied_at=now, applied_by=actor
         )
     )
-    connection.execute(
-        t.audit_log.insert().values(
-            program_id=program_id, actor=actor, action="program.apply", detail={"version": version}, at=now
-        )
-    )
+    audit.record(connection, program_id, actor, "program.apply", {"version": version}, now)
     return ProgramRecord(program_id, doc.program, version), True

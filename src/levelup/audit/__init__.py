@@ -1,0 +1,1 @@
+"""The audit log: who changed what by hand (program versions, adjustments, overrides, launches)."""

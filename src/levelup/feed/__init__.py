@@ -1,0 +1,1 @@
+"""The live feed: what happened in a program, in order, for the SSE stream."""
