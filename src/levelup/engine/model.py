@@ -74,6 +74,10 @@ class ParticipantState:
     counters: dict[tuple[str, str], int] = field(default_factory=dict)
     last_award: dict[str, dt.datetime] = field(default_factory=dict)
     periods: set[str] | None = None
+    # tiers reviewed inside the stream (live ingestion): the qualifying value as of the batch's day and the
+    # standing; None when the shell tracks no tiers (replay sets ``tier`` from what each event recorded)
+    tier_value: float | None = None
+    tier_standing: TierStanding | None = None
     badges: set[tuple[str, str, str]] = field(default_factory=set)  # (badge, grade, period) held now
     # (challenge, period) completed → the reward paid for it
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
@@ -155,6 +159,30 @@ class StreakChange(NamedTuple):
     length: int  # of the run holding the changed period (0 when it stopped qualifying)
 
 
+class TierStanding(NamedTuple):
+    """A participant's tier as the reviews left it."""
+
+    tier: str | None  # in force: the override while it lasts, else ``earned``
+    earned: str | None  # what the last review decided from the window
+    dropped_in: str | None  # the review period of the last one-step drop
+    override: str | None = None  # an admin's override in force now
+
+
+class TierChange(NamedTuple):
+    before: str | None
+    after: str | None
+    up: bool
+    reason: str
+
+
+class TierReview(NamedTuple):
+    """A review made inside the stream: the qualifying value after the event and the standing it gives."""
+
+    value: float
+    standing: TierStanding
+    change: TierChange | None
+
+
 class LevelChange(NamedTuple):
     before: str
     after: str
@@ -188,6 +216,7 @@ class Effects:
     streaks: list[StreakChange] = field(default_factory=list)
     quests: list[QuestChange] = field(default_factory=list)
     level: LevelChange | None = None
+    tier_review: TierReview | None = None
 
     def awards(self) -> list[dict[str, Any]]:
         """The response's ``awards``: what this event earned by rule."""
@@ -201,6 +230,9 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
     """
     for currency, delta in effects.positions.items():
         apply(state.position(currency), delta)
+    if effects.tier_review is not None:
+        state.tier_value, state.tier_standing = effects.tier_review.value, effects.tier_review.standing
+        state.tier = state.tier_standing.tier
     periods = state.periods
     for m in effects.metrics if track_metrics else ():
         if m.team is None and (periods is None or m.period in periods):

@@ -6,6 +6,7 @@ simulation all call :func:`score`, which is why they agree.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections import defaultdict
@@ -28,8 +29,10 @@ from levelup.engine.model import (
     Problem,
     ReversedEvent,
     StreakChange,
+    TierReview,
 )
 from levelup.engine.positions import Position, PositionDelta, move
+from levelup.engine.tiers import counts_in_window, rerate
 from levelup.errors import FieldError, Invalid
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
@@ -319,8 +322,10 @@ def score(
     event: Event,
     reversed_event: ReversedEvent | None = None,
     version_of: Callable[[int], CompiledProgram] | None = None,
+    today: dt.date | None = None,
 ) -> Effects:
-    """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used."""
+    """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used;
+    ``today`` (the local date the batch is received) is the day tier windows are judged on."""
     _check_referral(program, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
@@ -336,7 +341,22 @@ def score(
     _apply_rules(program, state, event, activation, effects, scratch)
     if program.metric_grains or program.ranges:
         _mechanics(program, state, event, reversed_event, activation, effects, scratch, undone_count)
+    if today is not None:
+        _review_tier(program, state, effects, today)
     return effects
+
+
+def _review_tier(program: CompiledProgram, state: ParticipantState, effects: Effects, today: dt.date) -> None:
+    """Re-rate the tier after an event that moved its metric, so the next event earns with the new multiplier."""
+    tiers = program.doc.tiers
+    if tiers is None or state.tier_standing is None or state.tier_value is None:
+        return
+    moved = [m for m in effects.metrics if m.team is None and m.metric == tiers.metric]
+    if not moved:
+        return
+    value = state.tier_value + sum(m.delta for m in moved if counts_in_window(tiers, m.period, today))
+    standing, change = rerate(tiers, value, state.tier_standing, today)
+    effects.tier_review = TierReview(value, standing, change)
 
 
 def _settle_goal(

@@ -1,6 +1,9 @@
 """The tier decision, pure: qualifying value and the tier held → the tier to hold now.
 
-Promotion is immediate. Demotion follows the program's policy: ``rerate`` (the
+The engine reviews a participant's tier after every event that moves the tier
+metric, inside the stream, so the next event of the same batch earns with the
+new multiplier exactly as if it had been sent alone; the tiers job reviews the
+rest (activity leaving the window). Promotion is immediate. Demotion follows the program's policy: ``rerate`` (the
 tier always follows the window) or ``one_step`` (drop at most one tier per
 review period, so one slow month does not cost a customer two levels of status).
 """
@@ -11,7 +14,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from levelup.metrics.periods import period_dates, period_key, rolling_days
+from levelup.engine.model import TierChange, TierStanding
+from levelup.metrics.periods import period_dates, period_key, rolling_days, window_dates
 from levelup.programs.document import Tiers
 
 
@@ -45,6 +49,32 @@ def decide(tiers: Tiers, value: float, held: str | None, last_drop: str | None, 
     if last_drop == review:
         return Decision(tiers.steps[current].name, name, None)
     return Decision(tiers.steps[current - 1].name, name, review)
+
+
+def counts_in_window(tiers: Tiers, period: str, today: dt.date) -> bool:
+    """Whether a metric period's value is part of the tier window as of ``today`` (a rolling window
+    sums its days, a calendar one is one period)."""
+    days = rolling_days(tiers.window)
+    if days is None:
+        return period == period_key(tiers.window, today)
+    dates = window_dates(tiers.window, today)
+    assert dates is not None
+    return len(period) == 10 and dates[0].isoformat() <= period <= dates[1].isoformat()
+
+
+def rerate(
+    tiers: Tiers, value: float, standing: TierStanding, today: dt.date
+) -> tuple[TierStanding, TierChange | None]:
+    """Review one participant: the standing the value gives, and the change of the tier in force (if any)."""
+    decision = decide(tiers, value, standing.earned or standing.tier, standing.dropped_in, today)
+    in_force = standing.override or decision.tier
+    after = TierStanding(in_force, decision.tier, decision.dropped_in or standing.dropped_in, standing.override)
+    if in_force == standing.tier:
+        return after, None
+    before, now = index_of(tiers, standing.tier), index_of(tiers, in_force)
+    up = before is None or (now is not None and now > before)
+    reason = "override" if standing.override else f"{tiers.metric} over {tiers.window}"
+    return after, TierChange(standing.tier, in_force, up, reason)
 
 
 def lost_on(tiers: Tiers, held: str | None, daily: Mapping[dt.date, float], today: dt.date) -> dt.date | None:

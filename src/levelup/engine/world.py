@@ -7,6 +7,7 @@ and simulation start from an empty world and feed it the whole event log.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -26,8 +27,10 @@ class World:
         states: dict[str, ParticipantState] | None = None,
         find_earlier: FindReversed | None = None,
         reversed_earlier: Callable[[str], str | None] | None = None,
+        today: dt.date | None = None,
     ) -> None:
         self.version_of = version_of
+        self.today = today  # the local day tiers are reviewed on (live ingestion); None: tiers are not reviewed
         self.states = states if states is not None else {}
         self._find_earlier = find_earlier or (lambda _id: None)
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
@@ -97,7 +100,7 @@ class World:
         self._last_seq = max(self._last_seq, event.seq)
         target = self._reversal_target(event) if event.reverses else None
         state = self.state(event.participant)
-        effects = score(program, state, event, target, self.version_of)
+        effects = score(program, state, event, target, self.version_of, self.today)
         apply_effects(state, effects, track_metrics=bool(program.metric_grains or program.ranges))
         if target is not None:
             self.refunded[target.event.id] = target.refunded + event.share

@@ -19,11 +19,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
+from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent, TierStanding
 from levelup.engine.positions import PositionDelta
 from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events.schema import EventIn, parse_event
+from levelup.feed import service as feed
+from levelup.feed.service import FeedItem
 from levelup.ledger.lots import LotMove, apply_moves, keeps_lots
 from levelup.ledger.service import move_positions
 from levelup.metrics.periods import local_date
@@ -34,7 +36,7 @@ from levelup.referrals import service as referrals
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import add_checked, allocate_ids, bulk_insert, fetch_by_keys, upsert_add, upsert_set
-from levelup.tiers.service import review as tier_review
+from levelup.tiers import service as tier_service
 
 RETRIES = 3
 
@@ -220,10 +222,21 @@ def _score_and_write(
         mechanics=compiled.has_mechanics,
     )
 
+    tiers_held = tier_service.held(connection, program.id, compiled, ids.values(), received_at)
+    for held in tiers_held.values():
+        state = loaded.states[held.external_id]
+        state.tier_value, state.tier_standing = held.value, held.standing
+
     def version_of(version: int) -> CompiledProgram:
         return runtime.programs.compiled(connection, program, version)
 
-    world = World(version_of, states=loaded.states, find_earlier=earlier.get, reversed_earlier=reversed_by.get)
+    world = World(
+        version_of,
+        states=loaded.states,
+        find_earlier=earlier.get,
+        reversed_earlier=reversed_by.get,
+        today=local_date(received_at, compiled.timezone),
+    )
     done: list[Effects] = []
     digests = {i: digest for i, _, digest in fresh}
     accepted: dict[str, str] = {}  # event id → digest, of events accepted earlier in this batch
@@ -242,10 +255,14 @@ def _score_and_write(
     if done:
         write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
         referrals.record(connection, program.id, compiled, done, ids, received_at)
-        tiers = compiled.doc.tiers
-        if tiers is not None:
-            touched = {e.event.participant for e in done if any(m.metric == tiers.metric for m in e.metrics)}
-            tier_review(connection, program.id, compiled, [ids[p] for p in touched], received_at)
+        reviews: dict[int, tuple[tier_service.Held, TierStanding, bool]] = {}
+        for e in done:
+            if e.tier_review is not None:
+                pid = ids[e.event.participant]
+                before = tiers_held[pid]
+                moved = reviews[pid][2] if pid in reviews else False
+                reviews[pid] = (before, e.tier_review.standing, moved or e.tier_review.change is not None)
+        tier_service.write_reviews(connection, program.id, reviews, received_at)
     # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
     unseen = created - {e.event.participant for e in done}
     if unseen:
@@ -269,7 +286,7 @@ class Writes:
     streaks: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     quests: dict[tuple[int, str, str], dict[str, Any]] = field(default_factory=dict)
     lots: list[LotMove] = field(default_factory=list)  # in booking order
-    feed: list[dict[str, Any]] = field(default_factory=list)
+    feed: list[FeedItem] = field(default_factory=list)
 
 
 def aggregate(
@@ -334,7 +351,7 @@ def aggregate(
                     {"program_id": program_id, "reversed_event": e.event.reverses, "by_event": e.event.id}
                 )
         _aggregate_mechanics(out, program_id, participant_id, e)
-        out.feed.extend(feed_items(program_id, e, created_at))
+        out.feed.extend(feed_items(e, created_at))
     return out
 
 
@@ -389,9 +406,8 @@ def _aggregate_mechanics(out: Writes, program_id: int, participant_id: int, e: E
         }
 
 
-def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, Any]]:
-    """What the live feed tells about one scored event: awards, badges, level, streaks, completions."""
-    base = {"program_id": program_id, "participant": e.event.participant, "at": at}
+def feed_items(e: Effects, at: dt.datetime) -> list[FeedItem]:
+    """What the live feed tells about one scored event: awards, badges, level, streaks, completions, tier."""
     payloads: list[tuple[str, dict[str, Any]]] = []
     if e.ledger:
         entries = [
@@ -416,7 +432,10 @@ def feed_items(program_id: int, e: Effects, at: dt.datetime) -> list[dict[str, A
         )
         for c in e.completions
     ]
-    return [{**base, "kind": kind, "payload": {"event": e.event.id, **payload}} for kind, payload in payloads]
+    items = [FeedItem(e.event.participant, kind, {"event": e.event.id, **payload}, at) for kind, payload in payloads]
+    if e.tier_review is not None and e.tier_review.change is not None:
+        items.append(tier_service.tier_feed_item(e.event.participant, e.tier_review.change, at, e.event.id))
+    return items
 
 
 def write_projections(connection: Connection, program_id: int, writes: Writes) -> None:
@@ -584,7 +603,7 @@ def write_effects(
         keys=["program_id", "reversed_event"],
         add=["refunded"],
     )
-    bulk_insert(connection, t.feed, writes.feed)
+    feed.publish(connection, program_id, writes.feed)
     for key, pending in apply_moves(connection, program_id, compiled, writes.lots, received_at).items():
         writes.positions[key] = writes.positions.get(key, PositionDelta()) + PositionDelta(pending=pending)
     write_projections(connection, program_id, writes)

@@ -12,13 +12,17 @@ and that tier is recorded with the event, so replay applies the same one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
-from levelup.engine.tiers import decide, earned_index, index_of, lost_on
+from levelup.engine.model import TierChange, TierStanding
+from levelup.engine.tiers import earned_index, index_of, lost_on, rerate
 from levelup.errors import FieldError, Invalid, NotFound
+from levelup.feed import service as feed
+from levelup.feed.service import FeedItem
 from levelup.metrics.periods import local_date, period_key, rolling_days, window_dates
 from levelup.participants import repository as participants
 from levelup.programs import service as programs_service
@@ -50,68 +54,103 @@ def window_values(
     return {int(s): float(v) for s, v in connection.execute(query)}
 
 
-def review(
+@dataclass
+class Held:
+    """A participant's tier as stored, with the qualifying value as of the review day."""
+
+    external_id: str
+    value: float
+    standing: TierStanding
+    since: dt.datetime | None
+    override_until: dt.datetime | None
+
+
+def held(
     connection: Connection, program_id: int, compiled: CompiledProgram, participant_ids: Iterable[int], now: dt.datetime
-) -> list[dict[str, Any]]:
-    """Re-rate these participants' tiers as of ``now``; returns the changes (also written to the feed)."""
+) -> dict[int, Held]:
+    """What the engine needs to review these participants' tiers on ``now``'s local day (an expired
+    override no longer counts)."""
     tiers = compiled.doc.tiers
     ids = sorted(set(participant_ids))
     if tiers is None or not ids:
-        return []
-    today = local_date(now, compiled.timezone)
-    values = window_values(connection, program_id, tiers, ids, today)
+        return {}
+    values = window_values(connection, program_id, tiers, ids, local_date(now, compiled.timezone))
     p, s = t.participants.c, t.tier_state.c
     rows = connection.execute(
         select(p.id, p.external_id, p.tier, s.earned, s.reviewed, s.override, s.override_until, s.since)
         .outerjoin(t.tier_state, s.participant_id == p.id)
         .where(p.id.in_(ids))
     ).all()
-    changes: list[dict[str, Any]] = []
-    states: list[dict[str, Any]] = []
+    out = {}
     for row in rows:
-        decision = decide(tiers, values.get(row.id, 0.0), row.earned or row.tier, row.reviewed, today)
         override = row.override if row.override and (row.override_until is None or row.override_until > now) else None
-        in_force = override or decision.tier
-        moved = in_force != row.tier
-        states.append(
-            {
-                "participant_id": row.id,
-                "program_id": program_id,
-                "earned": decision.tier,
-                "since": now if moved or row.since is None else row.since,
-                "reviewed": decision.dropped_in or row.reviewed,
-                "override": override,
-                "override_until": row.override_until if override else None,
-            }
-        )
-        if moved:
-            connection.execute(t.participants.update().where(p.id == row.id).values(tier=in_force))
-            before, after = index_of(tiers, row.tier), index_of(tiers, in_force)
-            up = before is None or (after is not None and after > before)
-            change = {"participant": row.external_id, "from": row.tier, "to": in_force, "up": up}
-            change["reason"] = "override" if override else f"{tiers.metric} over {tiers.window}"
-            changes.append(change)
+        standing = TierStanding(row.tier, row.earned, row.reviewed, override)
+        out[row.id] = Held(row.external_id, values.get(row.id, 0.0), standing, row.since, row.override_until)
+    return out
+
+
+def tier_feed_item(participant: str, change: TierChange, at: dt.datetime, event: str | None = None) -> FeedItem:
+    """The live feed's ``tier`` item; ``event`` names the event whose review moved it (none from the job)."""
+    payload: dict[str, Any] = {"from": change.before, "to": change.after, "up": change.up, "reason": change.reason}
+    return FeedItem(participant, "tier", {"event": event, **payload} if event else payload, at)
+
+
+def write_reviews(
+    connection: Connection,
+    program_id: int,
+    reviews: Mapping[int, tuple[Held, TierStanding, bool]],
+    now: dt.datetime,
+) -> None:
+    """Store reviewed standings (participant → what was held, the standing now, whether the tier in force moved)."""
+    if not reviews:
+        return
     upsert_set(
         connection,
         t.tier_state,
-        states,
+        [
+            {
+                "participant_id": pid,
+                "program_id": program_id,
+                "earned": after.earned,
+                "since": now if moved or before.since is None else before.since,
+                "reviewed": after.dropped_in,
+                "override": after.override,
+                "override_until": before.override_until if after.override else None,
+            }
+            for pid, (before, after, moved) in reviews.items()
+        ],
         keys=["participant_id"],
         update=["earned", "since", "reviewed", "override", "override_until"],
     )
-    if changes:
+    moved_ids = [(after.tier, pid) for pid, (_, after, moved) in reviews.items() if moved]
+    if moved_ids:
+        p = t.participants.c
         connection.execute(
-            t.feed.insert(),
-            [
-                {
-                    "program_id": program_id,
-                    "participant": c["participant"],
-                    "kind": "tier",
-                    "payload": {k: v for k, v in c.items() if k != "participant"},
-                    "at": now,
-                }
-                for c in changes
-            ],
+            t.participants.update().where(p.id == bindparam("pid")).values(tier=bindparam("new_tier")),
+            [{"pid": pid, "new_tier": tier} for tier, pid in moved_ids],
         )
+
+
+def review(
+    connection: Connection, program_id: int, compiled: CompiledProgram, participant_ids: Iterable[int], now: dt.datetime
+) -> list[TierChange]:
+    """Re-rate these participants' tiers as of ``now`` (the job's review, with no event); returns the changes,
+    also published on the feed."""
+    tiers = compiled.doc.tiers
+    if tiers is None:
+        return []
+    today = local_date(now, compiled.timezone)
+    reviews: dict[int, tuple[Held, TierStanding, bool]] = {}
+    changes: list[TierChange] = []
+    items: list[FeedItem] = []
+    for pid, before in held(connection, program_id, compiled, participant_ids, now).items():
+        after, change = rerate(tiers, before.value, before.standing, today)
+        reviews[pid] = (before, after, change is not None)
+        if change is not None:
+            changes.append(change)
+            items.append(tier_feed_item(before.external_id, change, now))
+    write_reviews(connection, program_id, reviews, now)
+    feed.publish(connection, program_id, items)
     return changes
 
 
