@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,12 +26,9 @@ from levelup.api.routes import (
     rewards,
     stream,
 )
-from levelup.challenges.closing import close_periods
 from levelup.errors import FieldError, LevelupError, path_of
-from levelup.ledger import expiry
-from levelup.referrals.service import pay_due
+from levelup.jobs import registry as jobs
 from levelup.runtime import Runtime
-from levelup.tiers.service import review_all
 
 PROBLEM = "application/problem+json"
 logger = logging.getLogger("levelup")
@@ -42,10 +39,10 @@ def _problem(body: dict[str, Any]) -> JSONResponse:
 
 
 @asynccontextmanager
-async def _closing_job(app: FastAPI) -> AsyncIterator[None]:
-    """Run the periodic jobs (:data:`JOBS`) every ``close_every`` seconds while serving."""
+async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
+    """Run the periodic jobs (:mod:`levelup.jobs.registry`) every ``close_every`` seconds while serving."""
     every: float | None = app.state.close_every
-    task = asyncio.create_task(_close_forever(app.state.runtime, every)) if every else None
+    task = asyncio.create_task(_jobs_forever(app.state.runtime, every)) if every else None
     try:
         yield
     finally:
@@ -53,30 +50,19 @@ async def _closing_job(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
 
 
-# The time-driven work, all idempotent and safe on several workers at once: settle closed periods,
-# make pending points spendable and expire old ones, re-rate tiers as activity leaves their window.
-JOBS: tuple[tuple[str, Callable[[Runtime], object]], ...] = (
-    ("closing periods", close_periods),
-    ("expiring lots", expiry.run),
-    ("reviewing tiers", review_all),
-    ("paying referrals", pay_due),
-)
-
-
-async def _close_forever(runtime: Runtime, every: float) -> None:
+async def _jobs_forever(runtime: Runtime, every: float) -> None:
     while True:
-        for name, job in JOBS:
-            try:
-                await run_in_threadpool(job, runtime)
-            except Exception:  # a failed run is retried next time; the job must not die
-                logger.exception("%s failed", name)
+        try:  # each job and program is isolated inside; this catches what stops them all (the database down)
+            await run_in_threadpool(jobs.run, runtime)
+        except Exception:  # a failed run is retried next time; the loop must not die
+            logger.exception("the periodic jobs failed")
         await asyncio.sleep(every)
 
 
 def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI:
-    """The API over ``runtime``; with ``close_every`` it also runs the period-closing job."""
+    """The API over ``runtime``; with ``close_every`` it also runs the periodic jobs that often."""
     app = FastAPI(
-        lifespan=_closing_job,
+        lifespan=_job_loop,
         title="Levelup",
         version=__version__,
         description="Gamification engine for CRM: points, levels, badges, leaderboards and loyalty.",

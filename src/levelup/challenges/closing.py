@@ -302,15 +302,11 @@ def close_periods(
     """Settle every due period of every program (or of ``program_keys``); safe to run anywhere, any time."""
     now = now or dt.datetime.now(dt.UTC)
     with runtime.db.read() as connection:
-        keys = (
-            list(program_keys)
-            if program_keys is not None
-            else list(connection.execute(select(t.programs.c.key)).scalars())
-        )
+        selected = programs.selected(connection, program_keys)
     done: list[Closed] = []
-    for key in keys:
+    for program in selected:
         with runtime.db.read() as connection:
-            record = programs.find(connection, key)
+            record = programs.find(connection, program.key)
             compiled = runtime.programs.compiled(connection, record)
             due = [
                 (c, period, ended)

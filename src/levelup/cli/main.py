@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
@@ -21,6 +21,7 @@ from levelup.errors import LevelupError
 from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.replay import replay as run_replay
 from levelup.events.schema import MAX_BATCH
+from levelup.jobs import registry as jobs
 from levelup.keys import service as keys
 from levelup.leaderboards.service import leaderboard as board_of
 from levelup.programs import service as programs
@@ -32,9 +33,11 @@ app = typer.Typer(help="Levelup: gamification engine for CRM.", no_args_is_help=
 program_app = typer.Typer(help="Program documents: validate, apply, show.", no_args_is_help=True)
 events_app = typer.Typer(help="Events: import from files.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+jobs_app = typer.Typer(help="The periodic jobs: closing, expiry, tiers, referrals.", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(events_app, name="events")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 errors = Console(stderr=True)
 
@@ -47,7 +50,7 @@ def _runtime(database: str | None) -> Runtime:
     return Runtime.from_url(database or database_url())
 
 
-def _fail(error: LevelupError) -> None:
+def _fail(error: LevelupError) -> NoReturn:
     errors.print(f"[red]error:[/red] {error.detail}")
     for item in error.errors:
         errors.print(f"  {item.path}: {item.message}")
@@ -209,54 +212,99 @@ def replay(
         raise typer.Exit(3)
 
 
+ProgramsOption = Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")]
+NowOption = Annotated[
+    str | None, typer.Option(help="pretend it is this time (RFC 3339 with an offset), e.g. to settle in tests")
+]
+
+
+def _run_jobs(names: list[str], program: list[str] | None, now: str | None, database: str | None) -> list[jobs.Ran]:
+    """Run these jobs one program at a time; a program that fails is told on stderr after the rest ran
+    (exit code 1), so one program's bad data does not hold the others back."""
+    when = _when(now)
+    try:
+        ran = jobs.run(_runtime(database), names, now=when, program_keys=program or None)
+    except LevelupError as exc:
+        _fail(exc)
+    for failed in (r for r in ran if r.error is not None):
+        errors.print(f"[red]error:[/red] {failed.job} failed for {failed.program}: {failed.error}")
+    return ran
+
+
+def _exit_on_failure(ran: list[jobs.Ran]) -> None:
+    if any(r.error is not None for r in ran):
+        raise typer.Exit(1)
+
+
+def _lines(ran: list[jobs.Ran], job: str) -> list[str]:
+    return [line for r in ran if r.job == job for line in r.lines]
+
+
+def _count(ran: list[jobs.Ran], job: str) -> int:
+    return sum(r.count for r in ran if r.job == job)
+
+
 @app.command("close-periods")
 def close_periods_command(
-    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
-    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339), e.g. to settle in tests")] = None,
-    database: DatabaseOption = None,
+    program: ProgramsOption = None, now: NowOption = None, database: DatabaseOption = None
 ) -> None:
     """Settle team goals and competitions whose period ended (plus the grace time). Safe to run twice."""
-    from levelup.challenges.closing import close_periods
-
-    closed = close_periods(_runtime(database), now=_when(now), program_keys=program or None)
-    for item in closed:
-        console.print(f"{item.program} {item.challenge} {item.period}: closed, {item.paid} ledger entries paid")
+    ran = _run_jobs(["close-periods"], program, now, database)
+    closed = _lines(ran, "close-periods")
+    for line in closed:
+        console.print(line)
     if not closed:
         console.print("nothing to close")
+    _exit_on_failure(ran)
 
 
 @app.command()
-def expire(
-    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
-    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
-    database: DatabaseOption = None,
-) -> None:
+def expire(program: ProgramsOption = None, now: NowOption = None, database: DatabaseOption = None) -> None:
     """Make pending points spendable, expire points past their lifetime (an expiry entry each) and pay
     referrals whose hold has passed. Safe to rerun."""
-    from levelup.ledger import expiry
-    from levelup.referrals.service import pay_due
-
-    runtime = _runtime(database)
-    done = expiry.run(runtime, now=_when(now), program_keys=program or None)
-    console.print(f"{pay_due(runtime, now=_when(now))} referrals paid")
-    for item in done:
-        amounts = ", ".join(f"{n} {c}" for c, n in item.amount.items()) or "nothing"
-        console.print(f"{item.program}: {item.matured} lots now spendable, {item.lots} lots expired ({amounts})")
-    if not done:
+    ran = _run_jobs(["expire", "referrals"], program, now, database)
+    console.print(f"{_count(ran, 'referrals')} referrals paid")
+    expired = _lines(ran, "expire")
+    for line in expired:
+        console.print(line)
+    if not expired:
         console.print("nothing to do")
+    _exit_on_failure(ran)
 
 
 @app.command()
-def tiers(
-    program: Annotated[list[str] | None, typer.Option("--program", "-p", help="only these programs")] = None,
-    now: Annotated[str | None, typer.Option(help="pretend it is this time (RFC 3339)")] = None,
+def tiers(program: ProgramsOption = None, now: NowOption = None, database: DatabaseOption = None) -> None:
+    """Re-rate tiers as activity leaves their window (promotions happen as events arrive). Safe to rerun."""
+    ran = _run_jobs(["tiers"], program, now, database)
+    console.print(f"{_count(ran, 'tiers')} tier changes")
+    _exit_on_failure(ran)
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """The periodic jobs, in the order the server runs them (every minute)."""
+    for job in jobs.JOBS:
+        console.print(f"{job.name}: {job.doing}")
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[
+        list[str] | None, typer.Argument(help="jobs to run (default: all; see `levelup jobs list`)", show_default=False)
+    ] = None,
+    program: ProgramsOption = None,
+    now: NowOption = None,
     database: DatabaseOption = None,
 ) -> None:
-    """Re-rate tiers as activity leaves their window (promotions happen as events arrive). Safe to rerun."""
-    from levelup.tiers.service import review_all
-
-    changed = review_all(_runtime(database), now=_when(now), program_keys=program or None)
-    console.print(f"{changed} tier changes")
+    """Run periodic jobs now, one program at a time, as the server does every minute. Safe to rerun."""
+    ran = _run_jobs(name or [], program, now, database)
+    for job in jobs.JOBS:
+        if name and job.name not in name:
+            continue
+        for line in _lines(ran, job.name):
+            console.print(line)
+        console.print(f"{job.name}: {_count(ran, job.name)} {job.unit}")
+    _exit_on_failure(ran)
 
 
 def _when(now: str | None) -> dt.datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,19 @@ def find(connection: Connection, key: str) -> ProgramRecord:
     if row is None:
         raise NotFound(f"no program {key!r}")
     return ProgramRecord(row.id, row.key, row.version)
+
+
+def selected(connection: Connection, keys: Iterable[str] | None = None) -> list[ProgramRecord]:
+    """Every program, or those named by ``keys`` (all must exist), in key order: what a job goes through."""
+    query = select(t.programs.c.id, t.programs.c.key, t.programs.c.version).order_by(t.programs.c.key)
+    wanted = None if keys is None else set(keys)
+    if wanted is not None:
+        query = query.where(t.programs.c.key.in_(wanted))
+    found = [ProgramRecord(row.id, row.key, row.version) for row in connection.execute(query)]
+    missing = (wanted or set()) - {p.key for p in found}
+    if missing:
+        raise NotFound(f"no program {min(missing)!r}")
+    return found
 
 
 def document_of(connection: Connection, program: ProgramRecord, version: int | None = None) -> dict[str, Any]:

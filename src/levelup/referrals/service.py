@@ -21,7 +21,7 @@ All of it runs in the ingestion transaction or the job's, after the participants
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, select, update
 
@@ -94,15 +94,17 @@ def record(
             )
 
 
-def pay_due(runtime: Runtime, *, now: dt.datetime | None = None) -> int:
-    """Pay every qualified referral whose hold has passed; returns how many were paid."""
+def pay_due(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None) -> int:
+    """Pay every qualified referral whose hold has passed, in every program (or ``program_keys``);
+    returns how many were paid."""
     now = now or dt.datetime.now(dt.UTC)
     paid = 0
     with runtime.db.read() as connection:
-        programs = connection.execute(select(t.programs.c.id, t.programs.c.key)).all()
-    for program_id, key in programs:
+        programs = programs_service.selected(connection, program_keys)
+    for program in programs:
+        program_id = program.id
         with runtime.db.write() as connection:
-            compiled = runtime.programs.compiled(connection, programs_service.find(connection, key))
+            compiled = runtime.programs.compiled(connection, programs_service.find(connection, program.key))
             referrals = compiled.doc.referrals
             if referrals is None:
                 continue

@@ -1,0 +1,120 @@
+"""Every time-driven job in one registry, run the same way by the server's loop and the CLI.
+
+A job is a function ``(runtime, *, now, program_keys) -> result``: idempotent, safe on several
+workers at once, and bounded to the programs it is given. :func:`run` hands it one program at a
+time, so a program whose data makes a job fail is logged and reported, and the other programs
+(and the other jobs) still run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from levelup.challenges.closing import Closed, close_periods
+from levelup.errors import NotFound
+from levelup.ledger import expiry
+from levelup.programs import service as programs
+from levelup.referrals.service import pay_due
+from levelup.runtime import Runtime
+from levelup.tiers.service import review_all
+
+logger = logging.getLogger("levelup.jobs")
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class JobFunction(Protocol[R_co]):
+    def __call__(
+        self, runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None
+    ) -> R_co: ...
+
+
+@dataclass(frozen=True)
+class Job(Generic[R]):
+    """A job: its CLI name, what it does (for logs), the function, and how to tell what one run did."""
+
+    name: str
+    doing: str
+    unit: str  # what ``count`` counts, e.g. "tier changes"
+    function: JobFunction[R]
+    count: Callable[[R], int]
+    lines: Callable[[R], list[str]]  # one line per thing done, for the CLI
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One job over one program: how much it did and in words, or why it failed (``error``)."""
+
+    job: str
+    program: str
+    count: int = 0
+    lines: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _closed_lines(closed: list[Closed]) -> list[str]:
+    return [f"{c.program} {c.challenge} {c.period}: closed, {c.paid} ledger entries paid" for c in closed]
+
+
+def _expired_count(expired: list[expiry.Expired]) -> int:
+    return sum(e.matured + e.lots for e in expired)
+
+
+def _expired_lines(expired: list[expiry.Expired]) -> list[str]:
+    return [
+        f"{e.program}: {e.matured} lots now spendable, {e.lots} lots expired "
+        f"({', '.join(f'{n} {c}' for c, n in e.amount.items()) or 'nothing'})"
+        for e in expired
+    ]
+
+
+def _same(n: int) -> int:
+    return n
+
+
+def _no_lines(_: int) -> list[str]:
+    return []
+
+
+# In the order they run: settle closed periods, make pending points spendable and expire old ones,
+# re-rate tiers as activity leaves their window, pay referrals whose hold has passed.
+JOBS: tuple[Job[Any], ...] = (
+    Job("close-periods", "closing periods", "periods closed", close_periods, len, _closed_lines),
+    Job("expire", "expiring lots", "lots matured or expired", expiry.run, _expired_count, _expired_lines),
+    Job("tiers", "reviewing tiers", "tier changes", review_all, _same, _no_lines),
+    Job("referrals", "paying referrals", "referrals paid", pay_due, _same, _no_lines),
+)
+BY_NAME = {job.name: job for job in JOBS}
+
+
+def run(
+    runtime: Runtime,
+    names: Sequence[str] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    program_keys: Iterable[str] | None = None,
+) -> list[Ran]:
+    """Run the jobs ``names`` (default: all, in registry order) for every program (or ``program_keys``),
+    one program at a time. An unknown job or program is refused (:class:`NotFound`) before anything runs."""
+    unknown = [n for n in names or () if n not in BY_NAME]
+    if unknown:
+        raise NotFound(f"no job {unknown[0]!r} (jobs: {', '.join(BY_NAME)})")
+    jobs = [BY_NAME[n] for n in names] if names else list(JOBS)
+    now = now or dt.datetime.now(dt.UTC)
+    with runtime.db.read() as connection:
+        keys = [p.key for p in programs.selected(connection, program_keys)]
+    return [_run_one(runtime, job, key, now) for job in jobs for key in keys]
+
+
+def _run_one(runtime: Runtime, job: Job[R], key: str, now: dt.datetime) -> Ran:
+    try:
+        result = job.function(runtime, now=now, program_keys=[key])
+    except Exception as exc:  # one program's failure must not stop the others; retried on the next run
+        logger.exception("%s failed for program %s", job.doing, key)
+        return Ran(job.name, key, error=f"{type(exc).__name__}: {exc}")
+    return Ran(job.name, key, job.count(result), tuple(job.lines(result)))
