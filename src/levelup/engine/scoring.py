@@ -321,20 +321,18 @@ def score(
     state: ParticipantState,
     event: Event,
     reversed_event: ReversedEvent | None = None,
-    version_of: Callable[[int], CompiledProgram] | None = None,
+    original: CompiledProgram | None = None,
     today: dt.date | None = None,
 ) -> Effects:
-    """Everything one event causes for its participant. ``version_of`` finds the version a reversed event used;
-    ``today`` (the local date the batch is received) is the day tier windows are judged on."""
+    """Everything one event causes for its participant. ``original`` is the version a reversed event was
+    scored with (default: ``program``); ``today`` (the local date the batch is received) is the day tier
+    windows are judged on (None: tiers are not reviewed)."""
     _check_referral(program, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)
     if reversed_event is not None:
-        original = program
-        if version_of is not None and reversed_event.program_version != program.version:
-            original = version_of(reversed_event.program_version)
-        _reverse(reversed_event, original, state, event, effects, scratch)
+        _reverse(reversed_event, original or program, state, event, effects, scratch)
         effects.refunded = reversed_event.refunded + event.share
     undone_count = len(effects.metrics)
     metric_contributions(program, event, state.teams, activation, effects)

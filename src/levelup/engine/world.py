@@ -1,8 +1,11 @@
 """Runs events through the engine in order, over states held in memory.
 
 The one loop every path shares: live ingestion fills a world with the states
-of a batch's participants (and asks the database about earlier events), replay
+of a batch's participants and the earlier events its reversals name, replay
 and simulation start from an empty world and feed it the whole event log.
+Everything is handed in before the first event (program versions, states,
+earlier events): nothing here reads a database, so a batch cannot see
+anything a lone event would not.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class World:
         reversed_earlier: Callable[[str], str | None] | None = None,
         today: dt.date | None = None,
     ) -> None:
-        self.version_of = version_of
+        self.version_of = version_of  # a lookup in versions loaded beforehand, never a query
         self.today = today  # the local day tiers are reviewed on (live ingestion); None: tiers are not reviewed
         self.states = states if states is not None else {}
         self._find_earlier = find_earlier or (lambda _id: None)
@@ -100,7 +103,8 @@ class World:
         self._last_seq = max(self._last_seq, event.seq)
         target = self._reversal_target(event) if event.reverses else None
         state = self.state(event.participant)
-        effects = score(program, state, event, target, self.version_of, self.today)
+        original = self.version_of(target.program_version) if target is not None else None
+        effects = score(program, state, event, target, original, self.today)
         apply_effects(state, effects, track_metrics=bool(program.metric_grains or program.ranges))
         if target is not None:
             self.refunded[target.event.id] = target.refunded + event.share

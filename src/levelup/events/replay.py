@@ -19,10 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
 
-from levelup.engine.model import WHOLE, Effects, Event
+from levelup.engine.model import Effects
 from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
-from levelup.events.ingest import Writes, aggregate, write_projections
+from levelup.events.plan import Rows, plan_rows
+from levelup.events.store import event_from_row, write_projections
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
@@ -58,7 +59,13 @@ def recompute(
     runtime: Runtime, connection: Connection, program: programs.ProgramRecord, progress: Progress | None = None
 ) -> tuple[list[Effects], dict[str, int], dict[str, int]]:
     """The effects of every stored event, recomputed by the engine; with participant and event ids."""
-    world = World(lambda version: runtime.programs.compiled(connection, program, version))
+    versions = {
+        v: runtime.programs.compiled(connection, program, v)
+        for v in connection.execute(
+            select(t.program_versions.c.version).where(t.program_versions.c.program_id == program.id)
+        ).scalars()
+    }
+    world = World(versions.__getitem__)
     names = {
         r.external_id: r
         for r in connection.execute(
@@ -76,17 +83,8 @@ def recompute(
             state.attributes = names[row.external_id].attributes or {}
         state.teams = tuple(row.teams)
         state.tier, state.status = row.tier, "suspended" if row.suspended else "active"  # as when it was scored
-        event = Event(
-            row.event_id,
-            row.type,
-            row.external_id,
-            row.occurred_at,
-            row.data,
-            row.reverses,
-            row.seq,
-            row.share or WHOLE,
-        )
-        done.append(world.process(event, runtime.programs.compiled(connection, program, row.program_version)))
+        event = event_from_row(row)
+        done.append(world.process(event, versions[row.program_version]))
         seqs[row.event_id] = row.seq
         if progress and len(done) % 1000 == 0:
             progress(1000)
@@ -139,7 +137,7 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
                 select(t.teams.c.external_id, t.teams.c.id).where(t.teams.c.program_id == program.id)
             ).all()
         )
-        writes = aggregate(program.id, done, ids, team_ids, seqs, dt.datetime.now(dt.UTC))
+        writes = plan_rows(program.id, done, ids, team_ids, seqs, dt.datetime.now(dt.UTC))
         stored_ledger = {
             r.idempotency_key: (r.participant_id, r.currency, r.amount)
             for r in connection.execute(
@@ -175,7 +173,7 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
     return report
 
 
-def _compare_mechanics(report: Report, connection: Connection, program_id: int, writes: Writes) -> None:
+def _compare_mechanics(report: Report, connection: Connection, program_id: int, writes: Rows) -> None:
     """Badges held, goals completed and streaks: what replay gives against what is stored."""
     held = {k: row["revoked_by"] is None for k, row in writes.badges.items()}
     held.update((k, False) for k in writes.revocations)
@@ -241,7 +239,7 @@ def _stored_counters(connection: Connection, program_id: int) -> dict[Any, int]:
     return {(r.participant_id, r.rule, r.period): r._mapping["count"] for r in connection.execute(query)}
 
 
-def _rebuild(connection: Connection, program_id: int, writes: Writes, folded: dict[tuple[int, str], Position]) -> None:
+def _rebuild(connection: Connection, program_id: int, writes: Rows, folded: dict[tuple[int, str], Position]) -> None:
     """Write the projections anew from the replay (the ledger itself is never rewritten)."""
     participant_ids = select(t.participants.c.id).where(t.participants.c.program_id == program_id)
     connection.execute(delete(t.metric_totals).where(t.metric_totals.c.program_id == program_id))

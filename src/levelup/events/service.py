@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from levelup.engine.model import Effects, Event, ParticipantState
+from levelup.engine.model import Effects, ParticipantState
 from levelup.engine.scoring import activation_for, metric_contributions
 from levelup.errors import NotFound
+from levelup.events.store import event_from_row
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
@@ -49,7 +50,7 @@ def explain_event(
         )
     ).scalar_one_or_none()
     compiled = version_of(row.program_version)
-    event = Event(row.event_id, row.type, row.external_id, row.occurred_at, row.data, row.reverses, row.seq)
+    event = event_from_row(row)
     contributed = Effects(event, compiled.version, tuple(row.teams))
     state = ParticipantState(row.external_id, teams=tuple(row.teams))
     metric_contributions(compiled, event, tuple(row.teams), activation_for(compiled, state, event), contributed)
