@@ -459,10 +459,10 @@ def test_concurrent_writers_of_one_program_do_not_deadlock(runtime: Runtime) -> 
         assert ranks.total(connection, ranks.Board(record.id, "p", "revenue", "2026-11")) == 24
 
 
-def test_the_migration_registers_and_fills_programs_stored_before_it(db_url: str) -> None:
+def test_the_migration_registers_and_fills_programs_stored_before_it(empty_db_url: str) -> None:
     """A database at revision 0003 with a program and its rows: upgrading to 0004 registers the
     program's plain boards and copies their rows, counted; later writes are kept as usual."""
-    database = Database(db_url)
+    database = Database(empty_db_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
