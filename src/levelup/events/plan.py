@@ -16,6 +16,7 @@ from levelup.engine.model import WHOLE, Effects
 from levelup.engine.positions import PositionDelta
 from levelup.feed.service import FeedItem
 from levelup.ledger.lots import LotMove
+from levelup.ledger.posting import Entry
 from levelup.tiers import service as tier_service
 
 
@@ -23,7 +24,7 @@ from levelup.tiers import service as tier_service
 class Rows:
     """The rows a list of scored events turns into, merged per key: one statement per table."""
 
-    ledger: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[Entry] = field(default_factory=list)
     positions: dict[tuple[int, str], PositionDelta] = field(default_factory=dict)
     totals: dict[tuple[str, str, str, int], float] = field(default_factory=lambda: defaultdict(float))
     samples: dict[tuple[str, str, int, str, str], list[Any]] = field(default_factory=dict)
@@ -60,20 +61,18 @@ def plan_rows(
             if x.moved and x.currency in lot_currencies
         )
         out.ledger.extend(
-            {
-                "program_id": program_id,
-                "participant_id": participant_id,
-                "currency": entry.currency,
-                "amount": entry.amount,
-                "kind": entry.kind,
-                "rule": entry.rule,
-                "rule_version": entry.rule_version,
-                "event_seq": seq,
-                "idempotency_key": f"{seq}:{entry.key}",
-                "explain": entry.explain,
-                "at": entry.at,
-                "created_at": created_at,
-            }
+            Entry(
+                participant_id,
+                entry.currency,
+                entry.amount,
+                entry.kind,
+                f"{seq}:{entry.key}",
+                entry.explain,
+                entry.at,
+                entry.rule,
+                entry.rule_version,
+                seq,
+            )
             for entry in e.ledger
         )
         for currency, delta in e.positions.items():

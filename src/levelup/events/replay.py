@@ -24,6 +24,7 @@ from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
 from levelup.events.plan import Rows, plan_rows
 from levelup.events.store import event_from_row, write_projections
+from levelup.ledger import posting
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
@@ -150,7 +151,7 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
         _compare(
             report,
             "ledger entry",
-            {r["idempotency_key"]: (r["participant_id"], r["currency"], r["amount"]) for r in writes.ledger},
+            {r.key: (r.participant_id, r.currency, r.amount) for r in writes.ledger},
             stored_ledger,
         )
         _compare_metrics(report, dict(writes.totals), _stored_totals(connection, program.id))
@@ -257,7 +258,9 @@ def _rebuild(connection: Connection, program_id: int, writes: Rows, folded: dict
             .group_by(lot.participant_id, lot.currency)
         )
     }  # lots are not a projection of events (redemptions and expiry are not events): they stay as stored
-    writes.positions = {
-        k: PositionDelta(p.available, p.arrears, p.earned, pending.get(k, 0)) for k, p in folded.items()
-    }
+    posting.restore_positions(
+        connection,
+        program_id,
+        {k: PositionDelta(p.available, p.arrears, p.earned, pending.get(k, 0)) for k, p in folded.items()},
+    )
     write_projections(connection, program_id, writes)

@@ -13,11 +13,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
-from levelup.engine.positions import PositionDelta
 from levelup.events.plan import Rows, plan_rows
 from levelup.feed import service as feed
-from levelup.ledger.lots import apply_moves, keeps_lots
-from levelup.ledger.service import move_positions
+from levelup.ledger import posting
+from levelup.ledger.lots import keeps_lots
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
@@ -85,8 +84,8 @@ def earlier_events(
 
 
 def write_projections(connection: Connection, program_id: int, writes: Rows) -> None:
-    """Add the merged deltas to balances, metrics and rule counters."""
-    move_positions(connection, program_id, writes.positions)
+    """Add the merged deltas to metrics and rule counters, and set badges, goals, quests and streaks
+    (balances move with their entries, in :func:`levelup.ledger.posting.post`)."""
     upsert_add(
         connection,
         t.metric_totals,
@@ -240,7 +239,6 @@ def write_effects(
             ).all()
         )
     writes = plan_rows(program_id, done, ids, team_ids, seqs, received_at, lot_currencies, reversed_seqs)
-    bulk_insert(connection, t.ledger_entries, writes.ledger)
     bulk_insert(connection, t.reversals, writes.reversals)
     add_checked(
         connection,
@@ -250,6 +248,5 @@ def write_effects(
         add=["refunded"],
     )
     feed.publish(connection, program_id, writes.feed)
-    for key, pending in apply_moves(connection, program_id, compiled, writes.lots, received_at).items():
-        writes.positions[key] = writes.positions.get(key, PositionDelta()) + PositionDelta(pending=pending)
+    posting.post(connection, program_id, compiled, writes.ledger, writes.positions, now=received_at, lots=writes.lots)
     write_projections(connection, program_id, writes)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select, update
 
+from levelup.engine.positions import PositionDelta
+from levelup.ledger import posting
 from levelup.ledger.lots import mature
-from levelup.ledger.positions import PositionDelta
-from levelup.ledger.service import move_positions
+from levelup.ledger.posting import Entry
 from levelup.participants import repository as participants
 from levelup.programs import service as programs_service
 from levelup.programs.document import duration_seconds
@@ -66,6 +67,7 @@ def expire_lots(
     totals: dict[str, int] = {}
     count = 0
     deltas: dict[tuple[int, str], PositionDelta] = {}
+    entries: list[Entry] = []
     for row in due:
         emptied = connection.execute(
             update(t.lots).where(lot.id == row.id, lot.remaining == row.remaining).values(remaining=0)
@@ -74,27 +76,26 @@ def expire_lots(
             continue  # another worker expired or drew it meanwhile
         count += 1
         amount = int(row.remaining)
-        connection.execute(
-            t.ledger_entries.insert().values(
-                program_id=program_id,
-                participant_id=row.participant_id,
-                currency=row.currency,
-                amount=-amount,
-                kind="expiry",
+        lapsed = row.expires_at is not None and row.expires_at <= now
+        entries.append(
+            Entry(
+                row.participant_id,
+                row.currency,
+                -amount,
+                "expiry",
                 # the conditional update above is the guard against expiring twice; the key is only unique
                 # (a lot refunded into after it expired can expire again)
-                idempotency_key=f"expiry:{row.id}:{uuid.uuid4().hex}",
-                explain=f"{amount} {row.currency} earned {row.earned_at:%Y-%m-%d} expired"
-                + ("" if row.expires_at is not None and row.expires_at <= now else " (no activity)"),
-                at=row.expires_at if row.expires_at is not None and row.expires_at <= now else now,
-                created_at=now,
+                f"expiry:{row.id}:{uuid.uuid4().hex}",
+                f"{amount} {row.currency} earned {row.earned_at:%Y-%m-%d} expired"
+                + ("" if lapsed else " (no activity)"),
+                row.expires_at if lapsed else now,
             )
         )
         key = (row.participant_id, row.currency)
         unripe = 0 if row.matured else -amount
         deltas[key] = deltas.get(key, PositionDelta()) + PositionDelta(-amount, pending=unripe)
         totals[row.currency] = totals.get(row.currency, 0) + amount
-    move_positions(connection, program_id, deltas)
+    posting.post(connection, program_id, None, entries, deltas, now=now)
     return count, totals
 
 
@@ -111,7 +112,9 @@ def run(
     done: list[Expired] = []
     for program_id, key in programs:
         with runtime.db.write() as connection:
-            matured = mature(connection, program_id, now)
+            matured, ripened = mature(connection, program_id, now)
+            ripe = {key: PositionDelta(pending=n) for key, n in ripened.items()}
+            posting.post(connection, program_id, None, [], ripe, now=now)
             compiled = runtime.programs.compiled(connection, programs_service.find(connection, key))
         inactivity = {
             c.key: dt.timedelta(seconds=duration_seconds(c.expires_after_inactivity))

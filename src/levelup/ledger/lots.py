@@ -30,9 +30,7 @@ from levelup.engine.positions import EARNING_KINDS
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import duration_seconds
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, bulk_insert
-
-ZERO = {"available": 0, "arrears": 0, "earned": 0}  # a positions row made only to move pending (see add_checked)
+from levelup.storage.sql import bulk_insert
 
 
 @dataclass(frozen=True)
@@ -164,8 +162,9 @@ def restore(connection: Connection, draws: Iterable[tuple[int, int]], amount: in
         amount -= back
 
 
-def mature(connection: Connection, program_id: int, now: dt.datetime) -> int:
-    """Pending lots whose time has come become spendable; returns how many."""
+def mature(connection: Connection, program_id: int, now: dt.datetime) -> tuple[int, dict[tuple[int, str], int]]:
+    """Pending lots whose time has come become spendable: how many, and the change to ``pending`` per
+    (participant, currency), for the caller to post with :func:`levelup.ledger.posting.post`."""
     lot = t.lots.c
     due = connection.execute(
         select(lot.id, lot.participant_id, lot.currency, lot.remaining).where(
@@ -182,18 +181,7 @@ def mature(connection: Connection, program_id: int, now: dt.datetime) -> int:
             done += 1
             key = (row.participant_id, row.currency)
             moved[key] = moved.get(key, 0) - int(row.remaining)
-    add_checked(
-        connection,
-        t.positions,
-        [
-            {"participant_id": p, "currency": c, "program_id": program_id, **ZERO, "pending": n}
-            for (p, c), n in moved.items()
-            if n
-        ],
-        keys=["participant_id", "currency"],
-        add=["pending"],
-    )
-    return done
+    return done, {k: n for k, n in moved.items() if n}
 
 
 def expiring(connection: Connection, participant_id: int, now: dt.datetime) -> list[dict[str, object]]:

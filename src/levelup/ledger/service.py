@@ -1,4 +1,4 @@
-"""Reading the ledger, and the one write path outside events: audited manual adjustments."""
+"""Reading the ledger, bookings outside scoring (prizes, kudos, referrals) and audited manual adjustments."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from sqlalchemy import Connection, select
 
 from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
-from levelup.ledger.lots import LotMove, apply_moves
+from levelup.ledger import posting
+from levelup.ledger.lots import LotMove
+from levelup.ledger.posting import Entry
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
-from levelup.storage.sql import add_checked, bulk_insert
 
 MAX_PAGE = 500
 
@@ -85,10 +86,8 @@ def book(
     now: dt.datetime,
     compiled: CompiledProgram,
 ) -> None:
-    """Append entries and move balances with the same arithmetic as scoring (credits pay arrears first).
-
-    Locks the participants first; the ledger's unique key refuses a second booking of the same key.
-    """
+    """Post entries made outside scoring, moving balances with the same arithmetic as scoring (credits pay
+    arrears first). Locks the participants first; the ledger's unique key refuses a second booking of a key."""
     if not bookings:
         return
     participants.lock(connection, {b.participant_id for b in bookings})
@@ -106,49 +105,8 @@ def book(
         apply(position, delta)
         deltas[(b.participant_id, b.currency)] = deltas.get((b.participant_id, b.currency), PositionDelta()) + delta
         moves.append(LotMove(b.participant_id, b.currency, delta.available, b.kind, b.at, b.key))
-    bulk_insert(
-        connection,
-        t.ledger_entries,
-        [
-            {
-                "program_id": program_id,
-                "participant_id": b.participant_id,
-                "currency": b.currency,
-                "amount": b.amount,
-                "kind": b.kind,
-                "idempotency_key": b.key,
-                "explain": b.explain,
-                "at": b.at,
-                "created_at": now,
-            }
-            for b in bookings
-        ],
-    )
-    for key, pending in apply_moves(connection, program_id, compiled, moves, now).items():
-        deltas[key] = deltas[key] + PositionDelta(pending=pending)
-    move_positions(connection, program_id, deltas)
-
-
-def move_positions(connection: Connection, program_id: int, deltas: dict[tuple[int, str], PositionDelta]) -> None:
-    """Apply merged position deltas, keyed (participant id, currency); CHECK constraints judge the result."""
-    add_checked(
-        connection,
-        t.positions,
-        [
-            {
-                "participant_id": p,
-                "currency": c,
-                "program_id": program_id,
-                "available": d.available,
-                "arrears": d.arrears,
-                "earned": d.earned,
-                "pending": d.pending,
-            }
-            for (p, c), d in deltas.items()
-        ],
-        keys=["participant_id", "currency"],
-        add=["available", "arrears", "earned", "pending"],
-    )
+    entries = [Entry(b.participant_id, b.currency, b.amount, b.kind, b.key, b.explain, b.at) for b in bookings]
+    posting.post(connection, program_id, compiled, entries, deltas, now=now, lots=moves)
 
 
 def adjust(

@@ -30,8 +30,9 @@ from levelup.engine.levels import level_of
 from levelup.engine.positions import PositionDelta
 from levelup.engine.tiers import index_of
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
+from levelup.ledger import posting
 from levelup.ledger.lots import draw, restore
-from levelup.ledger.service import move_positions
+from levelup.ledger.posting import Entry
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
 from levelup.participants.service import level_value
@@ -267,24 +268,12 @@ def _move(
     """The ledger entry and the balance move of a redemption (it spends what is there, never into arrears)
     or of its refund (which pays ``paid_arrears`` off first)."""
     delta = PositionDelta(available=amount - paid_arrears, arrears=-paid_arrears)
+    entry = Entry(participant_id, currency, amount, kind, f"{kind}:{redemption_id}", explain, now)
     try:
         with connection.begin_nested():
-            move_positions(connection, program_id, {(participant_id, currency): delta})
+            posting.post(connection, program_id, None, [entry], {(participant_id, currency): delta}, now=now)
     except IntegrityError:
         raise Conflict(f"insufficient balance for {-amount} {currency}", code="insufficient_balance") from None
-    connection.execute(
-        t.ledger_entries.insert().values(
-            program_id=program_id,
-            participant_id=participant_id,
-            currency=currency,
-            amount=amount,
-            kind=kind,
-            idempotency_key=f"{kind}:{redemption_id}",
-            explain=explain,
-            at=now,
-            created_at=now,
-        )
-    )
 
 
 def _find(connection: Connection, program: ProgramRecord, redemption_id: int) -> Any:
