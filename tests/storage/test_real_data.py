@@ -25,7 +25,7 @@ from levelup.demo import sales
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
 from levelup.leaderboards.service import leaderboard
-from levelup.participants.service import profile
+from levelup.participants.profile import profile
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from tests.conftest import SHARED_DATA, fresh_database

@@ -35,7 +35,7 @@ from levelup.ledger.lots import draw, restore
 from levelup.ledger.posting import Entry
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
-from levelup.participants.service import level_value
+from levelup.participants.profile import level_value
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Reward
 from levelup.programs.service import ProgramRecord

@@ -1,19 +1,44 @@
-"""POST events (one or a batch) and GET an event with everything it caused."""
+"""POST events (one or a batch) and GET an event with everything it caused.
+
+POSTs go through the process's group commit (:mod:`levelup.events.group_commit`): concurrent
+requests to a program share one transaction, each answered once it committed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from levelup.api.deps import IngestAccess, ReadAccess, read_body
 from levelup.errors import FieldError, Invalid, TooLarge
-from levelup.events.ingest import ingest
+from levelup.events.group_commit import Overloaded, group_commit
 from levelup.events.schema import MAX_BATCH
-from levelup.events.service import explain_event
+from levelup.events.explain import explain_event
 
-router = APIRouter(tags=["events"])
+
+@asynccontextmanager
+async def _finish_groups(app: FastAPI) -> AsyncIterator[None]:
+    """On shutdown, answer every request still waiting for its group before the loop goes away."""
+    yield
+    current = getattr(app.state, "group_commit", None)
+    if current is not None and current.loop is asyncio.get_running_loop():
+        await current.close()
+
+
+router = APIRouter(tags=["events"], lifespan=_finish_groups)
+
+OVERLOADED: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Too many events waiting to be ingested, or the server is stopping: nothing was "
+        "ingested; retry after the `Retry-After` seconds.",
+        "content": {"application/problem+json": {}},
+    }
+}
 
 EVENT_BODY = {
     "requestBody": {
@@ -42,22 +67,29 @@ EVENT_BODY = {
 }
 
 
-@router.post("/programs/{program}/events", openapi_extra=EVENT_BODY)
-async def post_events(access: IngestAccess, request: Request) -> dict[str, Any]:
-    """One event (200, 409 for a conflicting id, 422 if invalid) or ``{"events": [...]}`` (200, one result each)."""
+@router.post(
+    "/programs/{program}/events", openapi_extra=EVENT_BODY, response_model=dict[str, Any], responses=OVERLOADED
+)
+async def post_events(access: IngestAccess, request: Request) -> dict[str, Any] | JSONResponse:
+    """One event (200, 409 for a conflicting id, 422 if invalid) or ``{"events": [...]}`` (200, one result each);
+    503 with ``Retry-After`` when too much is waiting."""
     body = await read_body(request)
-    if isinstance(body, dict) and set(body) == {"events"}:
-        batch = body["events"]
-        if not isinstance(batch, list):
-            raise Invalid("events must be a list", errors=[FieldError("events", "expected a list")])
-        if len(batch) > MAX_BATCH:
-            raise TooLarge(f"at most {MAX_BATCH} events a batch", errors=[FieldError("events", f"{len(batch)} events")])
-        outcomes = await run_in_threadpool(ingest, access.runtime, access.key, batch)
+    single = not (isinstance(body, dict) and set(body) == {"events"})
+    events = [body] if single else body["events"]
+    if not isinstance(events, list):
+        raise Invalid("events must be a list", errors=[FieldError("events", "expected a list")])
+    if len(events) > MAX_BATCH:
+        raise TooLarge(f"at most {MAX_BATCH} events a batch", errors=[FieldError("events", f"{len(events)} events")])
+    try:
+        outcomes = await group_commit(request.app.state).submit(access.key, events)
+    except Overloaded as exc:
+        retry = {"Retry-After": str(exc.extra["retry_after"])}
+        return JSONResponse(exc.problem(), exc.status, headers=retry, media_type="application/problem+json")
+    if not single:
         return {"results": [o.as_dict() for o in outcomes]}
-    outcome = (await run_in_threadpool(ingest, access.runtime, access.key, [body]))[0]
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.as_dict()
+    if outcomes[0].error is not None:
+        raise outcomes[0].error
+    return outcomes[0].as_dict()
 
 
 @router.get("/programs/{program}/events/{event_id}")
