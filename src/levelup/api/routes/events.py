@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 
 from levelup.api.deps import IngestAccess, ReadAccess, read_body
 from levelup.errors import FieldError, Invalid, TooLarge
+from levelup.events.explain import explain_event
 from levelup.events.group_commit import Overloaded, group_commit
 from levelup.events.schema import MAX_BATCH
-from levelup.events.explain import explain_event
 
 
 @asynccontextmanager
