@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -40,24 +40,23 @@ class Server:
     """A ``levelup serve`` child process in a session of its own (its workers included)."""
 
     def __init__(
-        self, database: str, workers: int, admin_key: str, log_path: Path, env: Mapping[str, str] | None = None
+        self,
+        database: str,
+        workers: int,
+        admin_key: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        command: Sequence[str] | None = None,
     ) -> None:
+        """``command``: another server to start instead (``--host 127.0.0.1 --port <free>`` are appended)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = [
-            *levelup_command(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-            "--database",
-            database,
-        ]
+        if command is None:
+            command = [*levelup_command(), "serve", "--workers", str(workers), "--database", database]
+        command = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
         environment = {**os.environ, **(env or {}), "LEVELUP_ADMIN_KEY": admin_key, "LEVELUP_DATABASE_URL": database}
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=environment, start_new_session=True

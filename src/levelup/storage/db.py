@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.pool import NullPool
 
 DEFAULT_URL = "sqlite:///levelup.db"
@@ -103,14 +104,38 @@ class Database:
             yield connection
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent), then refresh the planner's statistics
+        if a migration ran (:func:`analyze`)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.connect() as connection:
             connection.execution_options(levelup_write=True)
             config.attributes["connection"] = connection
+            before = MigrationContext.configure(connection).get_current_heads()
             command.upgrade(config, "head")
+            if MigrationContext.configure(connection).get_current_heads() != before:
+                analyze(connection)
             connection.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def analyze(connection: Connection) -> None:
+    """Refresh the PostgreSQL planner's statistics of the current schema's tables; call it after a bulk
+    load (an import, the demo) and it runs after migrations. Autovacuum may be off, or not have caught up.
+
+    Levelup's hot-path queries are written so their plans do not depend on statistics (see
+    :func:`levelup.storage.sql.fetch_by_keys`); fresh ones still help the rest (reports, ad-hoc SQL). Runs inside
+    the caller's transaction, and blocks no reader or writer. On SQLite it does nothing: its planner
+    uses the indexes without statistics, and ``sqlite_stat1`` is never refreshed by itself, so figures
+    written once would mislead it as the tables grow.
+    """
+    if connection.dialect.name == "sqlite":
+        return
+    tables = connection.execute(
+        text("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+    ).scalars()
+    names = ", ".join(tables)
+    if names:
+        connection.exec_driver_sql(f"ANALYZE {names}")

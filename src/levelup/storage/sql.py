@@ -180,6 +180,14 @@ def fetch_by_keys(
     The wanted keys are joined as a VALUES list, so the database looks each one up
     (an ``IN`` per column would let it scan the cross product) and nothing is compiled
     per call. Values come back converted as SQLAlchemy would (JSON, aware datetimes).
+
+    On PostgreSQL the lookup is a LATERAL subquery with ``OFFSET 0``, which the planner may
+    not flatten into a join: it must run the subquery once a key, with every key column
+    known, so its only sensible plan is a seek on the key's index. Flattened, the plan
+    depended on statistics: without them (autovacuum off, no ANALYZE yet) the planner
+    guessed that the ``fixed`` columns alone match a couple of rows and read the whole
+    program's rows through the index once, for 8 keys or more (0.1 ms became 200 ms at
+    200,000 events; ``tests/storage/test_plans_without_statistics.py``).
     """
     if not values:
         return []
@@ -202,10 +210,10 @@ def fetch_by_keys(
         rows = ", ".join(["(" + ", ".join([mark] * len(keys)) + ")"] * len(part))
         if dialect.name == "sqlite":  # SQLite loops over the VALUES and looks each up
             sql = f"WITH w ({names}) AS (VALUES {rows}) SELECT {wanted} FROM w JOIN {table.name} t ON {on}"
-        else:  # PostgreSQL would hash-join a scan of the table; LATERAL makes it one index lookup a key
+        else:  # PostgreSQL: one index lookup a key, see the docstring
             sql = (
                 f"WITH w ({names}) AS (VALUES {rows}) SELECT {outer} FROM w CROSS JOIN LATERAL "
-                f"(SELECT {wanted} FROM {table.name} t WHERE {on}) x"
+                f"(SELECT {wanted} FROM {table.name} t WHERE {on} OFFSET 0) x"
             )
         params = tuple(v for row in part for v in row) + tuple(fixed.values())
         for raw in connection.exec_driver_sql(sql, params):
