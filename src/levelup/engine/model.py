@@ -78,6 +78,8 @@ class ParticipantState:
     # standing; None when the shell tracks no tiers (replay sets ``tier`` from what each event recorded)
     tier_value: float | None = None
     tier_standing: TierStanding | None = None
+    referral: ReferralState | None = None  # the referral that brought this participant, if any
+    bought: bool = False  # made a qualifying event of the referral program before (an existing customer)
     badges: set[tuple[str, str, str]] = field(default_factory=set)  # (badge, grade, period) held now
     # (challenge, period) completed → the reward paid for it
     completions: dict[tuple[str, str], tuple[tuple[str, int], ...]] = field(default_factory=dict)
@@ -183,6 +185,21 @@ class TierReview(NamedTuple):
     change: TierChange | None
 
 
+class ReferralState(NamedTuple):
+    """The referral that brought a participant (the friend), as the engine follows it."""
+
+    status: str  # waiting | qualified | paid | void
+    referrer: str  # external id
+    referral_event: str
+    qualifying_event: str | None = None
+    pay_after: dt.datetime | None = None
+
+
+class ReferralChange(NamedTuple):
+    referral: ReferralState  # after the event
+    made: bool = False  # the referral was made by this event (else an existing one moved)
+
+
 class LevelChange(NamedTuple):
     before: str
     after: str
@@ -217,6 +234,8 @@ class Effects:
     quests: list[QuestChange] = field(default_factory=list)
     level: LevelChange | None = None
     tier_review: TierReview | None = None
+    referral: ReferralChange | None = None
+    qualifies: bool = False  # an event of the referral program's qualifying type: the participant is a customer
 
     def awards(self) -> list[dict[str, Any]]:
         """The response's ``awards``: what this event earned by rule."""
@@ -230,6 +249,9 @@ def apply_effects(state: ParticipantState, effects: Effects, *, track_metrics: b
     """
     for currency, delta in effects.positions.items():
         apply(state.position(currency), delta)
+    if effects.referral is not None:
+        state.referral = effects.referral.referral
+    state.bought = state.bought or effects.qualifies
     if effects.tier_review is not None:
         state.tier_value, state.tier_standing = effects.tier_review.value, effects.tier_review.standing
         state.tier = state.tier_standing.tier

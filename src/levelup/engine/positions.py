@@ -8,7 +8,10 @@ first. Nothing is silently lost and no balance is ever secretly negative.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+
+from levelup.programs.document import Currency, duration_seconds
 
 # Entries that count toward what was earned (levels climb on it). Reversals only
 # ever undo earning entries, so they count too; spending (redemptions) does not.
@@ -58,3 +61,12 @@ def apply(position: Position, delta: PositionDelta) -> None:
     position.arrears += delta.arrears
     position.earned += delta.earned
     position.pending += delta.pending
+
+
+def lot_dates(currency: Currency, kind: str, at: dt.datetime) -> tuple[dt.datetime, dt.datetime | None]:
+    """When a credit of ``currency`` booked at ``at`` becomes spendable (after the currency's ``pending`` period,
+    for what is earned) and when it expires (``expires_after``; None: never)."""
+    pending = duration_seconds(currency.pending) if currency.pending and kind in EARNING_KINDS else 0
+    available_at = at + dt.timedelta(seconds=pending) if pending else at
+    expires_at = at + dt.timedelta(seconds=duration_seconds(currency.expires_after)) if currency.expires_after else None
+    return available_at, expires_at

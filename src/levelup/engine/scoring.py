@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from levelup.engine import badges, goals, quests, streaks
+from levelup.engine import badges, goals, quests, referrals, streaks
 from levelup.engine.levels import level_of
 from levelup.engine.model import (
     WHOLE,
@@ -33,7 +33,6 @@ from levelup.engine.model import (
 )
 from levelup.engine.positions import Position, PositionDelta, move
 from levelup.engine.tiers import counts_in_window, rerate
-from levelup.errors import FieldError, Invalid
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
 from levelup.rules.expressions import Activation, condition_holds, whole_amount
@@ -206,19 +205,6 @@ def _apply_rules(
                 effects.counters.append(CounterDelta(rule.key, periods[GRAINS.index(grain)], 1, last))
 
 
-def _check_referral(program: CompiledProgram, event: Event) -> None:
-    """A referral names someone else: referring oneself is refused with the event (422), changing nothing."""
-    referrals = program.doc.referrals
-    if referrals is None or event.type != referrals.event or event.reverses:
-        return
-    path = f"data.{referrals.referrer}"
-    referrer = event.data.get(referrals.referrer)
-    if not isinstance(referrer, str) or not referrer or len(referrer) > 200:
-        raise Invalid("a referral names its referrer", errors=[FieldError(path, "the referrer's participant id")])
-    if referrer == event.participant:
-        raise Invalid("self-referral", errors=[FieldError(path, "a participant cannot refer themselves")])
-
-
 def velocity_key(currency: str) -> str:
     """The rule-counter row that holds how much of ``currency`` rules credited in a period."""
     return f"velocity:{currency}"
@@ -327,7 +313,7 @@ def score(
     """Everything one event causes for its participant. ``original`` is the version a reversed event was
     scored with (default: ``program``); ``today`` (the local date the batch is received) is the day tier
     windows are judged on (None: tiers are not reviewed)."""
-    _check_referral(program, event)
+    referrals.check(program.doc.referrals, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)
@@ -341,6 +327,9 @@ def score(
         _mechanics(program, state, event, reversed_event, activation, effects, scratch, undone_count)
     if today is not None:
         _review_tier(program, state, effects, today)
+    if program.doc.referrals is not None:
+        effects.referral = referrals.progress(program.doc.referrals, state, event, effects.refunded)
+        effects.qualifies = event.type == program.doc.referrals.qualify
     return effects
 
 

@@ -165,6 +165,7 @@ def _score_and_write(
         mechanics=compiled.has_mechanics,
     )
 
+    referrals.load(connection, program.id, compiled, ids, loaded.states)
     tiers_held = tier_service.held(connection, program.id, compiled, ids.values(), received_at)
     for held in tiers_held.values():
         state = loaded.states[held.external_id]
@@ -196,7 +197,7 @@ def _score_and_write(
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
         store.write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
-        referrals.record(connection, program.id, compiled, done, ids, received_at)
+        referrals.write(connection, program.id, compiled, done, ids, received_at)
         reviews: dict[int, tuple[tier_service.Held, TierStanding, bool]] = {}
         for e in done:
             if e.tier_review is not None:

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, select, update
 
-from levelup.engine.positions import EARNING_KINDS
+from levelup.engine.positions import lot_dates
 from levelup.programs.compiled import CompiledProgram
-from levelup.programs.document import duration_seconds
 from levelup.storage import tables as t
 from levelup.storage.sql import bulk_insert
 
@@ -60,12 +59,7 @@ def keeps_lots(compiled: CompiledProgram, currency: str) -> bool:
 
 
 def _lot_row(program_id: int, compiled: CompiledProgram, move: LotMove, now: dt.datetime) -> dict[str, object]:
-    currency = compiled.currencies[move.currency]
-    pending_s = duration_seconds(currency.pending) if currency.pending and move.kind in EARNING_KINDS else 0
-    available_at = move.at + dt.timedelta(seconds=pending_s) if pending_s else move.at
-    expires_at = (
-        move.at + dt.timedelta(seconds=duration_seconds(currency.expires_after)) if currency.expires_after else None
-    )
+    available_at, expires_at = lot_dates(compiled.currencies[move.currency], move.kind, move.at)
     return {
         "program_id": program_id,
         "participant_id": move.participant_id,
@@ -75,7 +69,7 @@ def _lot_row(program_id: int, compiled: CompiledProgram, move: LotMove, now: dt.
         "earned_at": move.at,
         "available_at": available_at,
         "expires_at": expires_at,
-        "matured": not pending_s or available_at <= now,
+        "matured": available_at == move.at or available_at <= now,  # no pending period: spendable at once
         "event_seq": move.event_seq,
         "source_key": move.key,
     }

@@ -1,96 +1,104 @@
-"""Refer-a-friend that cannot be farmed.
+"""Refer-a-friend that cannot be farmed: the shell around :mod:`levelup.engine.referrals`.
 
-How the events express it (program ``referrals:``):
-
-1. ``referral.made`` for the *friend* (the referred participant), ``data.referrer`` naming who
-   referred them. Referring oneself is refused with the event (422). One referral per friend:
-   the first one stands. A friend who already made a qualifying event is an existing customer:
-   the referral is recorded as ``void``.
-2. The friend's first ``purchase.completed`` (``qualify``) makes the referral ``qualified``,
-   payable ``hold`` (default 30 days) after that purchase's event time.
-3. If that purchase is fully refunded (a reversal) before the referral is paid, the referral
-   goes back to ``waiting`` for the friend's next purchase.
-4. The referrals job (run with the other periodic jobs, and by ``levelup expire``) pays the
-   referrer the constant ``award`` (ledger kind ``referral``) once ``pay_after`` has passed,
-   once per friend (the idempotency key names the friend). A suspended referrer is paid when
-   reactivated.
-
-All of it runs in the ingestion transaction or the job's, after the participants are locked.
+How the events express it (program ``referrals:``) is decided by the engine, in
+the stream: a referral is made for the friend (the first one stands; ``void`` for
+an existing customer), qualified by the friend's first qualifying event, and put
+back to waiting when that event is fully refunded. Here: loading what the engine
+needs for a batch, writing the changes it returns, and the referrals job that pays
+the referrer the constant ``award`` (ledger kind ``referral``) once ``pay_after``
+has passed, once per friend (the idempotency key names the friend). A suspended
+referrer is paid when reactivated.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, select, update
 
-from levelup.engine.model import WHOLE, Effects
+from levelup.engine.model import Effects, ParticipantState, ReferralState
 from levelup.ledger.service import Booking, book
 from levelup.participants import repository as participants
 from levelup.programs import service as programs_service
 from levelup.programs.compiled import CompiledProgram
-from levelup.programs.document import duration_seconds
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import insert_ignore
 
 
-def record(
+def load(
     connection: Connection,
     program_id: int,
     compiled: CompiledProgram,
-    done: Sequence[Effects],
-    ids: dict[str, int],
+    ids: Mapping[str, int],
+    states: Mapping[str, ParticipantState],
+) -> None:
+    """Give the engine each participant's referral and whether they are already a customer."""
+    referrals = compiled.doc.referrals
+    if referrals is None or not ids:
+        return
+    by_id = {v: k for k, v in ids.items()}
+    r, p = t.referrals.c, t.participants.c
+    for row in connection.execute(
+        select(r.referred_id, r.status, p.external_id, r.referral_event, r.qualifying_event, r.pay_after)
+        .join(t.participants, p.id == r.referrer_id)
+        .where(r.referred_id.in_(list(by_id)))
+    ):
+        states[by_id[row.referred_id]].referral = ReferralState(
+            row.status, row.external_id, row.referral_event, row.qualifying_event, row.pay_after
+        )
+    e = t.events.c
+    for pid in connection.execute(
+        select(e.participant_id)
+        .where(e.program_id == program_id, e.participant_id.in_(list(by_id)), e.type == referrals.qualify)
+        .distinct()
+    ).scalars():
+        states[by_id[pid]].bought = True
+
+
+def write(
+    connection: Connection,
+    program_id: int,
+    compiled: CompiledProgram,
+    scored: Sequence[Effects],
+    ids: Mapping[str, int],
     now: dt.datetime,
 ) -> None:
-    """Follow the referral lifecycle through a batch of scored events (in order)."""
+    """Store the referral changes of a scored batch, in order; every referrer named is a participant
+    (created on first sight, like anyone an event names, even when their referral does not stand)."""
     referrals = compiled.doc.referrals
     if referrals is None:
         return
-    hold = dt.timedelta(seconds=duration_seconds(referrals.hold))
+    named = [
+        str(e.event.data[referrals.referrer])
+        for e in scored
+        if e.event.type == referrals.event and not e.event.reverses
+    ]
+    referrers = participants.ensure(connection, program_id, named)[0] if named else {}
+    changes = [(ids[e.event.participant], e.referral) for e in scored if e.referral is not None]
     r = t.referrals.c
-    for e in done:
-        event = e.event
-        friend = ids[event.participant]
-        if event.type == referrals.event and not event.reverses:
-            referrer_name = str(event.data[referrals.referrer])
-            referrer = participants.ensure(connection, program_id, [referrer_name])[0][referrer_name]
-            bought = connection.execute(
-                select(t.events.c.seq)
-                .where(
-                    t.events.c.program_id == program_id,
-                    t.events.c.participant_id == friend,
-                    t.events.c.type == referrals.qualify,
-                    t.events.c.seq < event.seq,
+    for friend, change in changes:
+        referral = change.referral
+        if change.made:
+            row = {
+                "referred_id": friend,
+                "program_id": program_id,
+                "referrer_id": referrers[referral.referrer],
+                "status": referral.status,
+                "referral_event": referral.referral_event,
+                "created_at": now,
+            }
+            insert_ignore(connection, t.referrals, [row])
+        else:
+            # guarded by the status it moves from, so the job paying it meanwhile is never undone
+            prior = "waiting" if referral.status == "qualified" else "qualified"
+            connection.execute(
+                update(t.referrals)
+                .where(r.referred_id == friend, r.status == prior)
+                .values(
+                    status=referral.status, qualifying_event=referral.qualifying_event, pay_after=referral.pay_after
                 )
-                .limit(1)
-            ).first()
-            insert_ignore(
-                connection,
-                t.referrals,
-                [
-                    {
-                        "referred_id": friend,
-                        "program_id": program_id,
-                        "referrer_id": referrer,
-                        "status": "void" if bought else "waiting",
-                        "referral_event": event.id,
-                        "created_at": now,
-                    }
-                ],
-            )
-        elif event.type == referrals.qualify and not event.reverses:
-            connection.execute(
-                update(t.referrals)
-                .where(r.referred_id == friend, r.status == "waiting")
-                .values(status="qualified", qualifying_event=event.id, pay_after=event.occurred_at + hold)
-            )
-        elif event.reverses and e.refunded == WHOLE:
-            connection.execute(
-                update(t.referrals)
-                .where(r.referred_id == friend, r.status == "qualified", r.qualifying_event == event.reverses)
-                .values(status="waiting", qualifying_event=None, pay_after=None)
             )
 
 
