@@ -20,3 +20,12 @@ def level_of(levels: Levels, value: float) -> dict[str, Any]:
         "value": value,
         "next_at": following.at if following else None,
     }
+
+
+def level_name(levels: Levels, value: float) -> str:
+    """Just the name of the level reached at ``value`` (the engine asks twice an event)."""
+    name = levels.steps[0].name
+    for step in levels.steps:
+        if value >= step.at:
+            name = step.name
+    return name

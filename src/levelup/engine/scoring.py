@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
-from levelup.engine.levels import level_of
+from levelup.engine.levels import level_name
 from levelup.engine.model import (
     WHOLE,
     Completion,
@@ -424,8 +424,9 @@ def _mechanics(
     days = [day]
     if reversed_event is not None:
         days.append(local_date(reversed_event.event.occurred_at, program.timezone))
-    completions = dict(state.completions)
-    progress = dict(state.quests)
+    # the state's own dicts, copied on the first change only (most events change none of them)
+    completions = state.completions
+    progress = state.quests
     undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
     for m in effects.metrics[:undone_count]:
         if m.team is None:
@@ -448,6 +449,7 @@ def _mechanics(
             reversed_event.event.seq if reversed_event is not None else None,
         ):
             effects.quests.append(change)
+            progress = progress if progress is not state.quests else dict(progress)
             progress[(change.challenge, change.period)] = change.baselines
             paid = completions.get((change.challenge, change.period))
             steps_done, steps = len(change.baselines) - 1, len(program.challenges[change.challenge].steps or ())
@@ -460,16 +462,18 @@ def _mechanics(
         for goal in done:
             settled = _settle_goal(program, goal, event, activation, effects, scratch, paying=state.status == "active")
             effects.completions.append(settled)
+            completions = completions if completions is not state.completions else dict(completions)
             if settled.completed:
                 completions[(settled.challenge, settled.period)] = settled.reward
             else:
                 completions.pop((settled.challenge, settled.period), None)
-    held = set(state.badges)
+    held = state.badges
     for when in dict.fromkeys(days):
         for badge in badges.evaluate(
             program.doc.badges, held, when, after, touched, may_revoke=reversed_event is not None
         ):
             effects.badges.append(badge)
+            held = held if held is not state.badges else set(held)
             (held.add if badge.granted else held.discard)((badge.badge, badge.grade, badge.period))
     for streak in program.doc.streaks:
         if streak.metric not in touched:
@@ -496,6 +500,6 @@ def _mechanics(
             was = state.metrics.get((levels.metric, "all"), 0.0)
             now = after(levels.metric, "all")
         if was != now:
-            before_name, after_name = level_of(levels, was)["name"], level_of(levels, now)["name"]
+            before_name, after_name = level_name(levels, was), level_name(levels, now)
             if before_name != after_name:
                 effects.level = LevelChange(before_name, after_name, now > was)
