@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
+from levelup.api.responses import Out
 from levelup.api.routes import (
     challenges,
     events,
@@ -31,6 +32,12 @@ from levelup.jobs import registry as jobs
 from levelup.runtime import Runtime
 
 PROBLEM = "application/problem+json"
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
 logger = logging.getLogger("levelup")
 
 
@@ -95,11 +102,11 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
         )
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    def healthz() -> Health:
         """Liveness: the process answers and the database too."""
         with runtime.db.read() as connection:
             connection.exec_driver_sql("SELECT 1")
-        return {"status": "ok"}
+        return Health(status="ok")
 
     for module in (programs, events, participants, leaderboards, challenges, stream, kudos, rewards, keys):
         app.include_router(module.router, prefix="/api/v1")

@@ -2,33 +2,84 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import Field
 
 from levelup.api.deps import AdminAccess, ReadAccess
+from levelup.api.responses import Out, as_is
 from levelup.challenges.launch import launch
 from levelup.challenges.service import list_challenges
+from levelup.programs.document import Challenge
 
 router = APIRouter(tags=["challenges"])
 
 
-@router.get("/programs/{program}/challenges")
-def get_challenges(access: ReadAccess, participant: str | None = None) -> dict[str, Any]:
+class Standing(Out):
+    """A place in a competition or team goal: ``value`` so far, or for a race the time it was reached."""
+
+    rank: int
+    id: str
+    name: str | None
+    value: float | None = None
+    reached_at: dt.datetime | None = None
+
+
+class YourProgress(Out):
+    """The participant's progress: on a goal (``progress``, ``target``), or on a quest's current step
+    (``step`` of ``of``, with ``name``, ``metric``, ``progress`` and ``target`` until it is completed)."""
+
+    step: int | None = None
+    of: int | None = None
+    name: str | None = None
+    metric: str | None = None
+    progress: float | None = None
+    target: float | None = None
+    completed: bool
+
+
+class ChallengeStatus(Challenge):
+    """The challenge as the program defines it, with where it stands."""
+
+    status: Literal["upcoming", "active", "ended"]
+    period: str = Field(description="the current period, or a one-off challenge's own range")
+    completions: int | None = Field(default=None, description="individual goals: completions in the period")
+    standings: list[Standing] | None = Field(default=None, description="competitions and team goals: the top 10")
+    you: YourProgress | None = Field(default=None, description="with ?participant=")
+
+
+class ChallengeList(Out):
+    program: str
+    today: str = Field(description="in the program's time zone")
+    challenges: list[ChallengeStatus]
+
+
+class Launched(Out):
+    program: str
+    version: int = Field(description="the new version, with the challenge no longer a draft")
+    challenge: str
+    paid: int = Field(description="participants paid for completions of the current period")
+
+
+@router.get("/programs/{program}/challenges", response_model=ChallengeList)
+def get_challenges(access: ReadAccess, participant: str | None = None) -> Response:
     """Every challenge with its status (upcoming, active, ended), current period and progress;
     ``?participant=`` adds that participant's progress. Drafts are shown to admin keys only."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return list_challenges(
+        listed = list_challenges(
             connection,
             record,
             access.compiled(connection, record),
             participant=participant,
             include_drafts=access.principal.can("admin", access.key),
         )
+    return as_is(ChallengeList, listed)
 
 
-@router.post("/programs/{program}/challenges/{challenge}/launch")
+@router.post("/programs/{program}/challenges/{challenge}/launch", response_model=Launched)
 def launch_challenge(access: AdminAccess, challenge: str) -> dict[str, Any]:
     """Take a draft live: a new program version, and the draft's completions of the current period paid."""
     with access.runtime.db.write() as connection:

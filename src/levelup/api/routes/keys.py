@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from levelup.api.deps import PrincipalDep, RuntimeDep
+from levelup.api.responses import Out
 from levelup.keys import service as keys
 
 router = APIRouter(tags=["keys"])
@@ -20,7 +21,14 @@ class KeyIn(BaseModel):
     note: str | None = Field(default=None, max_length=200)
 
 
-@router.post("/keys", status_code=201)
+class KeyCreated(Out):
+    id: str
+    key: str = Field(description="the secret, shown this once")
+    role: Literal["admin", "ingest", "read"]
+    programs: list[str]
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
 def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     with runtime.db.write() as connection:
         key_id, secret = keys.create(
@@ -29,7 +37,7 @@ def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dic
     return {"id": key_id, "key": secret, "role": body.role, "programs": sorted(set(body.programs))}
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204, response_class=Response, responses={204: {"description": "revoked"}})
 def revoke_key(key_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     with runtime.db.write() as connection:
         keys.revoke(connection, key_id, by=principal)

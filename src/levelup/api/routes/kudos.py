@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from levelup.api.deps import IngestAccess
+from levelup.api.responses import Out
 from levelup.kudos.service import give
 
 router = APIRouter(tags=["kudos"])
@@ -22,7 +23,14 @@ class KudosIn(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
-@router.post("/programs/{program}/kudos", status_code=201)
+class KudosGiven(Out):
+    id: int
+    status: Literal["accepted", "duplicate"]
+    period: str | None = Field(default=None, description="the budget period (absent for a duplicate)")
+    budget_left: int | None = Field(default=None, description="what the giver has left (absent for a duplicate)")
+
+
+@router.post("/programs/{program}/kudos", status_code=201, response_model=KudosGiven, response_model_exclude_unset=True)
 def post_kudos(access: IngestAccess, body: KudosIn) -> dict[str, Any]:
     """``{from, to, amount, message}``: 409 ``kudos_budget`` past the giver's budget, 422 to oneself."""
     with access.runtime.db.write() as connection:

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import Field
 
 from levelup.api.deps import ReadAccess
+from levelup.api.responses import Out, as_is
 from levelup.leaderboards.service import leaderboard
 
 router = APIRouter(tags=["leaderboards"])
 
 
-@router.get("/programs/{program}/leaderboards/{key}")
+class BoardEntry(Out):
+    rank: int = Field(description="ties share a rank (1, 2, 2, 4)")
+    id: str = Field(description="the participant or team")
+    name: str | None
+    value: float
+
+
+class BoardPage(Out):
+    key: str
+    period: str
+    by: Literal["participant", "team"]
+    normalized: str | None = Field(description="the attribute values are divided by, if the board is normalized")
+    total: int = Field(description="everyone on the board (scope applied)")
+    entries: list[BoardEntry]
+
+
+@router.get("/programs/{program}/leaderboards/{key}", response_model=BoardPage)
 def get_leaderboard(
     access: ReadAccess,
     key: str,
@@ -21,12 +39,12 @@ def get_leaderboard(
     limit: int = 10,
     offset: int = 0,
     around: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """``period`` defaults to the current one (``2026-11``, ``2026-W47``, ``2026-Q4``…);
     ``scope=team:<id>`` or ``<attribute>:<value>``; ``around=<participant>`` shows ``limit`` neighbours each side."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return leaderboard(
+        board = leaderboard(
             connection,
             record,
             access.compiled(connection, record),
@@ -37,3 +55,4 @@ def get_leaderboard(
             offset=offset,
             around=around,
         )
+    return as_is(BoardPage, board)

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from levelup.api.deps import AdminAccess, IngestAccess, ReadAccess
+from levelup.api.responses import Out, as_is
+from levelup.api.routes.challenges import YourProgress
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
 from levelup.participants import repository as participants
-from levelup.participants.service import profile
+from levelup.participants.profile import profile
 from levelup.tiers import service as tier_service
 
 router = APIRouter(tags=["participants"])
@@ -43,6 +45,127 @@ class TeamIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
+class Level(Out):
+    name: str
+    next: str | None
+    progress: float = Field(description="0..1 from this level to the next")
+    value: float = Field(description="what levels climb on: lifetime earned, or the metric's all-time value")
+    next_at: int | None
+
+
+class TierOverride(Out):
+    tier: str
+    until: str | None
+    note: str | None
+
+
+class TierStanding(Out):
+    name: str
+    metric: str
+    window: str
+    value: float = Field(description="the qualifying value over the window")
+    since: str | None
+    next: str | None
+    needed: float | None = Field(description="what the next tier still needs")
+    lost_on: str | None = Field(description="the first day this tier would be lost if nothing else happened")
+    demotion: str
+    override: TierOverride | None
+    multiplier: dict[str, float]
+
+
+class BadgeHeld(Out):
+    key: str
+    grade: str
+    period: str
+    awarded_at: str
+    event: str = Field(description="the event that earned it")
+
+
+class CriterionProgress(Out):
+    metric: str
+    window: str
+    value: float
+    at_least: float
+
+
+class BadgeProgress(Out):
+    key: str
+    next_grade: str
+    period: str
+    criteria: list[CriterionProgress]
+
+
+class StreakProgress(Out):
+    key: str
+    current: int
+    best: int
+    period: str
+
+
+class ChallengeProgress(YourProgress):
+    """A goal or quest of the current period and the participant's progress on it; ``draft`` only when true."""
+
+    key: str
+    kind: str
+    period: str
+    draft: bool | None = None
+
+
+class Profile(Out):
+    id: str
+    name: str | None
+    teams: list[str]
+    attributes: dict[str, Any] | None
+    status: Literal["active", "suspended"]
+    balances: dict[str, int] = Field(description="spendable (available) per currency of the program")
+    arrears: dict[str, int] = Field(description="per currency, only where not zero")
+    level: Level | None
+    tier: TierStanding | None
+    badges: list[BadgeHeld]
+    badge_progress: list[BadgeProgress]
+    streaks: list[StreakProgress]
+    challenges: list[ChallengeProgress]
+
+
+class LedgerEntry(Out):
+    id: int
+    currency: str
+    amount: int
+    kind: str
+    rule: str | None
+    rule_version: int | None
+    event: str | None
+    explain: str | None
+    at: str
+
+
+class LedgerPage(Out):
+    entries: list[LedgerEntry] = Field(description="newest first")
+    next: str | None = Field(description="the URL of the next page; null on the last")
+
+
+class ExpiringAmount(Out):
+    currency: str
+    amount: int
+    expires_at: str
+
+
+class Expiring(Out):
+    participant: str
+    as_of: str
+    expiring: list[ExpiringAmount] = Field(description="soonest first")
+
+
+class Team(Out):
+    id: str
+    name: str
+
+
+class Adjustment(Out):
+    id: int = Field(description="the ledger entry")
+    status: Literal["accepted", "duplicate"]
+
+
 class AdjustmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     participant: str = Field(min_length=1, max_length=200)
@@ -52,29 +175,32 @@ class AdjustmentIn(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
-@router.put("/programs/{program}/participants/{participant_id}")
-def put_participant(
-    access: IngestAccess, participant_id: str, body: ParticipantIn, response: Response
-) -> dict[str, Any]:
+@router.put(
+    "/programs/{program}/participants/{participant_id}",
+    response_model=Profile,
+    responses={201: {"model": Profile, "description": "created"}},
+)
+def put_participant(access: IngestAccess, participant_id: str, body: ParticipantIn) -> Response:
     """Create or update a participant: 201 created, 200 updated. Omitted fields are kept."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
         created = participants.set_profile(
             connection, record.id, participant_id, name=body.name, teams=body.teams, attributes=body.attributes
         )
-        response.status_code = 201 if created else 200
-        return profile(connection, record, access.compiled(connection, record), participant_id)
+        found = profile(connection, record, access.compiled(connection, record), participant_id)
+    return as_is(Profile, found, 201 if created else 200)
 
 
-@router.get("/programs/{program}/participants/{participant_id}")
-def get_participant(access: ReadAccess, participant_id: str) -> dict[str, Any]:
+@router.get("/programs/{program}/participants/{participant_id}", response_model=Profile)
+def get_participant(access: ReadAccess, participant_id: str) -> Response:
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return profile(connection, record, access.compiled(connection, record), participant_id)
+        found = profile(connection, record, access.compiled(connection, record), participant_id)
+    return as_is(Profile, found)
 
 
-@router.get("/programs/{program}/participants/{participant_id}/ledger")
-def get_ledger(access: ReadAccess, participant_id: str, before: int | None = None, limit: int = 50) -> dict[str, Any]:
+@router.get("/programs/{program}/participants/{participant_id}/ledger", response_model=LedgerPage)
+def get_ledger(access: ReadAccess, participant_id: str, before: int | None = None, limit: int = 50) -> Response:
     """Entries newest first; ``next`` is the URL of the next page, or null."""
     limit = max(1, min(limit, ledger.MAX_PAGE))
     with access.runtime.db.read() as connection:
@@ -82,10 +208,10 @@ def get_ledger(access: ReadAccess, participant_id: str, before: int | None = Non
             connection, access.record(connection), participant_id, before=before, limit=limit
         )
     base = f"/api/v1/programs/{access.key}/participants/{participant_id}/ledger"
-    return {"entries": entries, "next": f"{base}?before={cursor}&limit={limit}" if cursor else None}
+    return as_is(LedgerPage, {"entries": entries, "next": f"{base}?before={cursor}&limit={limit}" if cursor else None})
 
 
-@router.get("/programs/{program}/participants/{participant_id}/expiring")
+@router.get("/programs/{program}/participants/{participant_id}/expiring", response_model=Expiring)
 def get_expiring(access: ReadAccess, participant_id: str) -> dict[str, Any]:
     """Spendable points by expiry date, soonest first."""
     now = dt.datetime.now(dt.UTC)
@@ -99,12 +225,12 @@ def get_expiring(access: ReadAccess, participant_id: str) -> dict[str, Any]:
     }
 
 
-@router.put("/programs/{program}/participants/{participant_id}/tier")
-def put_tier(access: AdminAccess, participant_id: str, body: TierOverrideIn) -> dict[str, Any]:
+@router.put("/programs/{program}/participants/{participant_id}/tier", response_model=TierStanding)
+def put_tier(access: AdminAccess, participant_id: str, body: TierOverrideIn) -> Response:
     """Override a participant's tier (until a time, or until lifted with ``tier: null``); audited."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
-        return tier_service.set_override(
+        standing = tier_service.set_override(
             connection,
             record.id,
             access.compiled(connection, record),
@@ -114,20 +240,22 @@ def put_tier(access: AdminAccess, participant_id: str, body: TierOverrideIn) -> 
             note=body.note,
             actor=access.principal.key_id,
         )
+    return as_is(TierStanding, standing)
 
 
-@router.put("/programs/{program}/participants/{participant_id}/status")
-def put_status(access: AdminAccess, participant_id: str, body: StatusIn) -> dict[str, Any]:
+@router.put("/programs/{program}/participants/{participant_id}/status", response_model=Profile)
+def put_status(access: AdminAccess, participant_id: str, body: StatusIn) -> Response:
     """Suspend (earns and spends nothing, visibly) or reactivate a participant; audited."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
         participants.set_status(
             connection, record.id, participant_id, body.status, note=body.note, actor=access.principal.key_id
         )
-        return profile(connection, record, access.compiled(connection, record), participant_id)
+        found = profile(connection, record, access.compiled(connection, record), participant_id)
+    return as_is(Profile, found)
 
 
-@router.put("/programs/{program}/teams/{team_id}")
+@router.put("/programs/{program}/teams/{team_id}", response_model=Team)
 def put_team(access: IngestAccess, team_id: str, body: TeamIn) -> dict[str, Any]:
     with access.runtime.db.write() as connection:
         record = access.record(connection)
@@ -135,7 +263,7 @@ def put_team(access: IngestAccess, team_id: str, body: TeamIn) -> dict[str, Any]
     return {"id": team_id, "name": body.name}
 
 
-@router.post("/programs/{program}/adjustments", status_code=201)
+@router.post("/programs/{program}/adjustments", status_code=201, response_model=Adjustment)
 def post_adjustment(access: AdminAccess, body: AdjustmentIn) -> dict[str, Any]:
     """A manual credit or debit, audited; a debit never takes the balance below zero (409)."""
     with access.runtime.db.write() as connection:

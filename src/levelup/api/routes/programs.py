@@ -5,15 +5,122 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from levelup.api.deps import AdminAccess, ReadAccess, read_body
+from levelup.api.responses import Out, as_is
 from levelup.programs import service as programs
-from levelup.programs.document import ProgramDocument
+from levelup.programs.document import (
+    Cap,
+    Criterion,
+    Currency,
+    Leaderboard,
+    Levels,
+    ProgramDocument,
+    Referrals,
+    Reward,
+    Streak,
+    Tiers,
+)
 from levelup.programs.validation import validate_document
 from levelup.rules.catalog import how_to_play
 
 router = APIRouter(tags=["programs"])
+
+
+class ProgramApplied(Out):
+    program: str
+    version: int
+    changed: bool = Field(description="false when the document equals the version in force (no new version)")
+
+
+class ProgramVersion(Out):
+    program: str
+    version: int = Field(description="the version shown")
+    current_version: int = Field(description="the version in force")
+    document: ProgramDocument = Field(description="the document as applied (JSON Schema: GET /api/v1/schema/program)")
+
+
+class Explained(Out):
+    explain: str = Field(description="the same, in plain language")
+
+
+class CurrencyRules(Currency):
+    explain: str
+
+
+class WayToEarn(Out):
+    rule: str
+    event: str
+    awards: dict[str, str] = Field(description="per currency: a constant or a CEL expression, as written")
+    cap: Cap | None
+    cooldown_seconds: int | None
+    explain: str
+
+
+class LevelRules(Levels):
+    explain: str
+
+
+class GradeRules(Explained):
+    name: str
+    when: list[Criterion]
+
+
+class BadgeRules(Out):
+    key: str
+    name: str
+    repeatable: str | None
+    grades: list[GradeRules]
+
+
+class StreakRules(Streak):
+    explain: str
+
+
+class ChallengeRules(Explained):
+    key: str
+    kind: str
+
+
+class TierRules(Tiers):
+    explain: str
+
+
+class ReferralRules(Referrals):
+    explain: str
+
+
+class HowToPlay(Out):
+    """Every way to earn and what there is to reach, in plain language (drafts left out)."""
+
+    program: str
+    name: str
+    version: int
+    timezone: str
+    currencies: list[CurrencyRules]
+    ways_to_earn: list[WayToEarn]
+    levels: LevelRules | None
+    badges: list[BadgeRules]
+    streaks: list[StreakRules]
+    challenges: list[ChallengeRules]
+    tiers: TierRules | None
+    referrals: ReferralRules | None
+    leaderboards: list[Leaderboard]
+    rewards: list[Reward]
+
+
+class JsonSchema(Out):
+    """A JSON Schema (draft 2020-12) of the program document."""
+
+    model_config = ConfigDict(extra="allow")
+    title: str
+    type: str
+    properties: dict[str, Any]
+    required: list[str]
+    defs: dict[str, Any] = Field(alias="$defs")
+
 
 DOCUMENT_BODY = {
     "requestBody": {
@@ -26,7 +133,12 @@ DOCUMENT_BODY = {
 }
 
 
-@router.put("/programs/{program}", openapi_extra=DOCUMENT_BODY)
+@router.put(
+    "/programs/{program}",
+    openapi_extra=DOCUMENT_BODY,
+    response_model=ProgramApplied,
+    responses={201: {"model": ProgramApplied, "description": "the first version of a new program"}},
+)
 async def put_program(access: AdminAccess, request: Request, response: Response) -> dict[str, Any]:
     """Apply a document (JSON, or YAML with ``Content-Type: application/yaml``): 201 new, 200 updated or unchanged."""
     data = await read_body(request, yaml_ok=True)
@@ -41,31 +153,33 @@ async def put_program(access: AdminAccess, request: Request, response: Response)
     return {"program": record.key, "version": record.version, "changed": changed}
 
 
-@router.get("/programs/{program}")
-def get_program(access: ReadAccess, version: int | None = None) -> dict[str, Any]:
+@router.get("/programs/{program}", response_model=ProgramVersion)
+def get_program(access: ReadAccess, version: int | None = None) -> Response:
     """The document in force (or ``?version=``) and its version."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return {
+        body = {
             "program": record.key,
             "version": version or record.version,
             "current_version": record.version,
             "document": programs.document_of(connection, record, version),
         }
+    return as_is(ProgramVersion, body)
 
 
-@router.get("/programs/{program}/rules")
-def get_rules(access: ReadAccess) -> dict[str, Any]:
+@router.get("/programs/{program}/rules", response_model=HowToPlay)
+def get_rules(access: ReadAccess) -> Response:
     """How the game works, in plain language: every way to earn, with caps and cooldowns."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return how_to_play(access.compiled(connection, record))
+        body = how_to_play(access.compiled(connection, record))
+    return as_is(HowToPlay, body)
 
 
 schema_router = APIRouter(tags=["programs"])
 
 
-@schema_router.get("/schema/program")
-def program_schema() -> dict[str, Any]:
+@schema_router.get("/schema/program", response_model=JsonSchema)
+def program_schema() -> Response:
     """The JSON Schema of a program document (no key needed: it is public)."""
-    return ProgramDocument.model_json_schema(by_alias=True)
+    return as_is(JsonSchema, ProgramDocument.model_json_schema(by_alias=True))
