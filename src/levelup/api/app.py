@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §4): FastAPI app, problem+json errors, OpenAPI at /openapi.json."""
+"""The HTTP API (docs/api.md): FastAPI app, problem+json errors, OpenAPI at /openapi.json."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``levelup`` command (SPEC §5). Works on the database in ``LEVELUP_DATABASE_URL``
+"""The ``levelup`` command (README.md, docs/). Works on the database in ``LEVELUP_DATABASE_URL``
 (default: ``levelup.db`` in the working directory)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event as a CRM sends it (SPEC §3), with every input bounded."""
+"""The event as a CRM sends it (docs/api.md), with every input bounded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The program document (SPEC §2) as pydantic models.
+"""The program document (docs/program-document.md) as pydantic models.
 
 Field names are the document's own, so the JSON Schema served at
 ``/api/v1/schema/program`` is generated from here and never drifts. These models
