@@ -1,4 +1,4 @@
-"""Ranks answered by indexes, for plain boards of any size (docs/program-document.md, GET …/leaderboards in docs/api.md).
+"""Ranks answered by indexes, for plain boards of any size (docs/program-document.md, docs/api.md).
 
 A plain board has a calendar window and no normalization (a metric per participant or team),
 or ranks what participants earned of a currency over all time. Migration 0004 registers the
