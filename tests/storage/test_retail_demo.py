@@ -1,12 +1,13 @@
 """The loyalty demo (UCI Online Retail through uci-rewards), checked against plain Python over the raw CSVs.
 
 The database is loaded as ``levelup demo`` loads it (the packaged per-invoice file, the
-real ingestion a trading day at a time, tiers re-rated each night, then the expiry job
+real ingestion a trading day at a time, each day received at its end, then the expiry job
 and a tiers review as of the last day). The expectations are computed here from the 68
 daily files of invoice lines with the csv module and exact arithmetic: which invoices
 are purchases, which cancellations refund which purchases and by what share, every
 customer's beans (1 per pound, rounded down, times the multiplier of the tier held when
-the day began), their tiers, and what expired.
+the purchase was made: a purchase or refund moves its customer's tier at once), their
+tiers, and what expired.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def compute(invoices: list[Sale]) -> Truth:
     for inv in invoices:
         days[inv.at.date()].append(inv)
     for day in sorted(days):
-        touched: set[str] = set()
+
+        def review(who: str, day: dt.date = day) -> None:  # at once: spend over the last 90 days, as of this day
+            first = day - dt.timedelta(days=WINDOW_DAYS - 1)
+            truth.tier[who] = tier_for(sum((v for d, v in daily[who].items() if first <= d <= day), Fraction()))
+
         for inv in days[day]:
             who = inv.customer
             if not inv.number.startswith("C"):
@@ -119,7 +124,7 @@ def compute(invoices: list[Sale]) -> Truth:
                 )
                 truth.earned[who] += award[inv.number]
                 daily[who][day] += Fraction(inv.total)
-                touched.add(who)
+                review(who)
                 continue
             truth.cancellations += 1
             if not bought[who]:
@@ -143,10 +148,7 @@ def compute(invoices: list[Sale]) -> Truth:
                 truth.earned[who] -= back
                 left[purchase] -= back
                 daily[who][by_id[purchase].at.date()] -= Fraction(total) * share / WHOLE
-                touched.add(who)
-        for who in touched:  # the nightly review: spend over the last 90 days, as of this day
-            first = day - dt.timedelta(days=WINDOW_DAYS - 1)
-            truth.tier[who] = tier_for(sum((v for d, v in daily[who].items() if first <= d <= day), Fraction()))
+                review(who)
     for who, spent in daily.items():
         truth.spend[who] = sum(spent.values(), Fraction())
     for who, purchases in bought.items():

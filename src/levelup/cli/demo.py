@@ -149,36 +149,24 @@ def end_of(day: dt.date) -> dt.datetime:
 def load_retail(
     runtime: Runtime, events: list[dict[str, Any]], *, advance: Callable[[int], None] | None = None
 ) -> Loaded:
-    """Ingest the shop's events a trading day at a time, then re-rate that day's customers as of its end.
+    """Ingest the shop's events a trading day at a time, each day received at its end.
 
-    Ingestion reviews tiers as of the time of receipt, so for events of 2011 every
-    window is empty and each batch leaves its customers in the first tier. A shop
-    that had run the program back then would have re-rated them as they bought:
-    the nightly review here does that, so each day's purchases earn at the tier
-    their customer held when the day began.
+    Tier windows are judged on the day of receipt: received in 2026, purchases of 2011
+    would lie outside every window. Received on their own day, as if the shop had run
+    the program back then, each purchase moves its customer's tier at once and the next
+    purchase earns with the new multiplier.
     """
     loaded = Loaded()
     for day, todays in retail.by_day(events):
-        customers: set[str] = set()
         for chunk in batches(todays, MAX_BATCH):
-            for event, outcome in zip(chunk, ingest(runtime, retail.PROGRAM, chunk), strict=True):
+            for event, outcome in zip(chunk, ingest(runtime, retail.PROGRAM, chunk, now=end_of(day)), strict=True):
                 loaded.counts[outcome.status] += 1
                 if outcome.status == "accepted":
                     loaded.accepted[event["type"]] += 1
-                    customers.add(event["participant"])
                 elif outcome.status == "rejected" and len(loaded.rejected) < 5:
                     loaded.rejected.append(outcome)
             if advance is not None:
                 advance(len(chunk))
-        if customers:
-            with runtime.db.write() as connection:
-                record = programs.find(connection, retail.PROGRAM)
-                compiled = runtime.programs.compiled(connection, record)
-                p = tables.participants.c
-                ids = connection.execute(
-                    select(p.id).where(p.program_id == record.id, p.external_id.in_(sorted(customers)))
-                ).scalars()
-                tiers.review(connection, record.id, compiled, list(ids), end_of(day))
     return loaded
 
 

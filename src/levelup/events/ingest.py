@@ -74,22 +74,30 @@ def batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield batch
 
 
-def ingest(runtime: Runtime, program_key: str, raw_events: Sequence[Any]) -> list[Outcome]:
-    """Ingest events in order; each gets an outcome. Retries the batch if a concurrent writer raced us."""
+def ingest(
+    runtime: Runtime, program_key: str, raw_events: Sequence[Any], *, now: dt.datetime | None = None
+) -> list[Outcome]:
+    """Ingest events in order; each gets an outcome. Retries the batch if a concurrent writer raced us.
+
+    ``now`` is the time of receipt (default: the clock): the default ``occurred_at``, the day tier
+    windows are judged on, and when pending points mature. An import of history passes the time the
+    events would have been received, so tiers move as they would have then.
+    """
     for attempt in range(RETRIES):
         try:
             with runtime.db.write() as connection:
-                return _ingest(runtime, connection, program_key, raw_events)
+                return _ingest(runtime, connection, program_key, raw_events, now or dt.datetime.now(dt.UTC))
         except IntegrityError:
             if attempt == RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _ingest(runtime: Runtime, connection: Connection, program_key: str, raw_events: Sequence[Any]) -> list[Outcome]:
+def _ingest(
+    runtime: Runtime, connection: Connection, program_key: str, raw_events: Sequence[Any], received_at: dt.datetime
+) -> list[Outcome]:
     program = programs.find(connection, program_key)
     compiled = runtime.programs.compiled(connection, program)
-    received_at = dt.datetime.now(dt.UTC)
     outcomes: list[Outcome | None] = [None] * len(raw_events)
     parsed: list[tuple[int, EventIn, str]] = []
     for i, raw in enumerate(raw_events):
