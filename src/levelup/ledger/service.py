@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.audit import service as audit
 from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
 from levelup.ledger import posting
@@ -160,19 +161,6 @@ def adjust(
             t.ledger_entries.c.program_id == program.id, t.ledger_entries.c.idempotency_key == key
         )
     ).scalar_one()
-    connection.execute(
-        t.audit_log.insert().values(
-            program_id=program.id,
-            actor=actor,
-            action="ledger.adjust",
-            detail={
-                "participant": participant,
-                "currency": currency,
-                "amount": amount,
-                "note": note,
-                "entry": entry_id,
-            },
-            at=now,
-        )
-    )
+    detail = {"participant": participant, "currency": currency, "amount": amount, "note": note, "entry": entry_id}
+    audit.record(connection, program.id, actor, "ledger.adjust", detail, now)
     return {"id": entry_id, "status": "accepted"}

@@ -9,9 +9,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.audit import service as audit
 from levelup.engine.model import ParticipantState
 from levelup.engine.positions import Position
 from levelup.errors import NotFound
+from levelup.feed import service as feed
+from levelup.feed.service import FeedItem
 from levelup.storage import tables as t
 from levelup.storage.sql import fetch_by_keys, insert_ignore
 
@@ -288,13 +291,5 @@ def set_status(
     now = dt.datetime.now(dt.UTC)
     connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(status=status))
     detail = {"participant": external_id, "status": status, "note": note}
-    connection.execute(
-        t.audit_log.insert().values(
-            program_id=program_id, actor=actor, action="participant.status", detail=detail, at=now
-        )
-    )
-    connection.execute(
-        t.feed.insert().values(
-            program_id=program_id, participant=external_id, kind="status", payload={"status": status}, at=now
-        )
-    )
+    audit.record(connection, program_id, actor, "participant.status", detail, now)
+    feed.publish(connection, program_id, [FeedItem(external_id, "status", {"status": status}, now)])

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from levelup.audit import service as audit
 from levelup.engine.model import TierChange, TierStanding
 from levelup.engine.tiers import earned_index, index_of, lost_on, rerate
 from levelup.errors import FieldError, Invalid, NotFound
@@ -199,19 +200,13 @@ def set_override(
         keys=["participant_id"],
         update=["override", "override_until", "override_note"],
     )
-    connection.execute(
-        t.audit_log.insert().values(
-            program_id=program_id,
-            actor=actor,
-            action="tier.override",
-            detail={
-                "participant": participant,
-                "tier": tier,
-                "until": until.isoformat() if until else None,
-                "note": note,
-            },
-            at=now,
-        )
+    audit.record(
+        connection,
+        program_id,
+        actor,
+        "tier.override",
+        {"participant": participant, "tier": tier, "until": until.isoformat() if until else None, "note": note},
+        now,
     )
     review(connection, program_id, compiled, [found], now)
     result = standing(connection, program_id, compiled, found, now)
