@@ -37,6 +37,8 @@ EXAMPLES = ROOT / "examples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ADMIN_KEY = "test-admin-key"
 POSTGRES_URL = os.environ.get("LEVELUP_TEST_POSTGRES_URL")
+# every response a test sees is validated against its declared model, so a model never misleads a client
+os.environ.setdefault("LEVELUP_CHECK_RESPONSES", "1")
 REDIS_URL = os.environ.get("LEVELUP_TEST_REDIS_URL")
 DROP_BATCH = 8  # test databases dropped together (see Templates.drop_postgres_later)
 NOT_CONFIGURED = "PostgreSQL not configured: set LEVELUP_TEST_POSTGRES_URL (bash .ci/run does)"

@@ -9,16 +9,79 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from levelup.api.deps import IngestAccess, ReadAccess, read_body
+from levelup.api.responses import Out, as_is
 from levelup.errors import FieldError, Invalid, TooLarge
 from levelup.events.explain import explain_event
 from levelup.events.group_commit import Overloaded, group_commit
 from levelup.events.schema import MAX_BATCH
+
+
+class Award(Out):
+    currency: str
+    amount: int
+    rule: str | None
+
+
+class FieldProblem(Out):
+    path: str
+    message: str
+
+
+class EventResult(Out):
+    """One event's outcome: ``awards`` when accepted or a duplicate, ``errors`` when rejected."""
+
+    id: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    awards: list[Award] | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class BatchResults(Out):
+    results: list[EventResult]
+
+
+class Entry(Out):
+    currency: str
+    amount: int
+    kind: str
+    rule: str | None
+    rule_version: int | None
+    explain: str
+
+
+class MetricContribution(Out):
+    """What the event added to a metric: ``period`` and ``delta`` (count, sum), or ``day`` and ``value`` (max,
+    distinct)."""
+
+    metric: str
+    period: str | None = None
+    delta: float | None = None
+    day: str | None = None
+    value: float | None = None
+
+
+class EventExplained(Out):
+    id: str
+    type: str
+    participant: str
+    occurred_at: str
+    received_at: str
+    data: dict[str, Any]
+    reverses: str | None
+    reversed_by: str | None
+    program_version: int
+    teams: list[str]
+    entries: list[Entry]
+    awards: list[Award]
+    metrics: list[MetricContribution]
+    problems: list[dict[str, Any]]
+    notes: list[str]
 
 
 @asynccontextmanager
@@ -68,9 +131,12 @@ EVENT_BODY = {
 
 
 @router.post(
-    "/programs/{program}/events", openapi_extra=EVENT_BODY, response_model=dict[str, Any], responses=OVERLOADED
+    "/programs/{program}/events",
+    openapi_extra=EVENT_BODY,
+    response_model=EventResult | BatchResults,
+    responses=OVERLOADED,
 )
-async def post_events(access: IngestAccess, request: Request) -> dict[str, Any] | JSONResponse:
+async def post_events(access: IngestAccess, request: Request) -> Response:
     """One event (200, 409 for a conflicting id, 422 if invalid) or ``{"events": [...]}`` (200, one result each);
     503 with ``Retry-After`` when too much is waiting."""
     body = await read_body(request)
@@ -86,17 +152,18 @@ async def post_events(access: IngestAccess, request: Request) -> dict[str, Any] 
         retry = {"Retry-After": str(exc.extra["retry_after"])}
         return JSONResponse(exc.problem(), exc.status, headers=retry, media_type="application/problem+json")
     if not single:
-        return {"results": [o.as_dict() for o in outcomes]}
+        return as_is(BatchResults, {"results": [o.as_dict() for o in outcomes]})
     if outcomes[0].error is not None:
         raise outcomes[0].error
-    return outcomes[0].as_dict()
+    return as_is(EventResult, outcomes[0].as_dict())
 
 
-@router.get("/programs/{program}/events/{event_id}")
-def get_event(access: ReadAccess, event_id: str) -> dict[str, Any]:
+@router.get("/programs/{program}/events/{event_id}", response_model=EventExplained)
+def get_event(access: ReadAccess, event_id: str) -> Response:
     """The event, its ledger entries (rule and version), metric contributions, problems and notes."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
-        return explain_event(
+        explained = explain_event(
             connection, record, lambda version: access.runtime.programs.compiled(connection, record, version), event_id
         )
+    return as_is(EventExplained, explained)
