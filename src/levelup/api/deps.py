@@ -6,7 +6,7 @@ Authorization lives here once, as typed dependencies, not in each route.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,9 +14,10 @@ import orjson
 import yaml
 from fastapi import Depends, Request
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
 from levelup.errors import FieldError, Invalid, TooLarge
-from levelup.keys.service import Principal, authenticate
+from levelup.keys.service import Principal, authenticate, bootstrap
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
@@ -24,7 +25,7 @@ from levelup.runtime import Runtime
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: a sync dependency costs a thread hop a request
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -32,13 +33,22 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller. The bootstrap admin key is judged on the event loop; a stored key is looked up in a
+    worker thread (a database read must not block the loop)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    with runtime.db.read() as connection:
-        return authenticate(
-            connection, token.strip() if scheme.lower() == "bearer" else None, os.environ.get("LEVELUP_ADMIN_KEY")
-        )
+    presented = token.strip() if scheme.lower() == "bearer" else None
+    admin_key = os.environ.get("LEVELUP_ADMIN_KEY")
+    found = bootstrap(presented, admin_key)
+    if found is not None:
+        return found
+
+    def lookup() -> Principal:
+        with runtime.db.read() as connection:
+            return authenticate(connection, presented, admin_key)
+
+    return await run_in_threadpool(lookup)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -59,8 +69,8 @@ class ProgramAccess:
         return self.runtime.programs.compiled(connection, record)
 
 
-def program_access(role: str) -> Callable[..., ProgramAccess]:
-    def dependency(program: str, runtime: RuntimeDep, principal: PrincipalDep) -> ProgramAccess:
+def program_access(role: str) -> Callable[..., Awaitable[ProgramAccess]]:
+    async def dependency(program: str, runtime: RuntimeDep, principal: PrincipalDep) -> ProgramAccess:
         principal.require(role, program)
         return ProgramAccess(runtime, principal, program)
 

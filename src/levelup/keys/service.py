@@ -84,12 +84,22 @@ def revoke(connection: Connection, key_id: str, *, by: Principal) -> None:
     connection.execute(t.api_keys.update().where(t.api_keys.c.id == key_id).values(revoked_at=dt.datetime.now(dt.UTC)))
 
 
-def authenticate(connection: Connection, presented: str | None, admin_key: str | None) -> Principal:
-    """The principal behind a bearer token; Unauthorized for a missing, unknown or revoked key."""
+def bootstrap(presented: str | None, admin_key: str | None) -> Principal | None:
+    """The bootstrap admin when the token is ``LEVELUP_ADMIN_KEY`` (no database needed); Unauthorized
+    without a token; None for a token the database must judge."""
     if not presented:
         raise Unauthorized("send Authorization: Bearer <key>")
     if admin_key and hmac.compare_digest(presented.encode(), admin_key.encode()):
         return Principal("bootstrap-admin", "admin", frozenset({ALL_PROGRAMS}))
+    return None
+
+
+def authenticate(connection: Connection, presented: str | None, admin_key: str | None) -> Principal:
+    """The principal behind a bearer token; Unauthorized for a missing, unknown or revoked key."""
+    found = bootstrap(presented, admin_key)
+    if found is not None:
+        return found
+    assert presented is not None
     parts = presented.split("_", 2)
     if len(parts) == 3 and parts[0] == "lvl":
         row = connection.execute(select(t.api_keys).where(t.api_keys.c.id == parts[1])).first()
