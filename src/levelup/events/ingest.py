@@ -170,7 +170,7 @@ def _score_and_write(
         periods,
         read_metrics=compiled.read_metrics,
         counters=bool(compiled.counter_grains),
-        mechanics=compiled.has_mechanics,
+        mechanics=compiled.mechanics_state,
     )
 
     referrals.load(connection, program.id, compiled, ids, loaded.states)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from levelup.audit import service as audit
 from levelup.engine.model import ParticipantState
@@ -102,7 +102,7 @@ def load_states(
     *,
     read_metrics: frozenset[str],
     counters: bool,
-    mechanics: bool,
+    mechanics: frozenset[str],
 ) -> Loaded:
     """Engine states of these participants, with their metrics and rule counters in ``periods``.
 
@@ -123,28 +123,17 @@ def load_states(
     ):
         external = by_id[pid]
         states[external] = ParticipantState(external, name, (), attributes or {}, status, tier)
-    member_rows = fetch_by_keys(
-        connection,
-        t.memberships,
-        fixed={},
-        keys=["participant_id"],
-        values=keyed,
-        columns=["participant_id", "team_id"],
-    )
-    team_names = dict(
-        fetch_by_keys(
-            connection,
-            t.teams,
-            fixed={},
-            keys=["id"],
-            values=[(i,) for i in {r[1] for r in member_rows}],
-            columns=["id", "external_id"],
-        )
-    )
-    team_ids = {name: i for i, name in team_names.items()}
+    team_ids: dict[str, int] = {}
     memberships: dict[str, list[str]] = {}
-    for pid, team_id in member_rows:
-        memberships.setdefault(by_id[pid], []).append(team_names[team_id])
+    if internal:
+        m, tm = t.memberships.c, t.teams.c
+        for pid, team_id, team in connection.execute(
+            select(m.participant_id, m.team_id, tm.external_id)
+            .join(t.teams, tm.id == m.team_id)
+            .where(m.participant_id.in_(internal))
+        ):
+            team_ids[team] = team_id
+            memberships.setdefault(by_id[pid], []).append(team)
     for external, team_list in memberships.items():
         states[external].teams = tuple(sorted(team_list))
     for pid, currency, available, arrears, earned in fetch_by_keys(
@@ -183,52 +172,39 @@ def load_states(
             if last_at is not None:
                 state.last_award[rule] = last_at
     if mechanics:
-        _load_mechanics(connection, internal, by_id, states)
+        _load_mechanics(connection, internal, by_id, states, mechanics)
     return Loaded(states, dict(ids), team_ids)
 
 
 def _load_mechanics(
-    connection: Connection, internal: list[int], by_id: dict[int, str], states: dict[str, ParticipantState]
+    connection: Connection,
+    internal: list[int],
+    by_id: dict[int, str],
+    states: dict[str, ParticipantState],
+    kinds: frozenset[str],
 ) -> None:
-    """Badges held, goals completed, streak runs and quest progress of these participants."""
-    keyed = [(i,) for i in internal]
-    for pid, badge, grade, period, revoked_by in fetch_by_keys(
-        connection,
-        t.badge_grants,
-        fixed={},
-        keys=["participant_id"],
-        values=keyed,
-        columns=["participant_id", "badge", "grade", "period", "revoked_by"],
-    ):
-        if revoked_by is None:
-            states[by_id[pid]].badges.add((badge, grade, period))
-    for pid, challenge, period, reward in fetch_by_keys(
-        connection,
-        t.challenge_completions,
-        fixed={},
-        keys=["participant_id"],
-        values=keyed,
-        columns=["participant_id", "challenge", "period", "reward"],
-    ):
-        states[by_id[pid]].completions[(challenge, period)] = tuple((cur, int(n)) for cur, n in reward)
-    for pid, streak, qualifying, best in fetch_by_keys(
-        connection,
-        t.streak_runs,
-        fixed={},
-        keys=["participant_id"],
-        values=keyed,
-        columns=["participant_id", "streak", "periods", "best"],
-    ):
-        states[by_id[pid]].streaks[streak] = (qualifying, best)
-    for pid, challenge, period, baselines in fetch_by_keys(
-        connection,
-        t.quest_progress,
-        fixed={},
-        keys=["participant_id"],
-        values=keyed,
-        columns=["participant_id", "challenge", "period", "baselines"],
-    ):
-        states[by_id[pid]].quests[(challenge, period)] = tuple((float(b), int(at)) for b, at in baselines)
+    """Badges held, goals completed, streak runs and quest progress of these participants: only the
+    ``kinds`` the program has (``badges``, ``completions``, ``streaks``, ``quests``), a query each."""
+
+    def rows(table: Table, columns: list[str]) -> list[tuple[Any, ...]]:
+        keyed = [(i,) for i in internal]
+        return fetch_by_keys(
+            connection, table, fixed={}, keys=["participant_id"], values=keyed, columns=["participant_id", *columns]
+        )
+
+    if "badges" in kinds:
+        for pid, badge, grade, period, revoked_by in rows(t.badge_grants, ["badge", "grade", "period", "revoked_by"]):
+            if revoked_by is None:
+                states[by_id[pid]].badges.add((badge, grade, period))
+    if "completions" in kinds:
+        for pid, challenge, period, reward in rows(t.challenge_completions, ["challenge", "period", "reward"]):
+            states[by_id[pid]].completions[(challenge, period)] = tuple((cur, int(n)) for cur, n in reward)
+    if "streaks" in kinds:
+        for pid, streak, qualifying, best in rows(t.streak_runs, ["streak", "periods", "best"]):
+            states[by_id[pid]].streaks[streak] = (qualifying, best)
+    if "quests" in kinds:
+        for pid, challenge, period, baselines in rows(t.quest_progress, ["challenge", "period", "baselines"]):
+            states[by_id[pid]].quests[(challenge, period)] = tuple((float(b), int(at)) for b, at in baselines)
 
 
 def set_profile(

@@ -164,6 +164,15 @@ class CompiledProgram:
         return bool(self.doc.badges or self.doc.streaks or self.goals or self.quests or self.doc.levels)
 
     @cached_property
+    def mechanics_state(self) -> frozenset[str]:
+        """Which per-participant mechanics state the engine reads: badges, completions, streaks, quests."""
+        kinds = {"badges"} if self.doc.badges else set()
+        kinds |= {"completions"} if self.goals or self.quests else set()
+        kinds |= {"streaks"} if self.doc.streaks else set()
+        kinds |= {"quests"} if self.quests else set()
+        return frozenset(kinds)
+
+    @cached_property
     def goals(self) -> tuple[Challenge, ...]:
         """Targets the engine judges as events arrive: individual goals, and races (whose finishing
         order is settled when the period closes). Team goals and rankings settle at close only."""
