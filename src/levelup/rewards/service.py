@@ -217,7 +217,13 @@ def redeem(
             ).scalar_one()
     except IntegrityError:
         return _retried(connection, program.id, idempotency_key, request_hash, participant), False
-    if reward.stock is not None:
+    _move(connection, program.id, row.id, currency, -cost, "redemption", redemption_id, f"redeemed {reward.name}", now)
+    draws = draw(connection, row.id, currency, cost, spendable_only=True)
+    connection.execute(
+        t.redemption_draws.insert(),
+        [{"redemption_id": redemption_id, "lot_id": d.lot_id, "amount": d.amount} for d in draws],
+    )
+    if reward.stock is not None:  # last: the reward's counter row is every redemption's hot row, held until commit
         insert_ignore(connection, t.reward_counts, [{"program_id": program.id, "reward": reward.key, "redeemed": 0}])
         c = t.reward_counts.c
         taken = connection.execute(
@@ -227,12 +233,6 @@ def redeem(
         ).rowcount
         if taken != 1:
             raise Conflict(f"{reward.name} is out of stock", code="out_of_stock")
-    _move(connection, program.id, row.id, currency, -cost, "redemption", redemption_id, f"redeemed {reward.name}", now)
-    draws = draw(connection, row.id, currency, cost, spendable_only=True)
-    connection.execute(
-        t.redemption_draws.insert(),
-        [{"redemption_id": redemption_id, "lot_id": d.lot_id, "amount": d.amount} for d in draws],
-    )
     made = connection.execute(select(t.redemptions).where(r.id == redemption_id)).one()
     return _shape(made, participant), True
 
