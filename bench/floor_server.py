@@ -8,7 +8,7 @@ Levelup does) and inserts one row in a SQLite file with Levelup's durability set
 ``synchronous=FULL``, ``BEGIN IMMEDIATE``), one transaction per request, in the thread pool; it
 answers once the commit returned. No authentication, no validation, no scoring.
 
-    python bench/floor_server.py --port 8123 --database /tmp/floor.db
+    python bench/floor_server.py --port 8123 --database floor.db
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 For each database (a temporary SQLite file, and a fresh PostgreSQL schema made
 and dropped here) it:
 
-1. applies the SPEC ``acme-sales`` program and registers the participants (in
+1. applies the ``acme-sales`` example program and registers the participants (in
    teams, with a quota), untimed;
 2. ingests generated events through :func:`levelup.events.ingest.ingest`, one
    call (one transaction) per batch, timing each call: the **engine** figure;
@@ -71,8 +71,10 @@ SETUP_TABLES = {"programs", "program_versions", "participants", "teams", "member
 # Tables the database's own triggers fill from the rows written (migration 0004): the floor does not copy them.
 DERIVED_TABLES = {"rank_boards", "rank_rows", "rank_buckets"}
 
+# issue 8's targets, on the 2-core machine the figures in bench/README.md come from
 TARGET_SQLITE_EPS = 10_000
-TARGET_FLOOR_RATIO = 0.3
+TARGET_FLOOR_RATIO = 0.5  # SQLite engine / floor
+TARGET_POSTGRES_EPS = 4_000
 
 
 # ---------------------------------------------------------------------------- data
@@ -132,7 +134,12 @@ class StatementStats:
         found = _SQL_TABLE.search(statement)
         key = (kind, found.group(1) if found else "-")
         self.calls[key] += 1
-        self.rows[key] += len(parameters) if executemany else 1
+        if executemany:
+            self.rows[key] += len(parameters)
+        elif isinstance(parameters, tuple) and parameters and isinstance(parameters[0], list):
+            self.rows[key] += len(parameters[0])  # one array a column (PostgreSQL's unnest): a row an element
+        else:
+            self.rows[key] += 1
         self._started.append((key, time.perf_counter()))
 
     def _after(self, *_args: Any) -> None:
@@ -235,7 +242,7 @@ def postgres_unreachable(url: str) -> str | None:
 
 
 def setup(url: str, n_participants: int) -> Runtime:
-    """Migrate, apply the SPEC program, register the participants in teams with a quota."""
+    """Migrate, apply the example program, register the participants in teams with a quota."""
     runtime = Runtime.from_url(url)
     doc = load_document(PROGRAM_FILE.read_bytes())
     rng = random.Random(SEED + 1)
@@ -569,11 +576,22 @@ def print_summary(results: Sequence[Result]) -> None:
         )
         print(f"  {r.database:<10} " + " ".join(f"{f:>12}" for f in figures))
     for r in results:
-        if r.database == "sqlite" and not r.skipped:
+        if r.skipped:
+            continue
+        if r.database == "sqlite":
             verdict = "meets" if r.engine_eps >= TARGET_SQLITE_EPS else "MISSES"
             print(f"  target SQLite engine >= {TARGET_SQLITE_EPS:,} events/s: {verdict} ({r.engine_eps:,.0f})")
             verdict = "meets" if r.ratio >= TARGET_FLOOR_RATIO else "MISSES"
-            print(f"  target SQLite engine/floor >= {TARGET_FLOOR_RATIO}: {verdict} ({r.ratio:.2f})")
+            print(
+                f"  target SQLite engine/floor >= {TARGET_FLOOR_RATIO}: {verdict} "
+                f"({r.engine_eps:,.0f} / {r.floor_eps:,.0f} = {r.ratio:.2f})"
+            )
+        else:
+            verdict = "meets" if r.engine_eps >= TARGET_POSTGRES_EPS else "MISSES"
+            print(
+                f"  target PostgreSQL engine >= {TARGET_POSTGRES_EPS:,} events/s: {verdict} ({r.engine_eps:,.0f}; "
+                f"floor {r.floor_eps:,.0f}, ratio {r.ratio:.2f})"
+            )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@ participants, on SQLite and PostgreSQL, next to the same query done naively.
 
 For each database and size, in a fresh SQLite file or PostgreSQL schema (dropped at the end):
 
-1. **load** (timed, not a target): the SPEC ``acme-sales`` program without its leaderboards,
+1. **load** (timed, not a target): the ``acme-sales`` example program without its leaderboards,
    N participants and N ``metric_totals`` rows for ``revenue`` in ``2026-11`` (the
    ``revenue-month`` board), written in bulk (SQLite ``executemany``, PostgreSQL ``COPY``),
    through the triggers: with no board registered they only look the board up;

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, event, text
 
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.db import Database, analyze
+from levelup.storage.db import MIGRATIONS, Database, analyze
 from levelup.storage.sql import fetch_by_keys
 from tests.conftest import EXAMPLES
 
@@ -26,17 +28,22 @@ def loaded(runtime: Runtime) -> Iterator[Runtime]:
     """acme-sales with ROWS participant metric rows (a metric no board reads), and no statistics."""
     with runtime.db.write() as connection:
         programs.apply(connection, load_document((EXAMPLES / "acme-sales.yaml").read_bytes()), actor="test")
-        connection.execute(
-            text(
-                "INSERT INTO metric_totals (program_id, metric, period, subject_kind, subject_id, value) "
-                "SELECT p.id, 'calls', '2026-' || CASE WHEN n % 12 < 9 THEN '0' ELSE '' END "
-                "|| CAST(1 + n % 12 AS TEXT), 'p', n / 12, 1.0 "
-                "FROM programs p, (WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < :last) "
-                "SELECT n FROM s) AS g"
-            ),
-            {"last": ROWS - 1},
-        )
+        _fill(connection)
     yield runtime
+
+
+def _fill(connection: Connection) -> None:
+    """ROWS metric rows of the program, on no board."""
+    connection.execute(
+        text(
+            "INSERT INTO metric_totals (program_id, metric, period, subject_kind, subject_id, value) "
+            "SELECT p.id, 'calls', '2026-' || CASE WHEN n % 12 < 9 THEN '0' ELSE '' END "
+            "|| CAST(1 + n % 12 AS TEXT), 'p', n / 12, 1.0 "
+            "FROM programs p, (WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < :last) "
+            "SELECT n FROM s) AS g"
+        ),
+        {"last": ROWS - 1},
+    )
 
 
 def _no_statistics(connection: Connection) -> bool:
@@ -67,7 +74,7 @@ def test_metric_lookup_reads_a_few_pages_a_key_without_statistics(loaded: Runtim
     sent: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.startswith("WITH w"):
+        if "JOIN metric_totals t" in statement or "CROSS JOIN LATERAL" in statement:
             sent.append((statement, parameters))
 
     with loaded.db.read() as connection:
@@ -92,29 +99,61 @@ def test_metric_lookup_reads_a_few_pages_a_key_without_statistics(loaded: Runtim
         assert pages <= 6 * n_keys, json.dumps(top["Plan"], indent=1)
 
 
-def test_analyze_gives_postgresql_statistics_and_leaves_sqlite_alone(loaded: Runtime) -> None:
+def _analyzed(connection: Connection, table: str) -> bool:
+    found = connection.execute(
+        text("SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() AND tablename = :t"), {"t": table}
+    ).scalar_one()
+    return bool(found)
+
+
+def test_analyze_gives_statistics_to_big_postgresql_tables_only(loaded: Runtime) -> None:
+    """metric_totals (20,000 rows) gets statistics; a table of a few rows does not: never analyzed, the
+    planner assumes 10 pages and keeps index plans, which a prepared statement would otherwise lose."""
     with loaded.db.write() as connection:
         assert _no_statistics(connection)
         analyze(connection)
     with loaded.db.read() as connection:
         assert _no_statistics(connection) is loaded.db.is_sqlite
+        if not loaded.db.is_sqlite:
+            assert _analyzed(connection, "metric_totals")
+            never = "SELECT reltuples FROM pg_class WHERE oid = to_regclass('program_versions')"
+            assert connection.execute(text(never)).scalar_one() == -1
 
 
-def test_migrating_analyzes_postgresql(empty_db_url: str) -> None:
+def test_migrations_analyze_what_has_rows(empty_db_url: str) -> None:
+    """An upgrade of a database with rows runs ANALYZE (on PostgreSQL)."""
+    database = Database(empty_db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with database.engine.connect() as connection:
+            connection.execution_options(levelup_write=True)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+            connection.commit()
+        with database.write() as connection:
+            programs.apply(connection, load_document((EXAMPLES / "acme-sales.yaml").read_bytes()), actor="test")
+            _fill(connection)
+            assert _no_statistics(connection)
+        database.migrate()
+        with database.read() as connection:
+            assert _no_statistics(connection) is database.is_sqlite
+    finally:
+        database.dispose()
+
+
+def test_a_fresh_database_gets_no_statistics(empty_db_url: str) -> None:
+    """Its tables are empty: analyzed, PostgreSQL would plan them as empty and keep such plans."""
     database = Database(empty_db_url)
     try:
         database.migrate()
         with database.read() as connection:
-            if database.is_sqlite:
-                assert _no_statistics(connection)  # sqlite_stat1 would go stale: none is written
-            else:
-                analyzed = connection.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = current_schema() "
-                        "AND last_analyze IS NOT NULL AND relname IN ('events', 'metric_totals', 'positions')"
-                    )
-                ).scalar_one()
-                assert analyzed == 3
-        database.migrate()  # nothing to do: no second ANALYZE needed, and none fails
+            assert _no_statistics(connection)
+            if not database.is_sqlite:
+                analyzed = (
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.reltuples >= 0"
+                )
+                assert connection.execute(text(analyzed)).scalar_one() == 0
     finally:
         database.dispose()

@@ -4,7 +4,7 @@ The raw files are 9 MB of invoice lines; the loyalty demo needs invoices. This
 folds lines into one row per invoice of an identified customer, keeping what
 the return mapping of :mod:`levelup.demo.retail` reads and nothing else:
 
-    python -m levelup.demo.derive_retail /work/shared/data/uci-online-retail-by-day/by-day
+    python -m levelup.demo.derive_retail path/to/retail-data/by-day    # the daily CSV files
 
 Columns: ``invoice`` (C… for a cancellation), ``customer``, ``country``,
 ``invoiced_at`` (the first line's time, UK local as in the source), ``lines``,

@@ -122,19 +122,28 @@ class Database:
 
 
 def analyze(connection: Connection) -> None:
-    """Refresh the PostgreSQL planner's statistics of the current schema's tables; call it after a bulk
-    load (an import, the demo) and it runs after migrations. Autovacuum may be off, or not have caught up.
+    """Refresh the PostgreSQL planner's statistics of the current schema's tables of 10 pages (80 kB) or
+    more; call it after a bulk load (an import, the demo). It also runs after migrations. Autovacuum may
+    be off, or not have caught up.
 
-    Levelup's hot-path queries are written so their plans do not depend on statistics (see
-    :func:`levelup.storage.sql.fetch_by_keys`); fresh ones still help the rest (reports, ad-hoc SQL). Runs inside
-    the caller's transaction, and blocks no reader or writer. On SQLite it does nothing: its planner
-    uses the indexes without statistics, and ``sqlite_stat1`` is never refreshed by itself, so figures
-    written once would mislead it as the tables grow.
+    Smaller tables are left alone, on purpose: a table never analyzed is assumed to be at least 10
+    pages, which keeps its lookups on indexes; analyzed while tiny, the planner would pick
+    sequential scans, and a prepared statement keeps its generic plan as the table grows (only
+    ANALYZE or DDL re-plans it, and autovacuum is what would normally run ANALYZE). Levelup's
+    hot-path lookups do not need statistics (see :func:`levelup.storage.sql.fetch_by_keys`);
+    fresh ones help the rest (reports, ad-hoc SQL). Runs inside the caller's transaction and
+    blocks no reader or writer. On SQLite it does nothing: its planner uses the indexes without
+    statistics, and ``sqlite_stat1`` is never refreshed by itself, so figures written once would
+    mislead it as the tables grow.
     """
     if connection.dialect.name == "sqlite":
         return
     tables = connection.execute(
-        text("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+        text(
+            "SELECT quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+            "AND pg_relation_size(c.oid) >= 10 * current_setting('block_size')::bigint ORDER BY 1"
+        )
     ).scalars()
     names = ", ".join(tables)
     if names:
