@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, text
 
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
+from levelup.storage import sql
 from levelup.storage import tables as t
 from levelup.storage.db import MIGRATIONS, Database, analyze
 from levelup.storage.sql import fetch_by_keys
@@ -67,24 +68,26 @@ def _lookup(connection: Connection, program_id: int, keys: list[tuple[str, str, 
 
 
 @pytest.mark.parametrize("n_keys", [1, 8, 40])
-def test_metric_lookup_reads_a_few_pages_a_key_without_statistics(loaded: Runtime, n_keys: int) -> None:
+def test_metric_lookup_reads_a_few_pages_a_key_without_statistics(
+    loaded: Runtime, n_keys: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The lookup a batch (or one event: 6-8 keys) makes: each key an index seek, whatever the planner
     guesses without statistics (it used to read every row of the program for 8 keys or more)."""
     keys = [("calls", f"2026-{1 + n % 12:02d}", n // 12) for n in range(0, ROWS, ROWS // n_keys)][:n_keys]
     sent: list[tuple[str, Any]] = []
+    fetch = sql._fetch
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+    def record(connection: Any, statement: str, parameters: Any) -> Any:  # lookups go to the DB-API cursor
         if "JOIN metric_totals t" in statement or "CROSS JOIN LATERAL" in statement:
             sent.append((statement, parameters))
+        return fetch(connection, statement, parameters)
 
     with loaded.db.read() as connection:
         assert _no_statistics(connection)
         program_id = programs.find(connection, "acme-sales").id
-        event.listen(loaded.db.engine, "before_cursor_execute", record)
-        try:
-            found = _lookup(connection, program_id, keys)
-        finally:
-            event.remove(loaded.db.engine, "before_cursor_execute", record)
+        monkeypatch.setattr(sql, "_fetch", record)
+        found = _lookup(connection, program_id, keys)
+        monkeypatch.undo()
         assert sorted((m, p, s) for s, m, p, _ in found) == sorted(keys)
         (statement, parameters), *_ = sent
         if connection.dialect.name == "sqlite":

@@ -295,10 +295,21 @@ def fetch_by_keys(
                 f"(SELECT {wanted} FROM {table.name} t WHERE {on} OFFSET 0) x"
             )
             params = tuple(list(column) for column in zip(*part, strict=True))
-        for raw in connection.exec_driver_sql(sql, params + tuple(fixed.values())):
+        for raw in _fetch(connection, sql, params + tuple(fixed.values())):
             row = list(raw)
             for i, f in convert:
                 if row[i] is not None:
                     row[i] = f(row[i])
             found.append(tuple(row))
     return found
+
+
+def _fetch(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows of a plain statement on the transaction's own DB-API connection: a hot-path read skips building
+    a SQLAlchemy result (a third of a small lookup's time); values are the driver's, as with exec_driver_sql."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
