@@ -14,6 +14,7 @@ from levelup.errors import NotFound
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import ProgramDocument
 from levelup.storage import tables as t
+from levelup.storage.sql import fetch_by_keys
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,13 @@ class ProgramCache:
 
 
 def find(connection: Connection, key: str) -> ProgramRecord:
-    row = connection.execute(
-        select(t.programs.c.id, t.programs.c.key, t.programs.c.version).where(t.programs.c.key == key)
-    ).first()
-    if row is None:
+    """The program and its version in force (every request asks: a lookup on the hot path's cursor)."""
+    found = fetch_by_keys(
+        connection, t.programs, fixed={}, keys=["key"], values=[(key,)], columns=["id", "key", "version"]
+    )
+    if not found:
         raise NotFound(f"no program {key!r}")
-    return ProgramRecord(row.id, row.key, row.version)
+    return ProgramRecord(*found[0])
 
 
 def selected(connection: Connection, keys: Iterable[str] | None = None) -> list[ProgramRecord]:
