@@ -57,6 +57,7 @@ from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
+from levelup.storage import sql as storage_sql
 from levelup.storage import tables as t
 from workload import SEED, generate
 
@@ -100,6 +101,7 @@ def peak_rss_mb() -> float:
 
 
 _SQL_TABLE = re.compile(r"\b(?:INTO|UPDATE|FROM)\s+\"?(\w+)", re.IGNORECASE)
+_LOOKUP_TABLE = re.compile(r"\b(?:JOIN|FROM)\s+(\w+)\s+t\b", re.IGNORECASE)
 
 
 @dataclass
@@ -116,13 +118,31 @@ class StatementStats:
     seconds: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     _started: list[tuple[tuple[str, str], float]] = field(default_factory=list)
 
+    _real_fetch: Any = None
+
     def listen(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
+        # key lookups that read through the transaction's DB-API cursor (storage.sql._fetch) skip those events
+        self._real_fetch = getattr(storage_sql, "_fetch", None)
+        if self._real_fetch is not None:
+            storage_sql._fetch = self._timed_fetch
 
     def forget(self, engine: Engine) -> None:
         event.remove(engine, "before_cursor_execute", self._before)
         event.remove(engine, "after_cursor_execute", self._after)
+        if self._real_fetch is not None:
+            storage_sql._fetch = self._real_fetch
+
+    def _timed_fetch(self, connection: Any, statement: str, parameters: Any) -> Any:
+        found = _LOOKUP_TABLE.search(statement)
+        key = ("LOOKUP", found.group(1) if found else "-")
+        started = time.perf_counter()
+        rows = self._real_fetch(connection, statement, parameters)
+        self.seconds[key] += time.perf_counter() - started
+        self.calls[key] += 1
+        self.rows[key] += len(rows)  # for a lookup: the rows found
+        return rows
 
     def _before(
         self, _conn: Connection, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
