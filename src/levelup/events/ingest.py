@@ -155,7 +155,8 @@ def _score_and_write(
 ) -> None:
     numbers = allocate_ids(connection, t.events, "seq", len(fresh))  # log order, known to the engine
     events = [(i, replace(e.to_event(received_at), seq=n)) for (i, e, _), n in zip(fresh, numbers, strict=True)]
-    ids, created = participants.ensure(connection, program.id, (e.participant for _, e in events))
+    named = [[e.participant, referrals.named(compiled, e)] for _, e in events]  # in the order they appear
+    ids, created = participants.ensure(connection, program.id, (p for pair in named for p in pair if p))
     participants.lock(connection, ids.values())
     earlier, reversed_by = store.earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
     periods: dict[str, set[str]] = defaultdict(set)
@@ -205,7 +206,7 @@ def _score_and_write(
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
     if done:
         store.write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
-        referrals.write(connection, program.id, compiled, done, ids, received_at)
+        referrals.write(connection, program.id, done, ids, received_at)
         reviews: dict[int, tuple[tier_service.Held, TierStanding, bool]] = {}
         for e in done:
             if e.tier_review is not None:
@@ -215,6 +216,6 @@ def _score_and_write(
                 reviews[pid] = (before, e.tier_review.standing, moved or e.tier_review.change is not None)
         tier_service.write_reviews(connection, program.id, reviews, received_at)
     # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
-    unseen = created - {e.event.participant for e in done}
+    unseen = created - {p for e in done for p in (e.event.participant, referrals.named(compiled, e.event)) if p}
     if unseen:
         participants.forget(connection, [ids[p] for p in unseen])

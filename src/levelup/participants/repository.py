@@ -16,7 +16,7 @@ from levelup.errors import NotFound
 from levelup.feed import service as feed
 from levelup.feed.service import FeedItem
 from levelup.storage import tables as t
-from levelup.storage.sql import fetch_by_keys, insert_ignore
+from levelup.storage.sql import allocate_ids, fetch_by_keys, insert_ignore
 
 
 @dataclass
@@ -29,10 +29,16 @@ class Loaded:
 
 
 def ensure(connection: Connection, program_id: int, external_ids: Iterable[str]) -> tuple[dict[str, int], set[str]]:
-    """Internal ids of these participants, creating the unknown ones; and which were created."""
-    wanted = sorted(set(external_ids))
+    """Internal ids of these participants, creating the unknown ones; and which were created.
+
+    New participants get ids in the order they are named (first appearance), as if their events had
+    come one at a time (ids order ties on boards), while rows are inserted in external-id order, so
+    two writers creating the same participants never wait on each other in opposite orders.
+    """
+    wanted = list(dict.fromkeys(external_ids))
     if not wanted:
         return {}, set()
+    keyed = sorted((e,) for e in wanted)
 
     def lookup() -> dict[str, int]:
         return {
@@ -42,7 +48,7 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
                 t.participants,
                 fixed={"program_id": program_id},
                 keys=["external_id"],
-                values=[(e,) for e in wanted],
+                values=keyed,
                 columns=["external_id", "id"],
             )
         }
@@ -51,10 +57,14 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
     missing = [e for e in wanted if e not in found]
     if missing:
         now = dt.datetime.now(dt.UTC)
+        numbered = sorted(zip(missing, allocate_ids(connection, t.participants, "id", len(missing)), strict=True))
         insert_ignore(
             connection,
             t.participants,
-            [{"program_id": program_id, "external_id": e, "attributes": {}, "created_at": now} for e in missing],
+            [
+                {"id": pid, "program_id": program_id, "external_id": e, "attributes": {}, "created_at": now}
+                for e, pid in numbered
+            ],
         )
         found = lookup()
     return found, set(missing)

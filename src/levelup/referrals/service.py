@@ -17,9 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, select, update
 
-from levelup.engine.model import Effects, ParticipantState, ReferralState
+from levelup.engine.model import Effects, Event, ParticipantState, ReferralState
 from levelup.ledger.service import Booking, book
-from levelup.participants import repository as participants
 from levelup.programs import service as programs_service
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
@@ -57,25 +56,25 @@ def load(
         states[by_id[pid]].bought = True
 
 
+def named(compiled: CompiledProgram, event: Event) -> str | None:
+    """The referrer a referral event names (a participant from then on, even when the referral does not
+    stand), or None (not a referral, or no valid referrer: the engine refuses the event)."""
+    referrals = compiled.doc.referrals
+    if referrals is None or event.type != referrals.event or event.reverses:
+        return None
+    referrer = event.data.get(referrals.referrer)
+    return referrer if isinstance(referrer, str) and 0 < len(referrer) <= 200 else None
+
+
 def write(
     connection: Connection,
     program_id: int,
-    compiled: CompiledProgram,
     scored: Sequence[Effects],
     ids: Mapping[str, int],
     now: dt.datetime,
 ) -> None:
-    """Store the referral changes of a scored batch, in order; every referrer named is a participant
-    (created on first sight, like anyone an event names, even when their referral does not stand)."""
-    referrals = compiled.doc.referrals
-    if referrals is None:
-        return
-    named = [
-        str(e.event.data[referrals.referrer])
-        for e in scored
-        if e.event.type == referrals.event and not e.event.reverses
-    ]
-    referrers = participants.ensure(connection, program_id, named)[0] if named else {}
+    """Store the referral changes of a scored batch, in order (``ids`` holds the referrers too: ingestion
+    creates them in the order they are named)."""
     changes = [(ids[e.event.participant], e.referral) for e in scored if e.referral is not None]
     r = t.referrals.c
     for friend, change in changes:
@@ -84,7 +83,7 @@ def write(
             row = {
                 "referred_id": friend,
                 "program_id": program_id,
-                "referrer_id": referrers[referral.referrer],
+                "referrer_id": ids[referral.referrer],
                 "status": referral.status,
                 "referral_event": referral.referral_event,
                 "created_at": now,
