@@ -155,10 +155,11 @@ def test_postgresql_rows_of_no_board_call_no_trigger_function(runtime: Runtime) 
         assert_in_step(connection, record.id)
 
 
-def test_postgresql_board_function_follows_the_registered_boards(runtime: Runtime) -> None:
+def test_postgresql_board_condition_follows_the_registered_boards(runtime: Runtime) -> None:
+    """levelup_rank_board is true for the (source, key, calendar grain) of every registered board, of any
+    program in the schema (migration 0007: a superset the trigger functions narrow), false otherwise."""
     if runtime.db.is_sqlite:
         pytest.skip("PostgreSQL only")
-    record = apply(runtime, ACME)
     candidates = [
         (source, key, period)
         for source in ("p", "t", "e")
@@ -175,12 +176,23 @@ def test_postgresql_board_function_follows_the_registered_boards(runtime: Runtim
                 except ValueError:
                     grain = None
                 expected = grain is not None and ranks.registered(connection, record.id, source, key, grain)
-                found = connection.execute(check, {"p": record.id, "s": source, "k": key, "per": period}).scalar_one()
-                assert found is expected, (source, key, period)
-            assert (
-                connection.execute(check, {"p": record.id + 1, "s": "p", "k": "revenue", "per": "2026-11"}).scalar_one()
-                is False
-            )
+                for program_id in (record.id, record.id + 1):  # another program: the same answer
+                    found = connection.execute(check, {"p": program_id, "s": source, "k": key, "per": period})
+                    assert found.scalar_one() is expected, (source, key, period)
+
+
+def test_postgresql_rows_of_another_program_keep_their_own_boards(runtime: Runtime) -> None:
+    """Two programs, one with the weekly deals board: the other's weekly deals rows pass the condition
+    (same key) and the trigger function leaves them out; both programs' rank tables stay exact."""
+    ranked = apply(runtime, MORE_BOARDS)
+    other = apply(runtime, ACME.replace("program: acme-sales", "program: acme-other", 1))
+    ingest(runtime, "acme-sales", deals("r-", 30))
+    ingest(runtime, "acme-other", deals("o-", 30))
+    with runtime.db.read() as connection:
+        for record in (ranked, other):
+            assert_in_step(connection, record.id)
+        assert not ranks.registered(connection, other.id, "p", "deals_won", "week")
+        assert [r for r in board_rows_expected(connection, ranked.id) if r[1] == "deals_won"]
 
 
 def test_the_migration_goes_down_and_up(empty_db_url: str) -> None:

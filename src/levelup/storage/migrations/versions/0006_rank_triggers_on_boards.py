@@ -47,6 +47,25 @@ SOURCES = {
 METRIC_KEYS = ("program_id", "subject_kind", "metric", "period", "subject_id")
 
 
+# Writes levelup_rank_board's body from rank_boards (0007 replaces it; its downgrade restores this one).
+DEFINE = (
+    "CREATE OR REPLACE FUNCTION levelup_rank_boards_define(target text) RETURNS void LANGUAGE plpgsql AS $body$ "
+    f"DECLARE wanted text := ''; grain text := $g${GRAIN}$g$; r record; BEGIN "
+    "EXECUTE format('LOCK TABLE %I.rank_boards IN SHARE UPDATE EXCLUSIVE MODE', target); "
+    "FOR r IN EXECUTE format('SELECT program_id, source, key, string_agg(quote_literal(grain), %L ORDER BY grain) "
+    "AS grains FROM %I.rank_boards GROUP BY 1, 2, 3 ORDER BY 1, 2, 3', ', ', target) LOOP "
+    "wanted := wanted || CASE WHEN wanted = '' THEN '' ELSE ' OR ' END "
+    "|| format('($1 = %s AND $2 = %L AND $3 = %L AND %s IN (%s))', "
+    "r.program_id, r.source, r.key, grain, r.grains); "
+    "END LOOP; "
+    "wanted := 'SELECT ' || CASE WHEN wanted = '' THEN 'false' ELSE wanted END; "
+    "IF wanted IS DISTINCT FROM (SELECT prosrc FROM pg_proc "
+    "WHERE oid = format('%I.levelup_rank_board(bigint, text, text, text)', target)::regprocedure) THEN "
+    f"EXECUTE format('CREATE OR REPLACE FUNCTION %I.{SIGNATURE} RETURNS boolean LANGUAGE sql STABLE AS %L', "
+    "target, wanted); END IF; END $body$"
+)
+
+
 def _on_board(table: str, r: str) -> str:
     source, key, period = (e.format(r=r) for e in SOURCES[table][0])
     return f"levelup_rank_board({r}.program_id, {source}, {key}, {period})"
@@ -85,22 +104,7 @@ def _postgres_upgrade() -> None:
     # One condition per (program, source, key): its grains in a list. Registrations are serialized by the
     # lock (self-conflicting, and not with writers' row locks); taking it also brings this session's
     # catalog cache up to date, so the function is replaced from its newest version.
-    op.execute(
-        "CREATE FUNCTION levelup_rank_boards_define(target text) RETURNS void LANGUAGE plpgsql AS $body$ "
-        f"DECLARE wanted text := ''; grain text := $g${GRAIN}$g$; r record; BEGIN "
-        "EXECUTE format('LOCK TABLE %I.rank_boards IN SHARE UPDATE EXCLUSIVE MODE', target); "
-        "FOR r IN EXECUTE format('SELECT program_id, source, key, string_agg(quote_literal(grain), %L ORDER BY grain) "
-        "AS grains FROM %I.rank_boards GROUP BY 1, 2, 3 ORDER BY 1, 2, 3', ', ', target) LOOP "
-        "wanted := wanted || CASE WHEN wanted = '' THEN '' ELSE ' OR ' END "
-        "|| format('($1 = %s AND $2 = %L AND $3 = %L AND %s IN (%s))', "
-        "r.program_id, r.source, r.key, grain, r.grains); "
-        "END LOOP; "
-        "wanted := 'SELECT ' || CASE WHEN wanted = '' THEN 'false' ELSE wanted END; "
-        "IF wanted IS DISTINCT FROM (SELECT prosrc FROM pg_proc "
-        "WHERE oid = format('%I.levelup_rank_board(bigint, text, text, text)', target)::regprocedure) THEN "
-        f"EXECUTE format('CREATE OR REPLACE FUNCTION %I.{SIGNATURE} RETURNS boolean LANGUAGE sql STABLE AS %L', "
-        "target, wanted); END IF; END $body$"
-    )
+    op.execute(DEFINE)
     op.execute(
         "CREATE FUNCTION levelup_rank_boards_changed() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN "
         "PERFORM levelup_rank_boards_define(TG_TABLE_SCHEMA); RETURN NULL; END $body$"
