@@ -204,6 +204,9 @@ def _score_and_write(
         done.append(effects)
         accepted[event.id] = digests[i]
         outcomes[i] = Outcome(event.id, "accepted", effects.awards())
+    seen = list(dict.fromkeys(p for e in done for p in (e.event.participant, referrals.named(compiled, e.event)) if p))
+    moved_ids = _number_as_seen(connection, ids, created, seen)
+    tiers_held = {moved_ids.get(pid, pid): held for pid, held in tiers_held.items()}
     if done:
         store.write_effects(connection, program.id, compiled, done, ids, received_at, accepted)
         referrals.write(connection, program.id, done, ids, received_at)
@@ -216,6 +219,22 @@ def _score_and_write(
                 reviews[pid] = (before, e.tier_review.standing, moved or e.tier_review.change is not None)
         tier_service.write_reviews(connection, program.id, reviews, received_at)
     # a participant first seen in events that were all rejected was not really seen: bad input changes nothing
-    unseen = created - {p for e in done for p in (e.event.participant, referrals.named(compiled, e.event)) if p}
+    unseen = created - set(seen)
     if unseen:
         participants.forget(connection, [ids[p] for p in unseen])
+
+
+def _number_as_seen(connection: Connection, ids: dict[str, int], created: set[str], seen: list[str]) -> dict[int, int]:
+    """Give the participants this batch created their ids in the order accepted events named them, as one
+    event at a time would (a participant named first by a rejected event is created later, or not at all);
+    updates ``ids`` and returns the ids that moved (old → new)."""
+    if not created:
+        return {}
+    order = [p for p in seen if p in created]
+    order += sorted((p for p in created if p not in set(order)), key=ids.__getitem__)
+    wanted = dict(zip(order, sorted(ids[p] for p in created), strict=True))
+    moved = {ids[p]: new for p, new in wanted.items() if ids[p] != new}
+    if moved:
+        participants.renumber(connection, moved)
+        ids.update(wanted)
+    return moved

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, bindparam, select
 
 from levelup.audit import service as audit
 from levelup.engine.model import ParticipantState
@@ -68,6 +68,17 @@ def ensure(connection: Connection, program_id: int, external_ids: Iterable[str])
         )
         found = lookup()
     return found, set(missing)
+
+
+def renumber(connection: Connection, moved: Mapping[int, int]) -> None:
+    """Give participants created in this transaction (nothing refers to them yet) other ids: old → new,
+    through negative ids so no two rows ever share one."""
+    p = t.participants.c
+    connection.execute(t.participants.update().where(p.id.in_(list(moved))).values(id=-p.id))
+    connection.execute(
+        t.participants.update().where(p.id == bindparam("old")).values(id=bindparam("new")),
+        [{"old": -old, "new": new} for old, new in moved.items()],
+    )
 
 
 def forget(connection: Connection, ids: list[int]) -> None:
