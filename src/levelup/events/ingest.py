@@ -231,7 +231,8 @@ def _number_as_seen(connection: Connection, ids: dict[str, int], created: set[st
     if not created:
         return {}
     order = [p for p in seen if p in created]
-    order += sorted((p for p in created if p not in set(order)), key=ids.__getitem__)
+    placed = set(order)
+    order += sorted((p for p in created if p not in placed), key=ids.__getitem__)
     wanted = dict(zip(order, sorted(ids[p] for p in created), strict=True))
     moved = {ids[p]: new for p, new in wanted.items() if ids[p] != new}
     if moved:
