@@ -239,6 +239,39 @@ class Referrals(Strict):
     hold: Duration = Field(default="P30D", description="how long the qualifying event must stand unrefunded")
 
 
+class Setting(Strict):
+    """A secret or setting named, never held: the document says where the server finds it."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description="an environment variable")
+
+
+class SourceFetch(Strict):
+    object: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="the CRM object type, e.g. deal")
+    properties: list[str] = Field(min_length=1, max_length=100)
+    token: Setting
+    base_url: Setting | None = Field(default=None, description="default: the vendor's public API")
+
+
+class SourceMapping(Strict):
+    """One event per matching item; every field but ``type`` is CEL over item, object and headers."""
+
+    when: Expression = "true"
+    type: EventType
+    id: Expression
+    participant: Expression
+    occurred_at: Expression | None = None
+    reverses: Expression | None = None
+    data: dict[str, Expression] = Field(default_factory=dict, max_length=50)
+
+
+class Source(Strict):
+    key: Key
+    kind: Literal["hubspot", "pipedrive", "salesforce", "zoho", "webhook"]
+    secret: Setting | None = None
+    fetch: SourceFetch | None = None
+    events: list[SourceMapping] = Field(min_length=1, max_length=50)
+
+
 class ProgramDocument(Strict):
     program: str = Field(pattern=PROGRAM_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -256,6 +289,7 @@ class ProgramDocument(Strict):
     rewards: list[Reward] = Field(default_factory=list, max_length=1000)
     kudos: Kudos | None = None
     referrals: Referrals | None = None
+    sources: list[Source] = Field(default_factory=list, max_length=20)
 
     @field_validator("timezone")
     @classmethod

@@ -18,6 +18,7 @@ from levelup.errors import FieldError, Invalid, path_of
 from levelup.metrics.periods import ROLLING
 from levelup.programs.document import ProgramDocument
 from levelup.rules.expressions import Expression, ExpressionError
+from levelup.sources import validation as sources
 
 MAX_DOCUMENT_BYTES = 1_000_000
 _UNION_TAGS = {"int", "float", "str", "bool", "constrained-str", "function-after", "literal"}
@@ -257,7 +258,7 @@ def validate_document(data: Any, *, program: str | None = None) -> ProgramDocume
         doc = ProgramDocument.model_validate(data)
     except ValidationError as exc:
         raise Invalid("the program document is invalid", errors=_shape_errors(exc) + errors) from None
-    errors += list(_reference_errors(doc)) + list(_window_errors(doc))
+    errors += list(_reference_errors(doc)) + list(_window_errors(doc)) + list(sources.errors(doc))
     if program is not None and doc.program != program:
         errors.append(FieldError("program", f'must equal the program in the URL, "{program}"'))
     if errors:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -235,6 +236,7 @@ rule_counters = Table(
     Column("period", String(32), primary_key=True),
     Column("count", Integer, nullable=False),
     Column("last_at", Timestamp),
+    Index("ix_rule_counters_period", "participant_id", "period"),
 )
 
 api_keys = Table(
@@ -284,6 +286,14 @@ lots = Table(
     Index("ix_lots_participant", "participant_id", "currency", "remaining"),
     Index("ix_lots_expiry", "program_id", "expires_at"),
     Index("ix_lots_event", "event_seq"),
+    # pending lots only: the maturing job reads what it has to move, not the program's history
+    Index(
+        "ix_lots_pending",
+        "program_id",
+        "available_at",
+        postgresql_where=text("NOT matured"),
+        sqlite_where=text("NOT matured"),
+    ),
 )
 
 redemptions = Table(
