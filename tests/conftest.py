@@ -276,7 +276,7 @@ def brewhouse_text() -> str:
 
 @pytest.fixture
 def acme(client: TestClient, admin: dict[str, str], acme_text: str) -> TestClient:
-    """A client with the SPEC sales program applied."""
+    """A client with examples/acme-sales.yaml applied."""
     response = client.put(
         "/api/v1/programs/acme-sales", content=acme_text, headers={**admin, "Content-Type": "application/yaml"}
     )

@@ -1,4 +1,4 @@
-"""API keys (SPEC §4, §7.6): authentication, roles, program scopes, creation by API and CLI, revocation."""
+"""API keys (docs/api.md): authentication, roles, program scopes, creation by API and CLI, revocation."""
 
 from __future__ import annotations
 

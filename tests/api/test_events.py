@@ -1,4 +1,4 @@
-"""Events over HTTP (SPEC §3, §4, §7): responses, idempotency, reversals, periods, caps, CEL numbers, bad input."""
+"""Events over HTTP (docs/api.md): responses, idempotency, reversals, periods, caps, CEL numbers, bad input."""
 
 from __future__ import annotations
 
@@ -367,7 +367,7 @@ def test_non_json_body_is_a_problem_naming_the_body(acme: TestClient, admin: dic
     assert response.headers["content-type"] == PROBLEM
     problem = response.json()
     assert problem["status"] == 422
-    assert problem["errors"], "a validation problem lists its errors with their paths (SPEC §4)"
+    assert problem["errors"], "a validation problem lists its errors with their paths (docs/api.md)"
     assert all(e["path"] and e["message"] for e in problem["errors"])
     assert acme.get(f"{P}/participants/rep-17", headers=admin).status_code == 404
 

@@ -1,4 +1,4 @@
-"""Leaderboards over HTTP (SPEC §2, §4): periods, ties, paging, neighbours, scopes, teams, normalization."""
+"""Leaderboards over HTTP (docs/api.md): periods, ties, paging, neighbours, scopes, teams, normalization."""
 
 from __future__ import annotations
 

@@ -578,7 +578,7 @@ def test_replay_rebuild_restores_deleted_badges_streaks_and_completions(
 
 
 def test_replay_reports_a_deleted_badge_grant(acme: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
-    """Replay compares what is derived from the log with what is stored (SPEC §7.3: badges too)."""
+    """Replay compares what is derived from the log with what is stored (docs/architecture.md: badges too)."""
     play_with_a_reversal(acme, admin)
     with runtime.db.write() as connection:
         connection.execute(text("DELETE FROM badge_grants"))

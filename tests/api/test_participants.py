@@ -1,4 +1,4 @@
-"""Participants, teams, the ledger and manual adjustments over HTTP (SPEC §4, §7)."""
+"""Participants, teams, the ledger and manual adjustments over HTTP (docs/api.md, docs/architecture.md)."""
 
 from __future__ import annotations
 

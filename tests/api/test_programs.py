@@ -1,4 +1,4 @@
-"""Program documents over HTTP (SPEC §2, §4): apply, version, read back, validate every error at once."""
+"""Program documents over HTTP (docs/api.md): apply, version, read back, validate every error at once."""
 
 from __future__ import annotations
 

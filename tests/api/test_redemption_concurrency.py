@@ -1,6 +1,6 @@
 """Concurrent redemptions through a real ``levelup serve``: no balance overspent, no stock oversold.
 
-SPEC §7.2: "concurrent redemptions never overspend a balance or oversell stock", and
+docs/architecture.md: "concurrent redemptions never overspend a balance or oversell stock", and
 §7.1: retries are always safe. A real server is started (4 worker processes on
 PostgreSQL, 1 on SQLite, whose writers queue) on a fresh database, on a free loopback
 port, and requests are fired at it at the same moment over real HTTP (asyncio + httpx,
@@ -352,7 +352,7 @@ def test_a_retry_storm_makes_one_redemption(served: Served) -> None:
 
 def test_one_key_for_several_participants_is_one_redemption_and_conflicts(served: Served) -> None:
     """The idempotency key is the program's: sent at once for several participants, one redemption is made
-    and the others are told 409 ``idempotency_conflict`` (bad input gets a clear error, SPEC §7.7), not a 500."""
+    and the others are told 409 ``idempotency_conflict`` (bad input gets a clear error), not a 500."""
     key = "probe"
     probes = [f"probe-{i}" for i in range(PROBES)]
     set_up(served, key, {name: (0, COST) for name in probes})

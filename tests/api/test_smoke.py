@@ -1,4 +1,4 @@
-"""The SPEC example end to end through HTTP, on both databases."""
+"""The acme-sales example end to end through HTTP, on both databases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``levelup`` command (SPEC §5): program validate/apply/show, events import, replay, leaderboard, keys, demo."""
+"""The ``levelup`` command (README.md): program validate/apply/show, events import, replay, leaderboard, keys, demo."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Properties of the pure engine over random event streams, with the SPEC's acme-sales program.
+"""Properties of the pure engine over random event streams, with examples/acme-sales.yaml.
 
 No database: a :class:`World` runs the events in order in memory, exactly as live
 ingestion and replay do. Each property is checked against a plain-Python reading
-of the SPEC (``Reference`` below), written from the program document and not from
+of the documented rules (docs/program-document.md; ``Reference`` below), written from the program document and not from
 the engine, so a change in the engine that drifts from the contract shows here.
 
 Streams mix ``deal.won`` (int or float amounts, huge, negative, zero, missing or
@@ -41,7 +41,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.UTC
 PARTICIPANTS = ("ana", "bo", "cy")
 CURRENCIES = ("xp", "coins")
-MAX_AWARD = 10**12  # SPEC: a computed amount beyond this is a failed award (the engine's documented bound)
+MAX_AWARD = 10**12  # a computed amount beyond this is a failed award (the engine's documented bound)
 RULES = ("call-logged", "follow-up-on-time", "deal-won")
 CALL_CAP = 20  # acme-sales: call-logged, cap {max: 20, per: day}
 EPSILON = 2.0**-52
@@ -240,7 +240,7 @@ def streams(
     return st.lists(step, min_size=min_size, max_size=max_size).map(lambda specs: build(specs, participants))
 
 
-# --------------------------------------------------------------------------- the reference: the SPEC in plain Python
+# ------------------------------------------------------------- the reference: the documented rules in plain Python
 
 
 def local_periods(instant: dt.datetime) -> tuple[str, ...]:
@@ -262,7 +262,7 @@ def is_number(value: Any) -> bool:
 
 
 def whole(value: float) -> int | None:
-    """SPEC: a computed amount is rounded down; zero or less awards nothing (nor does one beyond the bound)."""
+    """A computed amount is rounded down; zero or less awards nothing (nor does one beyond the bound)."""
     amount = math.floor(value)
     return amount if 0 < amount <= MAX_AWARD else None
 
@@ -277,7 +277,7 @@ class Entry:
 
 @dataclass
 class Reference:
-    """acme-sales as the SPEC says, event by event: which entries each event books."""
+    """acme-sales as documented, event by event: which entries each event books."""
 
     accepted: dict[str, Event] = field(default_factory=dict)
     entries: dict[str, list[Entry]] = field(default_factory=dict)
@@ -493,7 +493,7 @@ openings = st.dictionaries(  # what participants hold before the stream: spendab
 def test_balance_is_the_sum_of_the_ledger_and_never_negative(
     steps: list[Step], opening: dict[tuple[str, str], tuple[int, int]]
 ) -> None:
-    """SPEC §7.2 after the whole stream (spends between events make reversals run into arrears)."""
+    """docs/architecture.md after the whole stream (spends between events make reversals run into arrears)."""
     check_positions(run(steps, opening=opening))
 
 
@@ -502,14 +502,14 @@ def test_balance_is_the_sum_of_the_ledger_and_never_negative(
 def test_positions_hold_after_every_single_event(
     steps: list[Step], opening: dict[tuple[str, str], tuple[int, int]]
 ) -> None:
-    """SPEC §7.2 after every step, not just at the end."""
+    """docs/architecture.md after every step, not just at the end."""
     run(steps, after_each=check_positions, opening=opening)
 
 
 @PROPERTY_SETTINGS
 @given(streams())
 def test_awards_are_positive_whole_numbers_and_reversals_mirror_them(steps: list[Step]) -> None:
-    """SPEC §2: award amounts are whole numbers, zero or less awards nothing; a reversal books the exact opposite."""
+    """Award amounts are whole numbers, zero or less awards nothing; a reversal books the exact opposite."""
     outcome = run(steps)
     booked = {e.event.id: e.ledger for e in outcome.effects}
     for effects in outcome.effects:
@@ -532,7 +532,7 @@ def test_awards_are_positive_whole_numbers_and_reversals_mirror_them(steps: list
 @PROPERTY_SETTINGS
 @given(streams())
 def test_ledger_matches_the_spec_reference(steps: list[Step]) -> None:
-    """Every event books exactly what the SPEC reading of acme-sales says (amounts, caps, reversals, refusals)."""
+    """Every event books exactly what the documented reading of acme-sales says (amounts, caps, reversals, refusals)."""
     outcome = run(steps)
     reference = Reference()
     for event, result in zip(events_of(steps), outcome.outcomes, strict=True):
@@ -651,7 +651,7 @@ def test_same_stream_in_two_worlds_gives_identical_effects(steps: list[Step]) ->
 def test_reversing_every_event_brings_everything_back_to_zero(
     steps: list[Step], order: list[int], when: dt.datetime
 ) -> None:
-    """SPEC §3: a reversal undoes the awards and metric contributions; undo all and nothing is left."""
+    """docs/api.md: a reversal undoes the awards and metric contributions; undo all and nothing is left."""
     everything = reverse_everything(steps, order, when)
     outcome = run(everything)
     undo = len(everything) - len(steps)
@@ -706,7 +706,7 @@ def test_metric_totals_equal_a_plain_computation(steps: list[Step]) -> None:
 @PROPERTY_SETTINGS
 @given(streams(max_size=60, reversals=True))
 def test_revenue_per_local_month(steps: list[Step]) -> None:
-    """The SPEC's example: revenue per month = non-reversed deal.won amounts grouped by New York local month."""
+    """The documented example: revenue per month = non-reversed deal.won amounts grouped by New York local month."""
     outcome = run(steps)
     reversed_ids = {e.event.reverses for e in outcome.effects if e.event.reverses}
     accepted = {e.event.id for e in outcome.effects}

@@ -1,7 +1,7 @@
-"""Game mechanics in the pure engine: levels, badges, challenges and streaks of acme-sales (SPEC §1, §2).
+"""Game mechanics in the pure engine: levels, badges, challenges and streaks of acme-sales (docs/program-document.md).
 
 No database: a :class:`World` runs events in order in memory, as live ingestion and replay
-do. The program is the SPEC's acme-sales example (time zone America/New_York):
+do. The program is examples/acme-sales.yaml (time zone America/New_York):
 
 - levels on lifetime XP earned: Rookie 0, Closer 1,000, Legend 10,000; a reversal can lower one;
 - top-closer: Bronze at 5 deals won in all, Gold at 50, once each;
@@ -497,7 +497,7 @@ def test_five_a_week_nets_100_coins_per_week_with_five_standing_deals(
 
 
 def expected_badges(deals: Iterable[Fact]) -> set[tuple[str, str, str, str]]:
-    """(participant, badge, grade, period) the SPEC says are held for these standing deals."""
+    """(participant, badge, grade, period) the documented rules say are held for these standing deals."""
     total: Counter[str] = Counter()
     weekly: Counter[tuple[str, str]] = Counter()
     for fact in deals:

@@ -1,4 +1,4 @@
-"""Leaderboards at scale (SPEC §2, §4): plain boards are answered from ``rank_rows`` and the bucket
+"""Leaderboards at scale (docs/api.md): plain boards are answered from ``rank_rows`` and the bucket
 counts of ``rank_buckets`` (migration 0004, kept by triggers); here that equals the naive ranking.
 
 Every test runs on SQLite and on PostgreSQL. Hypothesis runs many examples in one database per

@@ -1,6 +1,6 @@
 """Invariants the database itself enforces, proved by going around the code with raw SQL.
 
-SPEC §7.1 and §7.2: one event per id, one ledger entry per idempotency key, an
+docs/architecture.md: one event per id, one ledger entry per idempotency key, an
 append-only ledger, no negative balance or arrears, no zero entries. The code
 never tries any of this; these tests do, straight through a connection, on SQLite
 and on PostgreSQL, and check that the database refuses and nothing changed.
@@ -243,7 +243,7 @@ def ledger_sums(connection: Connection, program_id: int) -> dict[tuple[str, str]
 
 @pytest.mark.parametrize("round_", range(3))
 def test_the_same_batch_from_eight_threads_takes_effect_once(runtime: Runtime, round_: int) -> None:
-    """SPEC §7.1: the same events sent by 8 workers at once: each accepted by exactly one, duplicates elsewhere."""
+    """The same events sent by 8 workers at once: each accepted by exactly one, duplicates elsewhere."""
     program_id = apply_program(runtime)
     batch = [
         deal(f"d-{round_}-1", "ana"),

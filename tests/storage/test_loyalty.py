@@ -9,7 +9,7 @@
   first, then the soonest-expiring spendable ones, pending ones last); the lots job expires
   exactly what is due and a second run changes nothing; a return right after a purchase
   restores the position. At the end of each example, replay agrees with what is stored.
-- The customer journey over HTTP on the SPEC's brewhouse-rewards document and a variant with
+- The customer journey over HTTP on examples/brewhouse-rewards.yaml and a variant with
   ``pending`` and more rewards: earning, the expiring list, redemptions and every 409 code,
   idempotent retries, fulfil/cancel transitions, stock, limits, tier requirements, suspended
   participants, and the liability report against figures computed here.
@@ -881,7 +881,7 @@ def liability_of(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def shop(client: TestClient, admin: dict[str, str], runtime: Runtime) -> Iterator[TestClient]:
-    """The SPEC brewhouse-rewards program, applied over HTTP."""
+    """examples/brewhouse-rewards.yaml, applied over HTTP."""
     apply_doc(client, admin, BREWHOUSE_TEXT)
     yield client
     check_invariants(books(runtime, program_id_of(runtime)))

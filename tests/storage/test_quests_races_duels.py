@@ -1,4 +1,4 @@
-"""Quests, races, duels, eligibility, competition validation and draft launch (SPEC §1, §2, §4).
+"""Quests, races, duels, eligibility, competition validation and draft launch (docs/program-document.md, docs/api.md).
 
 - Quests (``kind: quest``): steps in strict order; a step counts only what happens after it
   became current (the first step counts everything in its period); the reward is paid the
@@ -57,7 +57,7 @@ BREWHOUSE_TEXT = (EXAMPLES / "brewhouse-rewards.yaml").read_text()
 ACME_TEXT = (EXAMPLES / "acme-sales.yaml").read_text()
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# A weekly quest next to the SPEC's welcome quest: two purchases, then a review, then one more
+# A weekly quest next to brewhouse-rewards' welcome quest: two purchases, then a review, then one more
 # purchase (the purchases of step 1 must not count toward step 3).
 WEEKLY_QUEST = """\
   - key: regular
@@ -1342,7 +1342,7 @@ def test_a_launch_payment_stands_like_a_prize_after_a_reversal_and_replay_agrees
     post_deals(drafted, admin, event("undo", "deal.reopened", participant="ann", reverses="a2", data={}))
     # documented policy (challenges/launch.py): paid outside scoring, like a prize, so replay can reproduce it
     assert [(k, a) for k, a, _ in coins_for(drafted, admin, "ann", "Trial")] == [("challenge", 50)]
-    assert replay(runtime, "acme-sales").mismatches == []  # SPEC §7.3: replay gives what live processing gave
+    assert replay(runtime, "acme-sales").mismatches == []  # replay gives what live processing gave
 
 
 def test_cli_launch(runtime: Runtime, db_url: str) -> None:

@@ -1,6 +1,6 @@
 """Properties of live ingestion and replay through the real database, on SQLite and PostgreSQL.
 
-SPEC §7.1 (exactly-once per event id), §7.2 (a balance is the sum of its ledger,
+docs/architecture.md (exactly-once per event id), §7.2 (a balance is the sum of its ledger,
 never below zero) and §7.3 (replaying the event log gives what live processing
 gave). Streams hold duplicates (same id, same content), conflicts (same id,
 different content), reversals (some invalid), times out of order around the New
@@ -374,7 +374,7 @@ FLOAT_ORDER: list[Step] = [won("e0", 0), won("e1", 1), won("e2", 1), won("e3", 2
 @given(steps=streams(debits=True), size=st.sampled_from([0, 1, 2, 3, 7]))
 @example(steps=BADGE_TAKEN_BACK_LATER, size=3)
 def test_replay_agrees_with_live_ingestion(runtime: Runtime, steps: list[Step], size: int) -> None:
-    """SPEC §7.3: replay recomputes the same ledger, metrics, counters and balances; §7.2: balance == Σ ledger."""
+    """Replay recomputes the same ledger, metrics, counters and balances; and balance == Σ ledger."""
     key = new_program(runtime)
     outcomes = feed(runtime, key, steps, size)
     report = replay(runtime, key)
@@ -409,7 +409,7 @@ def test_replay_agrees_with_live_ingestion_for_huge_amounts(runtime: Runtime, st
 @DB_SETTINGS
 @given(steps=streams(debits=True), size=st.sampled_from([0, 1, 7]))
 def test_ingesting_the_same_stream_again_changes_nothing(runtime: Runtime, steps: list[Step], size: int) -> None:
-    """SPEC §7.1: retries are always safe: the second time everything is a duplicate (or refused again)."""
+    """docs/architecture.md: retries are always safe: the second time everything is a duplicate (or refused again)."""
     key = new_program(runtime)
     events = [s for s in steps if not isinstance(s, Debit)]
     feed(runtime, key, steps, size)
@@ -512,7 +512,7 @@ def test_rebuild_restores_a_corrupted_projection(
 @settings(DB_SETTINGS, max_examples=5)
 @given(huge=st.one_of(st.integers(min_value=2**64), st.integers(max_value=-(2**63) - 1)))
 def test_every_event_gets_an_outcome_whatever_its_numbers(runtime: Runtime, huge: int) -> None:
-    """SPEC §7.7: bad input gets a clear error and changes nothing — and the rest of the batch still goes in.
+    """docs/architecture.md: bad input gets a clear error and changes nothing — and the rest of the batch still goes in.
 
     Python callers (the CLI importer reads JSON Lines with ``json.loads``) can pass
     integers no 64-bit JSON encoder takes.

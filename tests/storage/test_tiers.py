@@ -1,4 +1,4 @@
-"""Tiers (SPEC §1, §2 brewhouse-rewards), on SQLite and PostgreSQL.
+"""Tiers (docs/program-document.md brewhouse-rewards), on SQLite and PostgreSQL.
 
 Status over a window of a metric (``spend`` over ``last_365_days``: Green, Gold at 500,
 Reserve at 2000): promotion as events arrive, demotion when old purchases leave the
@@ -50,7 +50,7 @@ GOLD, RESERVE = 500, 2000
 
 
 def with_tiers(**changes: str) -> str:
-    """The SPEC document with ``window:`` replaced and tier fields (``demotion``, ``review``) added."""
+    """examples/brewhouse-rewards.yaml with ``window:`` replaced and tier fields (``demotion``, ``review``) added."""
     text_ = BREWHOUSE_TEXT
     if "window" in changes:
         text_ = text_.replace("  window: last_365_days\n", f"  window: {changes.pop('window')}\n")
