@@ -1,7 +1,7 @@
 """Concurrent redemptions through a real ``levelup serve``: no balance overspent, no stock oversold.
 
-docs/architecture.md: "concurrent redemptions never overspend a balance or oversell stock", and
-§7.1: retries are always safe. A real server is started (4 worker processes on
+The guarantee: "concurrent redemptions never overspend a balance or oversell stock", and
+retries are always safe. A real server is started (4 worker processes on
 PostgreSQL, 1 on SQLite, whose writers queue) on a fresh database, on a free loopback
 port, and requests are fired at it at the same moment over real HTTP (asyncio + httpx,
 one connection a request). Then the books are read back from the database itself:

@@ -1,8 +1,8 @@
 """Properties of live ingestion and replay through the real database, on SQLite and PostgreSQL.
 
-docs/architecture.md (exactly-once per event id), §7.2 (a balance is the sum of its ledger,
-never below zero) and §7.3 (replaying the event log gives what live processing
-gave). Streams hold duplicates (same id, same content), conflicts (same id,
+The guarantees of docs/architecture.md: exactly-once per event id, a balance is the sum of its ledger,
+never below zero, and replaying the event log gives what live processing
+gave. Streams hold duplicates (same id, same content), conflicts (same id,
 different content), reversals (some invalid), times out of order around the New
 York DST changes, and, for arrears, debits between batches.
 
