@@ -37,6 +37,10 @@ from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
 from levelup.rules.expressions import Activation, condition_holds, whole_amount
 
+#: A sum or count metric takes values up to this size an event, so its totals stay finite and exact
+#: enough for any real history (docs/program-document.md, Expressions: Bounds).
+MAX_METRIC_VALUE = 1e15
+
 
 def activation_for(program: CompiledProgram, state: ParticipantState, event: Event) -> Activation:
     """The event and participant as CEL sees them, limited to what this event type's expressions read."""
@@ -88,6 +92,11 @@ def metric_contributions(
         if metric.aggregate in ("count", "sum"):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 effects.problems.append(Problem(f"metric:{metric.key}", f"value {value!r} is not a number"))
+                continue
+            if abs(value) > MAX_METRIC_VALUE:
+                effects.problems.append(
+                    Problem(f"metric:{metric.key}", f"value {value} is beyond ±{MAX_METRIC_VALUE:g}")
+                )
                 continue
             effects.metrics.extend(
                 MetricDelta(metric.key, period, float(value), team) for team in subjects for period in periods
