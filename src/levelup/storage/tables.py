@@ -516,3 +516,64 @@ rank_buckets = Table(
     Column("n", BigInteger, nullable=False),
     sqlite_with_rowid=False,  # the count lives in the primary key's B-tree: a sum is one range read
 )
+
+# --- webhooks out (levelup.webhooks): subscriptions, the transactional outbox, the delivery log ---
+
+# A program's outbound subscription; deleting one keeps the row (deleted_at) so its delivery log stays.
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("events", JSON, nullable=False),  # the notification types it wants, sorted
+    Column("secret", String(200), nullable=False),  # kept in clear: every delivery is signed with it
+    Column("format", String(8), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("deleted_at", Timestamp),
+    CheckConstraint("format in ('json', 'slack', 'teams')", name="format"),
+    Index("ix_webhook_subscriptions_program", "program_id"),
+)
+
+# One notification for one subscription, written in the transaction of the effect that caused it.
+# A worker claims a due row by moving next_at a lease ahead under its claim token; a worker that dies
+# loses the row when the lease ends. dedup makes a notification a job may repeat (points.expiring) once.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("subscription_id", ForeignKey("webhook_subscriptions.id"), nullable=False),
+    Column("notification", String(40), nullable=False),  # the id sent, the same on every retry
+    Column("type", String(32), nullable=False),
+    Column("body", JSON, nullable=False),  # {id, type, program, participant, at, data}
+    Column("dedup", String(300)),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", Timestamp, nullable=False),
+    Column("claim", String(32)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("done_at", Timestamp),
+    UniqueConstraint("subscription_id", "dedup"),
+    CheckConstraint("status in ('pending', 'delivered', 'failed', 'cancelled')", name="status"),
+    Index(
+        "ix_webhook_outbox_due",
+        "next_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index("ix_webhook_outbox_subscription", "subscription_id", "id"),
+)
+
+# Every attempt at a delivery: the answer's status code, or why there was none.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", ForeignKey("webhook_outbox.id"), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(500)),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_outbox", "outbox_id", "id"),
+)
