@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from levelup.errors import FieldError, Invalid, path_of
 from levelup.metrics.periods import ROLLING
 from levelup.programs.document import ProgramDocument
-from levelup.rules.expressions import Expression, ExpressionError
+from levelup.rules.expressions import Expression, ExpressionError, check_cost
 from levelup.sources import validation as sources
 
 MAX_DOCUMENT_BYTES = 1_000_000
@@ -88,6 +88,11 @@ def _raw_errors(data: dict[str, Any]) -> Iterator[FieldError]:
         except ExpressionError as exc:
             where = f" at column {exc.column}" if exc.column else ""
             yield FieldError(path, f"CEL syntax error{where}: {exc}")
+            continue
+        try:
+            check_cost(source)
+        except ExpressionError as exc:
+            yield FieldError(path, str(exc))
 
 
 def _award_errors(path: str, award: dict[str, Any] | None, doc: ProgramDocument) -> Iterator[FieldError]:

@@ -8,25 +8,58 @@ literal. Expressions that need integers on purpose (``int(x) / 2``, list indexes
 fall back to the source as written over the values as they came.
 
 Compiled once per program version (the Rust-backed ``cel`` evaluates in a few µs).
+
+Cost: ``cel`` holds the GIL and cannot be interrupted, so every argument of a
+comprehension macro after its variable is wrapped in a metering call
+(:data:`METER`). The meter counts the steps of an event's expressions, the size of
+what each step built and the time spent, and stops the evaluation past
+:data:`BUDGET` (a problem on the event); each step runs Python, so other threads
+(``/healthz``) get the GIL meanwhile.
+Nested comprehensions (whose cost multiplies) are refused when a document is
+applied (:func:`check_cost`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
 MACROS = re.compile(r"\.(map|filter|exists|exists_one|all)\s*\(")
+MACRO_NAMES = frozenset({"map", "filter", "exists", "exists_one", "all"})
 MAX_MACROS = 3
+METER = "__levelup_meter"
+
+# cel logs every failed Python function call; a stopped evaluation is reported as a problem instead
+logging.getLogger("cel").addFilter(lambda record: METER not in record.getMessage())
 _TOKEN = re.compile(
     r"""(?P<string>[rRbB]{0,2}('''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"))"""
     r"""|(?P<ident>[A-Za-z_][A-Za-z0-9_]*)"""
     r"""|(?P<number>0[xX][0-9a-fA-F]+[uU]?|\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+[uU]?)"""
     r"""|(?P<other>[\s\S])"""
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the expressions of one event may spend together: comprehension steps, bytes those steps
+    built, and seconds."""
+
+    steps: int = 50_000
+    bytes: int = 4_000_000
+    seconds: float = 0.1
+
+
+BUDGET = Budget()
+
+
+class OverBudget(Exception):
+    """An evaluation stopped because it ran past :data:`BUDGET`."""
 
 
 class ExpressionError(ValueError):
@@ -49,6 +82,82 @@ def _as_doubles(source: str) -> str:
         if not text.isspace():
             previous = text
     return "".join(out)
+
+
+def _macro_arguments(source: str) -> list[tuple[list[int], int]]:
+    """Every comprehension macro call: the offsets of its top-level commas and of its closing parenthesis."""
+    code = [(m.group(0), m.start()) for m in _TOKEN.finditer(source) if not m.group(0).isspace()]
+    found: list[tuple[list[int], int]] = []
+    stack: list[list[int] | None] = []  # one entry per open bracket: its commas if it is a macro's
+    for i, (text, at) in enumerate(code):
+        if text in ("(", "[", "{"):
+            is_macro = text == "(" and i >= 2 and code[i - 1][0] in MACRO_NAMES and code[i - 2][0] == "."
+            stack.append([] if is_macro else None)
+        elif text in (")", "]", "}") and stack:
+            commas = stack.pop()
+            if commas is not None:
+                found.append((commas, at))
+        elif text == "," and stack and stack[-1] is not None:
+            stack[-1].append(at)
+    return found
+
+
+def _metered(source: str) -> str:
+    """``source`` with each macro argument after the variable wrapped in ``METER(...)``."""
+    inserts: list[tuple[int, str]] = []
+    for commas, close in _macro_arguments(source):
+        for n, comma in enumerate(commas):
+            if n:
+                inserts.append((comma, ")"))
+            inserts.append((comma + 1, f"{METER}("))
+        if commas:
+            inserts.append((close, ")"))
+    out = source
+    for at, text in sorted(inserts, key=lambda x: x[0], reverse=True):
+        out = out[:at] + text + out[at:]
+    return out
+
+
+def check_cost(source: str) -> None:
+    """Refuse, when a document is applied, comprehensions nested in one another: their steps multiply,
+    so the run-time budget would stop them on ordinary data. (Stored versions still compile, metered.)"""
+    spans = [(commas[0], close) for commas, close in _macro_arguments(source) if commas]
+    for start, end in spans:
+        if any(start < other_start and other_end < end for other_start, other_end in spans):
+            raise ExpressionError(
+                "a comprehension macro inside another one's body is not allowed (its cost multiplies)"
+            )
+
+
+class _Meter:
+    """Counts the comprehension steps of one event's expressions, what they built and how long they
+    ran; raises :class:`OverBudget` past :data:`BUDGET`."""
+
+    __slots__ = ("bytes", "seconds", "started", "steps")
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.bytes = 0
+        self.seconds = 0.0  # spent by the evaluations that ended
+        self.started = 0.0  # when the running evaluation began
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds += time.perf_counter() - self.started
+
+    def __call__(self, value: Any) -> Any:
+        self.steps += 1
+        if isinstance(value, str | bytes | list | dict):
+            self.bytes += len(value)
+        if self.steps > BUDGET.steps:
+            raise OverBudget(f"more than {BUDGET.steps} comprehension steps")
+        if self.bytes > BUDGET.bytes:
+            raise OverBudget(f"comprehension steps built more than {BUDGET.bytes} bytes")
+        if self.seconds + time.perf_counter() - self.started > BUDGET.seconds:
+            raise OverBudget(f"ran longer than {BUDGET.seconds * 1000:g} ms")
+        return value
 
 
 def _doubles(value: Any) -> Any:
@@ -86,11 +195,15 @@ class Expression:
 
     @classmethod
     def compile(cls, source: str) -> Expression:
+        """Compile ``source`` (errors name columns of it as written), metered where it has macros."""
         if len(MACROS.findall(source)) > MAX_MACROS:
-            raise ExpressionError(f"at most {MAX_MACROS} comprehension macros (map, filter, exists, all)")
+            raise ExpressionError(f"at most {MAX_MACROS} comprehension macros (map, filter, exists, exists_one, all)")
         native = _compile(source)
-        numeric_source = _as_doubles(source)
-        numeric = native if numeric_source == source else _compile(numeric_source)
+        metered = _metered(source)
+        if metered != source:
+            native = _compile(metered)
+        numeric_source = _as_doubles(metered)
+        numeric = native if numeric_source == metered else _compile(numeric_source)
         return cls(source, numeric, native)
 
     @property
@@ -99,36 +212,48 @@ class Expression:
         return frozenset(self._native.variables())
 
     def evaluate(self, activation: Activation) -> Any:
-        """The value, or an exception from CEL (KeyError for a missing field)."""
+        """The value, or an exception from CEL (KeyError for a missing field, :class:`OverBudget`)."""
         try:
-            return self._numeric.execute(activation.numeric)
-        except TypeError:
-            if self._native is self._numeric:
-                raise
-            return self._native.execute(activation.native)
+            with activation.meter:
+                try:
+                    return self._numeric.execute(activation.numeric)
+                except TypeError:
+                    if self._native is self._numeric:
+                        raise
+                    return self._native.execute(activation.native)
+        except RuntimeError as exc:
+            if METER in str(exc) and "OverBudget" in str(exc):
+                raise OverBudget(f"expression stopped: {str(exc).split('OverBudget: ')[-1].split('. ')[0]}") from None
+            raise
 
 
 class Activation:
     """The variables expressions see, converted to CEL once per event and shared by all its expressions."""
 
-    __slots__ = ("_native", "_numeric", "variables")
+    __slots__ = ("_native", "_numeric", "meter", "variables")
 
     def __init__(self, variables: dict[str, Any]) -> None:
         self.variables = variables
+        self.meter = _Meter()
         self._numeric: Any = None
         self._native: Any = None
 
     @property
     def numeric(self) -> Any:
         if self._numeric is None:
-            self._numeric = cel.Context(_doubles(self.variables))
+            self._numeric = self._context(_doubles(self.variables))
         return self._numeric
 
     @property
     def native(self) -> Any:
         if self._native is None:
-            self._native = cel.Context(dict(self.variables))
+            self._native = self._context(dict(self.variables))
         return self._native
+
+    def _context(self, variables: dict[str, Any]) -> Any:
+        context = cel.Context(variables)
+        context.add_function(METER, self.meter)
+        return context
 
 
 MAX_AMOUNT = 10**12

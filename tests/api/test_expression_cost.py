@@ -1,0 +1,163 @@
+"""Expressions have a cost limit (docs/program-document.md, Expressions).
+
+Nested comprehensions are refused when a document is applied; whatever is left runs under a
+budget of steps, bytes and time, is stopped past it (a problem on the event), and the server
+answers ``/healthz`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bench.server import Server
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from levelup.rules.expressions import BUDGET, Activation, Expression, OverBudget, check_cost
+from tests.conftest import event
+
+MACROS = ("all", "exists", "exists_one", "filter", "map")
+BIG = "+".join(["data.s"] * 60)  # one step builds 60 times the largest string of the event
+# the worst that passes the apply-time checks: every step as heavy as 1,000 characters allow
+WORST = {
+    "steps": f"data.l.all(x, ({BIG}).size() > 0)",
+    "bytes": f"data.l.map(x, {BIG}).size() > 0",
+    "no macro": f"({BIG} + {BIG}).size() > 0",
+}
+
+
+def program(condition: str, key: str = "costly") -> str:
+    return (
+        f"program: {key}\nname: Costly\ncurrencies: [{{key: xp, name: XP}}]\n"
+        f"rules: [{{key: r, event: thing.done, if: '{condition}', award: {{xp: 1}}}}]\n"
+    )
+
+
+def worst_data() -> dict[str, Any]:
+    """As much as an event's data may hold: 8,000 items to iterate and a 32 KiB string."""
+    return {"l": [0] * 8000, "s": "x" * 32_000}
+
+
+@settings(max_examples=40, deadline=None)
+@given(outer=st.sampled_from(MACROS), inner=st.sampled_from(MACROS), where=st.sampled_from(["data.l", "[1, 2]"]))
+def test_a_comprehension_inside_another_ones_body_is_refused(outer: str, inner: str, where: str) -> None:
+    source = f"{where}.{outer}(x, {where}.{inner}(y, x == y))"
+    if outer == "map":
+        source += ".size() > 0"
+    with pytest.raises(ValueError, match="inside another one's body"):
+        check_cost(source)
+    check_cost(f"{where}.{outer}(x, x > 0)")  # one level, or one after the other, is fine
+    check_cost(f"{where}.{outer}(x, x > 0) || {where}.{inner}(y, y > 0)")
+
+
+@settings(max_examples=25, deadline=None)
+@given(items=st.integers(0, 400), body=st.sampled_from(["x > 0", "x == x", "x + 1 > 0"]))
+def test_a_metered_expression_means_what_it_says_within_the_budget(items: int, body: str) -> None:
+    activation = Activation({"data": {"l": list(range(items))}})
+    counted = Expression.compile(f"data.l.filter(x, {body}).size()").evaluate(activation)
+    assert counted == items - (1 if body == "x > 0" and items else 0)
+    assert Expression.compile(f"data.l.map(x, x * 2).size() == {items}").evaluate(activation) is True
+
+
+@pytest.mark.parametrize("kind", ["steps", "bytes"])
+def test_past_the_budget_an_evaluation_is_stopped_quickly(kind: str) -> None:
+    expression = Expression.compile(WORST[kind])
+    started = time.perf_counter()
+    with pytest.raises(OverBudget, match="expression stopped"):
+        expression.evaluate(Activation({"data": worst_data()}))
+    assert time.perf_counter() - started < BUDGET.seconds + 0.5
+
+
+def test_applying_a_nested_comprehension_is_a_422_with_its_path(client: TestClient, admin: dict[str, str]) -> None:
+    text = program("data.l.all(x, data.l.all(y, data.l.all(z, x + y + z >= 0.0)))")
+    response = client.put(
+        "/api/v1/programs/costly", content=text, headers={**admin, "Content-Type": "application/yaml"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["path"] for e in response.json()["errors"]] == ["rules[0].if"]
+    assert client.get("/api/v1/programs/costly", headers=admin).status_code == 404
+
+
+def test_an_expression_past_the_budget_is_a_problem_on_the_event(client: TestClient, admin: dict[str, str]) -> None:
+    text = program(WORST["bytes"])
+    put = client.put("/api/v1/programs/costly", content=text, headers={**admin, "Content-Type": "application/yaml"})
+    assert put.status_code == 201, put.text
+    sent = client.post(
+        "/api/v1/programs/costly/events", json=event("e-1", "thing.done", "p", data=worst_data()), headers=admin
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["awards"] == []
+    shown = client.get("/api/v1/programs/costly/events/e-1", headers=admin).json()
+    assert any("expression stopped" in str(p) for p in shown["problems"]), shown
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    key = secrets.token_urlsafe(16)
+    server = Server(f"sqlite:///{tmp_path / 'levelup.db'}", 1, key, tmp_path / "server.log")
+    try:
+        server.wait_ready(30)
+        yield server.base_url, {"Authorization": f"Bearer {key}"}
+    finally:
+        server.stop()
+
+
+def test_healthz_answers_within_100_ms_while_the_worst_expressions_run(served: tuple[str, dict[str, str]]) -> None:
+    base, admin = served
+    rules = "".join(
+        f"  - {{key: r{i}, event: thing.done, if: '{c}', award: {{xp: 1}}}}\n" for i, c in enumerate(WORST.values())
+    )
+    text = "program: costly\nname: Costly\ncurrencies: [{key: xp, name: XP}]\nrules:\n" + rules  # a rule each
+    with httpx.Client(base_url=base, timeout=60) as http:
+        put = http.put("/api/v1/programs/costly", content=text, headers={**admin, "Content-Type": "application/yaml"})
+        assert put.status_code == 201, put.text
+        batch = {"events": [event(f"e-{i}", "thing.done", f"p-{i}", data=worst_data()) for i in range(10)]}
+        answer: dict[str, Any] = {}
+
+        def ingest() -> None:
+            with httpx.Client(base_url=base, timeout=120) as other:
+                answer["response"] = other.post("/api/v1/programs/costly/events", json=batch, headers=admin)
+
+        worker = threading.Thread(target=ingest)
+        started = time.perf_counter()
+        worker.start()
+        slowest = 0.0
+        probes = 0
+        while worker.is_alive():
+            before = time.perf_counter()
+            assert http.get("/healthz").status_code == 200
+            slowest = max(slowest, time.perf_counter() - before)
+            probes += 1
+            time.sleep(0.01)
+        worker.join()
+        busy = time.perf_counter() - started
+    response = answer["response"]
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 10
+    assert probes >= 5, f"the batch took {busy:.2f} s: too short to probe"
+    assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms while the expressions ran ({probes} probes)"
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(codec="utf-8"), max_size=300))
+def test_any_text_as_an_expression_is_a_422_or_applies(client: TestClient, admin: dict[str, str], text: str) -> None:
+    document = {
+        "program": "fuzz",
+        "name": "Fuzz",
+        "currencies": [{"key": "xp", "name": "XP"}],
+        "rules": [{"key": "r", "event": "thing.done", "if": text, "award": {"xp": 1}}],
+    }
+    response = client.put("/api/v1/programs/fuzz", json=document, headers=admin)
+    assert response.status_code in (200, 201, 422), response.text
