@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,11 +26,14 @@ from levelup.api.routes import (
     participants,
     programs,
     rewards,
+    sources,
     stream,
+    webhooks,
 )
 from levelup.errors import FieldError, LevelupError, path_of
 from levelup.jobs import registry as jobs
 from levelup.runtime import Runtime
+from levelup.webhooks import delivery
 
 PROBLEM = "application/problem+json"
 
@@ -47,14 +51,21 @@ def _problem(body: dict[str, Any]) -> JSONResponse:
 
 @asynccontextmanager
 async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
-    """Run the periodic jobs (:mod:`levelup.jobs.registry`) every ``close_every`` seconds while serving."""
+    """Run the periodic jobs (:mod:`levelup.jobs.registry`) every ``close_every`` seconds while serving,
+    and the webhook delivery worker when ``deliver`` is set."""
     every: float | None = app.state.close_every
-    task = asyncio.create_task(_jobs_forever(app.state.runtime, every)) if every else None
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
+    settings: delivery.Settings | None = app.state.deliver
+    async with AsyncExitStack() as stack:
+        tasks = [asyncio.create_task(_jobs_forever(app.state.runtime, every))] if every else []
+        if settings is not None:
+            client = await stack.enter_async_context(httpx.AsyncClient())
+            worker = delivery.Worker(app.state.runtime, settings, client)
+            tasks.append(asyncio.create_task(worker.run_forever(delivery.IDLE_SECONDS)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
 
 
 async def _jobs_forever(runtime: Runtime, every: float) -> None:
@@ -66,8 +77,11 @@ async def _jobs_forever(runtime: Runtime, every: float) -> None:
         await asyncio.sleep(every)
 
 
-def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI:
-    """The API over ``runtime``; with ``close_every`` it also runs the periodic jobs that often."""
+def create_app(
+    runtime: Runtime, *, close_every: float | None = None, deliver: delivery.Settings | None = None
+) -> FastAPI:
+    """The API over ``runtime``; with ``close_every`` it also runs the periodic jobs that often, and with
+    ``deliver`` the webhook delivery worker."""
     app = FastAPI(
         lifespan=_job_loop,
         title="Levelup",
@@ -78,6 +92,7 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
     )
     app.state.runtime = runtime
     app.state.close_every = close_every
+    app.state.deliver = deliver
 
     @app.exception_handler(LevelupError)
     async def _levelup_error(_request: Request, exc: LevelupError) -> JSONResponse:
@@ -108,7 +123,20 @@ def create_app(runtime: Runtime, *, close_every: float | None = None) -> FastAPI
             connection.exec_driver_sql("SELECT 1")
         return Health(status="ok")
 
-    for module in (programs, events, participants, leaderboards, challenges, stream, kudos, rewards, keys):
+    routers = (
+        programs,
+        events,
+        sources,
+        participants,
+        leaderboards,
+        challenges,
+        stream,
+        kudos,
+        rewards,
+        keys,
+        webhooks,
+    )
+    for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
     return app

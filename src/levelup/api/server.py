@@ -11,16 +11,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from levelup.api.app import create_app
 from levelup.runtime import Runtime
+from levelup.webhooks import delivery
 
 
 def app() -> FastAPI:
     """One app per worker, on the database in ``LEVELUP_DATABASE_URL`` (schema already migrated).
 
     Every worker runs the period-closing job (``LEVELUP_CLOSE_EVERY`` seconds, default 60; 0 turns it
-    off): closing is idempotent across workers.
+    off): closing is idempotent across workers. Every worker also delivers webhooks (``LEVELUP_DELIVER=0``
+    turns it off, e.g. when ``levelup deliver`` runs apart): each notification is claimed by one at a time.
     """
     every = float(os.environ.get("LEVELUP_CLOSE_EVERY", "60"))
-    return create_app(Runtime.from_url(migrate=False), close_every=every or None)
+    deliver = delivery.Settings.from_env() if os.environ.get("LEVELUP_DELIVER", "1") != "0" else None
+    return create_app(Runtime.from_url(migrate=False), close_every=every or None, deliver=deliver)
 
 
 class NoDelayH11Protocol(H11Protocol):

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 import uvicorn
 from rich.console import Console
@@ -28,6 +30,7 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage.db import database_url
+from levelup.webhooks import delivery
 
 app = typer.Typer(help="Levelup: gamification engine for CRM.", no_args_is_help=True, add_completion=False)
 program_app = typer.Typer(help="Program documents: validate, apply, show.", no_args_is_help=True)
@@ -278,6 +281,30 @@ def tiers(program: ProgramsOption = None, now: NowOption = None, database: Datab
     ran = _run_jobs(["tiers"], program, now, database)
     console.print(f"{_count(ran, 'tiers')} tier changes")
     _exit_on_failure(ran)
+
+
+@app.command()
+def deliver(
+    forever: Annotated[bool, typer.Option("--forever", help="keep delivering until stopped")] = False,
+    idle: Annotated[float, typer.Option(help="with --forever: seconds between looks when nothing is due")] = 0.5,
+    database: DatabaseOption = None,
+) -> None:
+    """Send due webhook notifications (settings: LEVELUP_WEBHOOK_* variables, see docs/api.md). Safe beside
+    other workers and `levelup serve`: each notification is claimed by one at a time."""
+    runtime = _runtime(database)
+    settings = delivery.Settings.from_env()
+
+    async def run() -> delivery.Round | None:
+        async with httpx.AsyncClient() as client:
+            worker = delivery.Worker(runtime, settings, client)
+            if forever:
+                await worker.run_forever(idle)
+                return None
+            return await worker.run_until_idle()
+
+    done = asyncio.run(run())
+    if done is not None:
+        console.print(f"{done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
 
 
 @jobs_app.command("list")

@@ -1,7 +1,8 @@
 """The one writer and reader of the live feed (``feed`` table).
 
 Every part that tells the feed something (ingestion, closing, tiers, kudos, status changes)
-publishes through :func:`publish`; the SSE endpoint reads through :func:`after` and
+publishes through :func:`publish`, which is also where webhook notifications of those effects enter
+the outbox; the SSE endpoint reads through :func:`after` and
 :func:`latest_id`. Ids grow with time within a program, so a client resumes by id.
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from levelup.storage import tables as t
 from levelup.storage.sql import bulk_insert
+from levelup.webhooks.outbox import notify_feed
 
 
 class FeedItem(NamedTuple):
@@ -41,15 +43,18 @@ class Published(NamedTuple):
 
 
 def publish(connection: Connection, program_id: int, items: Iterable[FeedItem]) -> None:
-    """Append ``items`` to the program's feed, in order, with one statement."""
+    """Append ``items`` to the program's feed, in order, with one statement, and write the webhook
+    notifications they make in the same transaction (:func:`levelup.webhooks.outbox.notify_feed`)."""
+    told = list(items)
     bulk_insert(
         connection,
         t.feed,
         [
             {"program_id": program_id, "participant": p, "kind": kind, "payload": payload, "at": at}
-            for p, kind, payload, at in items
+            for p, kind, payload, at in told
         ],
     )
+    notify_feed(connection, program_id, told)
 
 
 def latest_id(connection: Connection, program_id: int) -> int:

@@ -1,4 +1,5 @@
-"""The lots job: pending points become spendable, expired points leave with an ``expiry`` entry.
+"""The lots job: pending points become spendable, expired points leave with an ``expiry`` entry, and
+``points.expiring`` notifications warn of what expires soon (:func:`levelup.webhooks.outbox.warn_expiring`).
 
 Run by the server every minute and by ``levelup expire``. Each expired lot is
 emptied by a conditional update (``remaining = the amount read``) in the same
@@ -24,6 +25,7 @@ from levelup.programs import service as programs_service
 from levelup.programs.document import duration_seconds
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from levelup.webhooks import outbox
 
 BATCH = 500
 
@@ -115,6 +117,7 @@ def run(
             matured, ripened = mature(connection, program_id, now)
             ripe = {key: PositionDelta(pending=n) for key, n in ripened.items()}
             posting.post(connection, program_id, None, [], ripe, now=now)
+            outbox.warn_expiring(connection, program_id, now)
             compiled = runtime.programs.compiled(connection, programs_service.find(connection, key))
         inactivity = {
             c.key: dt.timedelta(seconds=duration_seconds(c.expires_after_inactivity))

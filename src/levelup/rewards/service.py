@@ -41,6 +41,7 @@ from levelup.programs.document import Reward
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 from levelup.storage.sql import insert_ignore
+from levelup.webhooks import outbox
 
 
 def _reward(compiled: CompiledProgram, key: str) -> Reward:
@@ -233,8 +234,9 @@ def redeem(
         ).rowcount
         if taken != 1:
             raise Conflict(f"{reward.name} is out of stock", code="out_of_stock")
-    made = connection.execute(select(t.redemptions).where(r.id == redemption_id)).one()
-    return _shape(made, participant), True
+    made = _shape(connection.execute(select(t.redemptions).where(r.id == redemption_id)).one(), participant)
+    outbox.redemption(connection, program.id, "created", made)
+    return made, True
 
 
 def _retried(connection: Connection, program_id: int, key: str, request_hash: str, participant: str) -> dict[str, Any]:
@@ -295,12 +297,15 @@ def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int) -
         raise Conflict("a cancelled redemption cannot be fulfilled", code="cancelled")
     now = dt.datetime.now(dt.UTC)
     r = t.redemptions.c
-    connection.execute(
+    changed = connection.execute(
         update(t.redemptions)
         .where(r.id == redemption_id, r.status == "pending")
         .values(status="fulfilled", updated_at=now)
-    )
-    return _shape(_find(connection, program, redemption_id), row.external_id)
+    ).rowcount
+    shaped = _shape(_find(connection, program, redemption_id), row.external_id)
+    if changed:
+        outbox.redemption(connection, program.id, "fulfilled", shaped)
+    return shaped
 
 
 def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -> dict[str, Any]:
@@ -349,7 +354,10 @@ def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -
             .where(c.program_id == program.id, c.reward == row.reward)
             .values(redeemed=c.redeemed - 1)
         )
-    return _shape(_find(connection, program, redemption_id), row.external_id)
+    shaped = _shape(_find(connection, program, redemption_id), row.external_id)
+    if changed:
+        outbox.redemption(connection, program.id, "cancelled", shaped)
+    return shaped
 
 
 def list_redemptions(
