@@ -31,6 +31,8 @@ def errors(doc: ProgramDocument) -> Iterator[FieldError]:
         seen.add(source.key)
         if source.secret is None:
             yield FieldError(f"{path}.secret", f"a {source.kind} source needs a secret to check its deliveries")
+        if source.organization is not None and source.kind != "salesforce":
+            yield FieldError(f"{path}.organization", "the org id of Outbound Messages: salesforce sources only")
         if source.fetch is not None and source.kind != "hubspot":
             yield FieldError(f"{path}.fetch", "fetch reads HubSpot's CRM objects API: hubspot sources only")
         for where, text in _expressions(source):
