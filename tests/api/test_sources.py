@@ -554,3 +554,17 @@ def test_hubspot_behind_a_proxy_signs_the_public_url(crm: TestClient, monkeypatc
     response = crm.post(f"{P}/sources/hubspot?portal=1", content=body, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"results": []}
+
+
+def test_hubspot_api_throttling_past_the_budget_answers_503_and_stores_nothing(
+    crm: TestClient, admin: dict[str, str], hubspot_api: FakeHubSpot
+) -> None:
+    hubspot_api.throttle, hubspot_api.retry_after = 100, "30"
+    kind = KINDS["hubspot"]
+    response = post(crm, kind, kind.deliver("won", SECRET, int(time.time())))
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "source_unavailable"
+    assert not stored(crm, admin, "hubspot-deal-88-won")
+    hubspot_api.throttle, hubspot_api.retry_after = 1, "0.1"  # HubSpot's retry, once the limit has passed
+    response = post(crm, kind, kind.deliver("won", SECRET, int(time.time())))
+    assert response.json()["results"][0]["status"] == "accepted"
