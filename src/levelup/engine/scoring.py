@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
@@ -34,7 +34,7 @@ from levelup.engine.model import (
 from levelup.engine.positions import Position, PositionDelta, move
 from levelup.engine.tiers import counts_in_window, rerate
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
-from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule
+from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule, Kept
 from levelup.rules.expressions import Activation, condition_holds, whole_amount
 
 #: A sum or count metric takes values up to this size an event, so its totals stay finite and exact
@@ -65,16 +65,22 @@ def activation_for(program: CompiledProgram, state: ParticipantState, event: Eve
 
 
 def metric_contributions(
-    program: CompiledProgram, event: Event, teams: tuple[str, ...], activation: Activation, effects: Effects
+    program: CompiledProgram,
+    event: Event,
+    teams: tuple[str, ...],
+    activation: Activation,
+    effects: Effects,
+    kept: Mapping[str, Kept] | None = None,
 ) -> None:
-    """What the event adds to each metric, in every period holding its time, for it and its teams."""
+    """What the event adds to each metric, in every period holding its time, for it and its teams; with
+    ``kept``, only in the periods kept (``CompiledProgram.kept``: the others are never read)."""
     metrics = program.metrics_by_event.get(event.type)
     if not metrics:
         return
     day = local_date(event.occurred_at, program.timezone)
-    periods: tuple[str, ...] = period_keys(day)
-    if program.ranges:
-        periods = (*periods, *(key for key, start, end in program.ranges if start <= day <= end))
+    keys = period_keys(day)
+    ranges = tuple(key for key, start, end in program.ranges if start <= day <= end)
+    periods: tuple[str, ...] = (*keys, *ranges)
     subjects: tuple[str | None, ...] = (None, *teams)
     for metric in metrics:
         holds, problem = condition_holds(metric.condition, activation)
@@ -98,9 +104,21 @@ def metric_contributions(
                     Problem(f"metric:{metric.key}", f"value {value} is beyond ±{MAX_METRIC_VALUE:g}")
                 )
                 continue
-            effects.metrics.extend(
-                MetricDelta(metric.key, period, float(value), team) for team in subjects for period in periods
-            )
+            if kept is None:
+                effects.metrics.extend(
+                    MetricDelta(metric.key, period, float(value), team) for team in subjects for period in periods
+                )
+                continue
+            wanted = kept.get(metric.key)
+            if wanted is None:
+                continue
+            number = float(value)
+            for team in subjects if wanted.team or wanted.team_ranges else (None,):
+                grains, in_ranges = (
+                    (wanted.person, wanted.person_ranges) if team is None else (wanted.team, wanted.team_ranges)
+                )
+                effects.metrics.extend(MetricDelta(metric.key, keys[i], number, team) for i in grains)
+                effects.metrics.extend(MetricDelta(metric.key, r, number, team) for r in ranges if r in in_ranges)
         else:
             number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
             if metric.aggregate == "max" and (number != value or not math.isfinite(number)):
@@ -253,6 +271,7 @@ def _reverse(
     event: Event,
     effects: Effects,
     scratch: dict[str, Position],
+    kept: Mapping[str, Kept] | None,
 ) -> None:
     """Undo an earlier event, or a share of it (a partial refund), with compensating records: never by deleting.
 
@@ -286,7 +305,7 @@ def _reverse(
         )
     undone = Effects(reversed_event.event, original.version, reversed_event.teams)
     old = reversed_event.event
-    metric_contributions(original, old, reversed_event.teams, activation_for(original, state, old), undone)
+    metric_contributions(original, old, reversed_event.teams, activation_for(original, state, old), undone, kept)
     scale = event.share / WHOLE
     for m in undone.metrics:
         if original.metrics_by_key[m.metric].aggregate == "sum":
@@ -318,19 +337,21 @@ def score(
     reversed_event: ReversedEvent | None = None,
     original: CompiledProgram | None = None,
     today: dt.date | None = None,
+    kept: Mapping[str, Kept] | None = None,
 ) -> Effects:
     """Everything one event causes for its participant. ``original`` is the version a reversed event was
     scored with (default: ``program``); ``today`` (the local date the batch is received) is the day tier
-    windows are judged on (None: tiers are not reviewed)."""
+    windows are judged on (None: tiers are not reviewed); ``kept``: the metric periods stored (the
+    version in force decides, for a reversal too, so what is undone is what was stored; None: all)."""
     referrals.check(program.doc.referrals, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)
     if reversed_event is not None:
-        _reverse(reversed_event, original or program, state, event, effects, scratch)
+        _reverse(reversed_event, original or program, state, event, effects, scratch, kept)
         effects.refunded = reversed_event.refunded + event.share
     undone_count = len(effects.metrics)
-    metric_contributions(program, event, state.teams, activation, effects)
+    metric_contributions(program, event, state.teams, activation, effects, kept)
     _apply_rules(program, state, event, activation, effects, scratch)
     if program.metric_grains or program.ranges:
         _mechanics(program, state, event, reversed_event, activation, effects, scratch, undone_count)

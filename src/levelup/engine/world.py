@@ -11,13 +11,13 @@ anything a lone event would not.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ParticipantState, ReversedEvent, apply_effects
 from levelup.engine.scoring import score
 from levelup.errors import FieldError, Invalid
-from levelup.programs.compiled import CompiledProgram
+from levelup.programs.compiled import CompiledProgram, Kept
 
 FindReversed = Callable[[str], "ReversedEvent | None"]
 
@@ -31,9 +31,11 @@ class World:
         find_earlier: FindReversed | None = None,
         reversed_earlier: Callable[[str], str | None] | None = None,
         today: dt.date | None = None,
+        kept: Mapping[str, Kept] | None = None,
     ) -> None:
         self.version_of = version_of  # a lookup in versions loaded beforehand, never a query
         self.today = today  # the local day tiers are reviewed on (live ingestion); None: tiers are not reviewed
+        self.kept = kept  # the metric periods stored, as the version in force says (None: every period)
         self.states = states if states is not None else {}
         self._find_earlier = find_earlier or (lambda _id: None)
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
@@ -104,7 +106,7 @@ class World:
         target = self._reversal_target(event) if event.reverses else None
         state = self.state(event.participant)
         original = self.version_of(target.program_version) if target is not None else None
-        effects = score(program, state, event, target, original, self.today)
+        effects = score(program, state, event, target, original, self.today, self.kept)
         apply_effects(state, effects, track_metrics=bool(program.metric_grains or program.ranges))
         if target is not None:
             self.refunded[target.event.id] = target.refunded + event.share

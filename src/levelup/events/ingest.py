@@ -188,6 +188,7 @@ def _score_and_write(
         find_earlier=earlier.get,
         reversed_earlier=reversed_by.get,
         today=local_date(received_at, compiled.timezone),
+        kept=compiled.kept,
     )
     done: list[Effects] = []
     digests = {i: digest for i, _, digest in fresh}

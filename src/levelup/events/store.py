@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -83,9 +84,8 @@ def earlier_events(
     return found, reversed_by
 
 
-def write_projections(connection: Connection, program_id: int, writes: Rows) -> None:
-    """Add the merged deltas to metrics and rule counters, and set badges, goals, quests and streaks
-    (balances move with their entries, in :func:`levelup.ledger.posting.post`)."""
+def write_totals(connection: Connection, program_id: int, totals: Mapping[tuple[str, str, str, int], float]) -> None:
+    """Add merged deltas to metric totals, keyed (metric, period, subject kind, subject id)."""
     upsert_add(
         connection,
         t.metric_totals,
@@ -98,11 +98,17 @@ def write_projections(connection: Connection, program_id: int, writes: Rows) -> 
                 "subject_id": s,
                 "value": v,
             }
-            for (m, p, k, s), v in writes.totals.items()
+            for (m, p, k, s), v in totals.items()
         ],
         keys=["program_id", "metric", "period", "subject_kind", "subject_id"],
         add=["value"],
     )
+
+
+def write_projections(connection: Connection, program_id: int, writes: Rows) -> None:
+    """Add the merged deltas to metrics and rule counters, and set badges, goals, quests and streaks
+    (balances move with their entries, in :func:`levelup.ledger.posting.post`)."""
+    write_totals(connection, program_id, writes.totals)
     upsert_add(
         connection,
         t.metric_samples,

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import cached_property
 
-from levelup.metrics.periods import GRAINS, period_keys, range_key
+from levelup.metrics.periods import GRAINS, ROLLING, grain_of, period_keys, range_key
 from levelup.programs.document import Cap, Challenge, ProgramDocument, Rule, duration_seconds
 from levelup.rules.expressions import Expression
 
@@ -51,6 +51,27 @@ class CompiledRule:
         if self.cooldown_s is not None and "all" not in grains:
             grains.append("all")
         return tuple(grains)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The periods of one metric that something reads, so the only ones stored: grains (indexes in
+    ``GRAINS``) and one-off challenge ranges, of participant rows and of team rows."""
+
+    person: tuple[int, ...] = ()
+    team: tuple[int, ...] = ()
+    person_ranges: frozenset[str] = frozenset()
+    team_ranges: frozenset[str] = frozenset()
+
+    def holds(self, period: str, kind: str) -> bool:
+        """Whether a stored row of this metric is one that is kept (``kind``: "p" or "t")."""
+        if period in (self.person_ranges if kind == "p" else self.team_ranges):
+            return True
+        try:
+            index = GRAINS.index(grain_of(period))
+        except ValueError:
+            return False
+        return index in (self.person if kind == "p" else self.team)
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,50 @@ class CompiledProgram:
         if self.doc.levels is not None and self.doc.levels.metric is not None:
             found.add(self.doc.levels.metric)
         return frozenset(found)
+
+    @cached_property
+    def kept(self) -> dict[str, Kept]:
+        """Per metric, the periods something reads: badges, streaks, goals, quests, competitions, levels,
+        tiers and leaderboards (a rolling window sums days). Only those are stored: the others would
+        be rows written on every event that nothing ever reads. A new version that reads more has its
+        metrics rebuilt from the event log when it is applied (``programs.service.apply``)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+
+        def read(metric: str | None, window: str, kind: str = "p") -> None:
+            if metric is not None:
+                wanted.setdefault((metric, kind), set()).add("day" if ROLLING.match(window) else window)
+
+        doc = self.doc
+        for badge in doc.badges:
+            for grade in badge.grades:
+                for criterion in grade.when:
+                    read(criterion.metric, criterion.window)
+        for streak in doc.streaks:
+            read(streak.metric, streak.period)
+        for c in doc.challenges:
+            period = range_key(c.start, c.end) if c.start and c.end and not c.every else c.every or "all"
+            for metric in [c.metric, *(step.metric for step in c.steps or ())]:
+                read(metric, period)  # a team member's own progress is shown too
+                if c.mode == "team":
+                    read(metric, period, "t")
+                if c.kind == "competition" and c.format == "race":
+                    read(metric, "day")  # who reached the target first, day by day
+        if doc.levels is not None:
+            read(doc.levels.metric, "all")
+        if doc.tiers is not None:
+            read(doc.tiers.metric, doc.tiers.window)
+        for board in doc.leaderboards:
+            read(board.metric, board.window, "t" if board.by == "team" else "p")
+        out: dict[str, Kept] = {}
+        for metric in sorted({m for m, _ in wanted}):
+            person, team = wanted.get((metric, "p"), set()), wanted.get((metric, "t"), set())
+            out[metric] = Kept(
+                tuple(i for i, g in enumerate(GRAINS) if g in person),
+                tuple(i for i, g in enumerate(GRAINS) if g in team),
+                frozenset(person - set(GRAINS)),
+                frozenset(team - set(GRAINS)),
+            )
+        return out
 
     @cached_property
     def has_mechanics(self) -> bool:

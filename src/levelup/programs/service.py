@@ -90,6 +90,7 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
     row = connection.execute(
         select(t.programs.c.id, t.programs.c.version).where(t.programs.c.key == doc.program).with_for_update()
     ).first()
+    in_force: dict[str, Any] | None = None
     if row is None:
         program_id = connection.execute(
             t.programs.insert().values(key=doc.program, version=1, created_at=now).returning(t.programs.c.id)
@@ -98,7 +99,8 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
     else:
         program_id = row.id
         current = ProgramRecord(row.id, doc.program, row.version)
-        if document_of(connection, current) == document:
+        in_force = document_of(connection, current)
+        if in_force == document:
             return current, False
         version = row.version + 1
         connection.execute(t.programs.update().where(t.programs.c.id == program_id).values(version=version))
@@ -107,5 +109,13 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
             program_id=program_id, version=version, document=document, applied_at=now, applied_by=actor
         )
     )
-    audit.record(connection, program_id, actor, "program.apply", {"version": version}, now)
-    return ProgramRecord(program_id, doc.program, version), True
+    record = ProgramRecord(program_id, doc.program, version)
+    detail: dict[str, Any] = {"version": version}
+    before = CompiledProgram(ProgramDocument.model_validate(in_force), version - 1) if in_force else None
+    if before is not None and CompiledProgram(doc, version).kept != before.kept:
+        # Replay sits above programs (it scores with them): imported here, where the two meet.
+        from levelup.events.replay import rebuild_metrics
+
+        detail["metrics_rebuilt_from_events"] = rebuild_metrics(connection, record)
+    audit.record(connection, program_id, actor, "program.apply", detail, now)
+    return record, True
