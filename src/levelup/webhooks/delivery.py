@@ -193,7 +193,7 @@ def _names(connection: Connection, programs: ProgramCache, rows: list[Any]) -> d
                 p.program_id == program_id, p.external_id.in_(people), p.name.is_not(None)
             )
         )
-        out[program_id] = Names(document, dict(found.tuples().all()))
+        out[program_id] = Names(document, {external_id: name for external_id, name in found})
     return out
 
 

@@ -1,0 +1,128 @@
+"""Webhook subscriptions over HTTP through ``levelup.client`` against a served app whose lifespan runs the
+delivery worker (docs/api.md, "Webhooks"): admin only, secret shown once, bounded, URL checked; a badge
+earned by events reaches a loopback receiver as signed JSON, as a Slack message and as a Teams card; the
+delivery log shows it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from levelup.api.app import create_app
+from levelup.client import Client, Conflict, Forbidden, InvalidInput, NotFound
+from levelup.runtime import Runtime
+from levelup.webhooks.delivery import Settings
+from levelup.webhooks.service import MAX_SUBSCRIPTIONS
+from tests.conftest import ADMIN_KEY, event
+from tests.live import Receiver, served
+
+P = "acme-sales"
+SECRET = "receiver-secret-42"
+FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=2.0, lease=5.0)
+
+
+@pytest.fixture
+def base_url(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("LEVELUP_ADMIN_KEY", ADMIN_KEY)
+    with served(create_app(runtime, deliver=FAST)) as url:
+        yield url
+
+
+@pytest.fixture
+def levelup(base_url: str, acme_text: str) -> Iterator[Client]:
+    with Client(base_url, ADMIN_KEY) as client:
+        client.apply_program(P, acme_text)
+        yield client
+
+
+def received(receiver: Receiver, count: int, seconds: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + seconds
+    while len(receiver.received) < count:
+        assert time.monotonic() < deadline, f"{len(receiver.received)} of {count} deliveries"
+        time.sleep(0.05)
+    return [r.body for r in receiver.received]
+
+
+def test_subscriptions_are_admin_only_bounded_and_never_show_the_secret_again(levelup: Client, base_url: str) -> None:
+    made = levelup.create_webhook(P, "https://crm.example/hooks", ["badge.awarded", "award.granted"], secret=SECRET)
+    assert (made.secret, made.events, made.format) == (SECRET, ["award.granted", "badge.awarded"], "json")
+    generated = levelup.create_webhook(P, "http://chat.example/in", ["kudos.given"], format="slack")
+    assert generated.secret.startswith("whsec_") and len(generated.secret) > 30
+    listed = levelup.webhooks(P)
+    assert [w.id for w in listed] == [made.id, generated.id]
+    assert all("secret" not in w.model_dump() for w in listed)
+
+    with pytest.raises(InvalidInput) as bad_url:
+        levelup.create_webhook(P, "ftp://crm.example/hooks", ["badge.awarded"])
+    assert [e["path"] for e in bad_url.value.errors] == ["url"]
+    with pytest.raises(InvalidInput) as bad_type:
+        levelup.create_webhook(P, "https://crm.example/hooks", ["deal.won"])
+    assert bad_type.value.errors[0]["path"].startswith("events")
+    with pytest.raises(InvalidInput):
+        levelup.create_webhook(P, "https://crm.example/hooks", [])
+
+    for i in range(MAX_SUBSCRIPTIONS - 2):
+        levelup.create_webhook(P, f"https://crm.example/{i}", ["badge.awarded"])
+    with pytest.raises(Conflict) as too_many:
+        levelup.create_webhook(P, "https://crm.example/one-more", ["badge.awarded"])
+    assert too_many.value.code == "too_many_webhooks"
+
+    levelup.delete_webhook(P, made.id)
+    assert made.id not in [w.id for w in levelup.webhooks(P)]
+    with pytest.raises(NotFound):
+        levelup.delete_webhook(P, made.id)
+    with pytest.raises(NotFound):
+        levelup.deliveries(P, made.id)
+
+    key = httpx.post(
+        f"{base_url}/api/v1/keys",
+        json={"role": "ingest", "programs": [P]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()["key"]
+    with Client(base_url, key) as ingest_only, pytest.raises(Forbidden) as refused:
+        ingest_only.webhooks(P)
+    assert refused.value.status == 403 and refused.value.problem["status"] == 403
+
+
+def test_a_badge_reaches_json_slack_and_teams_receivers(levelup: Client) -> None:
+    levelup.put_participant(P, "rep-17", name="Dana", teams=["east"])
+    with Receiver(SECRET) as plain, Receiver(SECRET) as slack, Receiver(SECRET) as teams:
+        hook = levelup.create_webhook(P, plain.url, ["badge.awarded"], secret=SECRET)
+        levelup.create_webhook(P, slack.url, ["badge.awarded"], secret=SECRET, format="slack")
+        levelup.create_webhook(P, teams.url, ["badge.awarded"], secret=SECRET, format="teams")
+        results = levelup.send_events(P, [event(f"deal-{i}", data={"amount": 1000}) for i in range(1, 6)])
+        assert [r.status for r in results] == ["accepted"] * 5
+        notifications = received(plain, 2)  # hot-week (3 deals in a week), then top-closer Bronze (5 in all)
+        messages = received(slack, 2)
+        cards = received(teams, 2)
+    hot, notification = sorted(notifications, key=lambda n: n["data"]["event"])
+    assert notification["id"].startswith("ntf_") and hot["id"] != notification["id"]
+    assert {k: v for k, v in notification.items() if k not in ("id", "at")} == {
+        "type": "badge.awarded",
+        "program": P,
+        "participant": "rep-17",
+        "data": {"badge": "top-closer", "grade": "Bronze", "period": "all", "event": "deal-5"},
+    }
+    assert all(r.signed for r in plain.received + slack.received + teams.received)
+    sentences = ["Dana just earned Hot week — Hot", "Dana just earned Top Closer — Bronze"]
+    assert sorted(m["text"] for m in messages) == sentences
+    for card in cards:
+        (attachment,) = card["attachments"]
+        assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert sorted(c["attachments"][0]["content"]["body"][0]["text"] for c in cards) == sentences
+
+    deadline = time.monotonic() + 10
+    log = levelup.deliveries(P, hook.id)
+    while {d.status for d in log.deliveries} != {"delivered"}:  # the worker records after the receiver answers
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        log = levelup.deliveries(P, hook.id)
+    newest = log.deliveries[0]
+    assert (newest.id, newest.type, newest.body) == (notification["id"], "badge.awarded", notification)
+    assert [[a.status_code for a in d.attempts] for d in log.deliveries] == [[200], [200]] and log.next is None
+    page = levelup.deliveries(P, hook.id, limit=1)
+    assert [d.id for d in page.deliveries] == [notification["id"]] and page.next is not None
