@@ -31,6 +31,7 @@ from levelup.programs.validation import load_document
 from levelup.rewards import service as rewards
 from levelup.runtime import Runtime
 from levelup.storage import tables
+from levelup.storage.db import analyze
 from levelup.tiers import service as tiers
 
 
@@ -69,6 +70,8 @@ def run_demo(
     )
     counts = ingest_with_progress(runtime, record.key, events, label="pipeline")
     console.print(", ".join(f"{n:,} {status}" for status, n in counts.items()))
+    with runtime.db.write() as connection:
+        analyze(connection)  # after a bulk load: fresh planner statistics (PostgreSQL)
     with runtime.db.read() as connection:
         compiled = runtime.programs.compiled(connection, record)
         for key, period in (("revenue-month", "2017-12"), ("team-revenue", "2017-Q4"), ("xp-all", None)):
@@ -243,6 +246,8 @@ def run_retail_demo(runtime: Runtime, console: Console) -> RetailDemo:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("invoices", total=len(plan.events))
         loaded = load_retail(runtime, plan.events, advance=lambda n: progress.advance(task, n))
+    with runtime.db.write() as connection:
+        analyze(connection)
     console.print(", ".join(f"{loaded.counts[s]:,} {s}" for s in ("accepted", "duplicate", "rejected")))
     for outcome in loaded.rejected:
         console.print(f"[yellow]rejected[/yellow] {outcome.id}: " + "; ".join(str(e.message) for e in outcome.errors))
