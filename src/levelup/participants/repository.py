@@ -169,7 +169,8 @@ def load_states(
     pairs = [(ids[p], period) for p, wanted in periods.items() for period in wanted]
     for external, state in states.items():
         state.periods = set(periods.get(external, ()))
-    wanted = [(metric, period, pid) for pid, period in pairs for metric in sorted(read_metrics)]
+    metrics = sorted(read_metrics)
+    wanted = [(metric, period, pid) for pid, period in pairs for metric in metrics]
     for subject_id, metric, period, value in fetch_by_keys(
         connection,
         t.metric_totals,
