@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from levelup.api.server import NoDelayH11Protocol
-from levelup.cli.importer import read_events
+from levelup.cli.importer import count_records, import_file
 from levelup.errors import LevelupError
 from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.replay import replay as run_replay
@@ -169,24 +169,44 @@ def ingest_with_progress(
 
 @events_app.command("import")
 def events_import(
-    file: Annotated[Path, typer.Argument(help="JSON Lines (one event a line) or CSV with --mapping")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="JSON Lines (an event a line), a JSON array (.json), or CSV (.csv)"
+        ),
+    ],
     program: Annotated[str, typer.Option("--program", "-p", help="program key")],
     mapping: Annotated[Path | None, typer.Option(help="YAML mapping of CSV columns to event fields")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="map each record (a CSV row: a HubSpot or Salesforce export) as an item of this source"),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help="events a transaction")] = MAX_BATCH,
     database: DatabaseOption = None,
 ) -> None:
-    """Import events from a file, in batches, with a progress bar. Safe to re-run: duplicates do nothing."""
-    try:
-        events = list(read_events(file, mapping))
-    except LevelupError as exc:
-        _fail(exc)
+    """Import events from a file of any size, streamed in batches, with a progress bar. Safe to re-run: what
+    is in already is a duplicate. Exit code 2 when some were rejected (the first are listed, with their line)."""
     runtime = _runtime(database)
-    try:
-        counts = ingest_with_progress(runtime, program, events, batch=batch)
-    except LevelupError as exc:
-        _fail(exc)
-    console.print(", ".join(f"{n:,} {status}" for status, n in counts.items()))
-    if counts["rejected"]:
+    with _progress() as progress:
+        task = progress.add_task("records", total=count_records(file), rate="")
+
+        def advance(read: int) -> None:
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            done = progress.tasks[task].completed + read
+            progress.update(task, advance=read, rate=f"{done / elapsed:,.0f} records/s")
+
+        try:
+            summary = import_file(
+                runtime, program, file, mapping_path=mapping, source_key=source, batch=batch, progress=advance
+            )
+        except LevelupError as exc:
+            _fail(exc)
+    for where, outcome in summary.first_errors:
+        details = "; ".join(f"{e.path}: {e.message}" for e in outcome.errors)
+        errors.print(f"[yellow]rejected[/yellow] {where}: {outcome.id or '(no id)'}: {details}")
+    counts = ", ".join(f"{n:,} {status}" for status, n in summary.counts.items())
+    console.print(f"{counts}, {summary.skipped:,} skipped")
+    if summary.counts["rejected"]:
         raise typer.Exit(2)
 
 
