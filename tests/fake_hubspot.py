@@ -7,8 +7,14 @@ when some ids are unknown, 401 for another token, and ``throttle`` 429s with ``R
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import uvicorn
+from bench.server import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -49,3 +55,21 @@ class FakeHubSpot:
             return JSONResponse({"status": "COMPLETE", "results": results})
         errors = [{"status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing}}]
         return JSONResponse({"status": "COMPLETE", "results": results, "numErrors": 1, "errors": errors}, 207)
+
+
+@contextmanager
+def serving(fake: FakeHubSpot) -> Iterator[str]:
+    """``fake`` served on a free loopback port in a thread, for a server in another process: its base URL."""
+    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the fake HubSpot API did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
