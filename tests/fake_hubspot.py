@@ -7,9 +7,10 @@ when some ids are unknown, 401 for another token, and ``throttle`` 429s with ``R
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 
 class FakeHubSpot:
-    def __init__(self, token: str, objects: dict[str, dict[str, Any]], *, throttle: int = 0, retry_after: str = "0"):
+    def __init__(self, token: str, objects: Mapping[str, dict[str, Any]], *, throttle: int = 0, retry_after: str = "0"):
         self.token = token
         self.objects = objects  # id -> properties
         self.throttle = throttle
@@ -73,3 +74,23 @@ def serving(fake: FakeHubSpot) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class EveryDeal(Mapping[str, dict[str, Any]]):
+    """Any numeric id is a deal (amount 5000, owner id mod 50): the benchmark's CRM."""
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        if not key.isdigit():
+            raise KeyError(key)
+        return {"amount": "5000", "hubspot_owner_id": str(int(key) % 50), "dealname": f"Deal {key}"}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def bench_app() -> Starlette:
+    """``uvicorn --factory tests.fake_hubspot:bench_app``: every deal exists; the token from FAKE_HUBSPOT_TOKEN."""
+    return FakeHubSpot(os.environ["FAKE_HUBSPOT_TOKEN"], EveryDeal()).app
