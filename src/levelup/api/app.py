@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Literal
 
 import httpx
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from levelup import __version__
+from levelup.api.deps import BoundedRequests
 from levelup.api.responses import Out
 from levelup.api.routes import (
     challenges,
@@ -30,7 +32,7 @@ from levelup.api.routes import (
     stream,
     webhooks,
 )
-from levelup.errors import FieldError, LevelupError, path_of
+from levelup.errors import FieldError, Invalid, LevelupError, path_of
 from levelup.jobs import registry as jobs
 from levelup.runtime import Runtime
 from levelup.webhooks import delivery
@@ -55,16 +57,20 @@ async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
     and the webhook delivery worker when ``deliver`` is set."""
     every: float | None = app.state.close_every
     settings: delivery.Settings | None = app.state.deliver
-    async with AsyncExitStack() as stack:
-        tasks = [asyncio.create_task(_jobs_forever(app.state.runtime, every))] if every else []
-        if settings is not None:
-            client = await stack.enter_async_context(httpx.AsyncClient())
-            worker = delivery.Worker(app.state.runtime, settings, client)
-            tasks.append(asyncio.create_task(worker.run_forever(delivery.IDLE_SECONDS)))
+    task = asyncio.create_task(_jobs_forever(app.state.runtime, every)) if every else None
+    with ExitStack() as stack:
+        stop = threading.Event()
+        if settings is not None:  # the worker blocks (see levelup.webhooks.delivery.Worker): a thread of its own
+            worker = delivery.Worker(app.state.runtime, settings, stack.enter_context(httpx.Client()))
+            stack.callback(worker.close)
+            thread = threading.Thread(target=worker.run_forever, args=(delivery.IDLE_SECONDS, stop), daemon=True)
+            thread.start()
+            stack.callback(thread.join)
+        stack.callback(stop.set)
         try:
             yield
         finally:
-            for task in tasks:
+            if task is not None:
                 task.cancel()
 
 
@@ -92,6 +98,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.close_every = close_every
+    app.add_middleware(BoundedRequests)
     app.state.deliver = deliver
 
     @app.exception_handler(LevelupError)
@@ -101,14 +108,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [FieldError(path_of([p for p in e["loc"] if p != "body"]) or "(body)", e["msg"]) for e in exc.errors()]
-        return _problem(
-            {
-                **LevelupError("invalid request", errors=errors).problem(),
-                "status": 422,
-                "title": "Invalid input",
-                "code": "invalid",
-            }
-        )
+        return _problem(Invalid("invalid request", errors=errors).problem())
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -11,18 +11,28 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-import yaml
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from levelup.errors import FieldError, Invalid, TooLarge
+from levelup.errors import ID_PATTERN, ID_RULE, MAX_ID_LENGTH, MAX_INT, FieldError, Invalid, LevelupError, TooLarge
 from levelup.keys.service import Principal, authenticate, bootstrap
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
+from levelup.programs.validation import parse_text
 from levelup.runtime import Runtime
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_PAGE_OFFSET = 10**9
+
+# path and query values, bounded where they are declared so a bad one is a 422 naming it
+IdPath = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=f"an id: {ID_RULE}")
+]
+NumberPath = Annotated[int, Path(ge=1, le=MAX_INT)]
+Cursor = Annotated[int | None, Query(ge=0, le=MAX_INT, description="a position from a previous page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)]
 
 
 async def get_runtime(request: Request) -> Runtime:  # async: a sync dependency costs a thread hop a request
@@ -83,22 +93,71 @@ AdminAccess = Annotated[ProgramAccess, Depends(program_access("admin"))]
 
 
 async def read_body(request: Request, *, yaml_ok: bool = False) -> Any:
-    """The request body as data: JSON, or YAML when the content type says so; bounded in size."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise TooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
+    """The request body as data: JSON, or (``yaml_ok``) a program document, JSON or YAML by content type.
+    Its size is bounded by :class:`BoundedRequests`, on every route."""
+    body = await request.body()
     content_type = request.headers.get("content-type", "")
-    if yaml_ok and "yaml" in content_type:
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise Invalid("body is not valid YAML", errors=[FieldError("(body)", str(exc))]) from None
+    if yaml_ok:  # a program document: strict about duplicate keys, depth and aliases
+        return parse_text(body, yaml_ok="yaml" in content_type)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Invalid("body is not valid JSON", errors=[FieldError("(body)", str(exc))]) from None
+
+
+class BoundedRequests:
+    """Refuses, before any route runs, what no route accepts: a NUL character in the path or the query
+    string (no database stores it), and a body larger than :data:`MAX_BODY_BYTES` on every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = _refusal(scope)
+        if refused is not None:
+            await _send_problem(refused, send)
+            return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, bounded, send)
+        except _BodyTooLarge as exc:
+            await _send_problem(exc, send)
+
+
+class _BodyTooLarge(TooLarge):
+    """Raised into the route reading the body; rendered by the app's handler, or here if it escapes."""
+
+    def __init__(self) -> None:
+        super().__init__(f"request body larger than {MAX_BODY_BYTES} bytes")
+
+
+def _refusal(scope: Scope) -> LevelupError | None:
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope["path"]:
+        return Invalid("invalid path", errors=[FieldError("(path)", "contains a NUL character")])
+    query: bytes = scope.get("query_string", b"")
+    if b"\x00" in query or b"%00" in query:
+        return Invalid("invalid query string", errors=[FieldError("(query)", "contains a NUL character")])
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            return TooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
+    return None
+
+
+async def _send_problem(error: LevelupError, send: Send) -> None:
+    body = orjson.dumps(error.problem())
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -4,41 +4,64 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from levelup.engine.model import WHOLE, Event
-from levelup.errors import FieldError, path_of
+from levelup.errors import ExternalId, FieldError, data_errors, nesting, path_of
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 16
 MAX_BATCH = 1000
+# event time is held to these (UTC): every period, window and duration computed from it stays a valid date
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)  # exclusive
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, giving up just past ``limit``."""
-    if limit < 0:
-        return 1
-    if isinstance(value, dict):
-        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
-    return 0
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if nesting(value, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DATA_DEPTH} levels")
+    for error in data_errors(value):
+        raise ValueError(f"{error.path}: {error.message}")
+    if len(orjson.dumps(value)) > MAX_DATA_BYTES:
+        raise ValueError(f"larger than {MAX_DATA_BYTES} bytes as JSON")
+    return value
+
+
+# free JSON data a client sends (event data, participant attributes): bounded in size and depth, storable
+BoundedData = Annotated[dict[str, Any], AfterValidator(_bounded)]
+
+
+def in_event_range(value: dt.datetime) -> dt.datetime:
+    """``value`` if it has an offset and lies within [:data:`EARLIEST`, :data:`LATEST`)."""
+    if value.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-11-20T15:04:05Z or +01:00")
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first instant a datetime holds
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
+    return value
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    id: str = Field(min_length=1, max_length=200)
+    id: ExternalId
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)
-    participant: str = Field(min_length=1, max_length=200)
-    occurred_at: dt.datetime | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    reverses: str | None = Field(default=None, min_length=1, max_length=200)
+    participant: ExternalId
+    occurred_at: dt.datetime | None = Field(default=None, description="RFC 3339 with an offset, from 1900 to 2999")
+    data: BoundedData = Field(default_factory=dict)
+    reverses: ExternalId | None = None
     portion: float | None = Field(
-        default=None, gt=0, le=1, description="with reverses: the share of that event refunded (default all of it)"
+        default=None,
+        ge=1 / WHOLE,
+        le=1,
+        strict=True,
+        description="with reverses: the share of that event refunded (default all of it), in millionths at least",
     )
 
     @field_validator("portion")
@@ -58,22 +81,7 @@ class EventIn(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _with_offset(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-11-20T15:04:05Z or +01:00")
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _depth(value, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DATA_DEPTH} levels")
-        try:
-            size = len(orjson.dumps(value))
-        except TypeError as exc:  # e.g. an integer beyond 64 bits: no database or CEL number holds it
-            raise ValueError(f"not storable as JSON: {exc}") from None
-        if size > MAX_DATA_BYTES:
-            raise ValueError(f"larger than {MAX_DATA_BYTES} bytes as JSON")
-        return value
+        return None if value is None else in_event_range(value)
 
     def content_hash(self) -> str:
         """What makes a retry a duplicate and a different event under the same id a conflict.

@@ -8,6 +8,7 @@ hours long and events land on the day a person there would say.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from functools import lru_cache
@@ -40,10 +41,10 @@ def period_keys(day: dt.date) -> tuple[str, str, str, str, str, str]:
     iso = day.isocalendar()
     return (
         day.isoformat(),
-        f"{iso.year}-W{iso.week:02d}",
-        f"{day.year}-{day.month:02d}",
-        f"{day.year}-Q{(day.month - 1) // 3 + 1}",
-        str(day.year),
+        f"{iso.year:04d}-W{iso.week:02d}",
+        f"{day.year:04d}-{day.month:02d}",
+        f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}",
+        f"{day.year:04d}",
         "all",
     )
 
@@ -88,16 +89,17 @@ def _dates(grain: str, key: str) -> tuple[dt.date, dt.date] | None:
         last_month = first_month + 2
     else:
         first_month, last_month = 1, 12
-    first = dt.date(year, first_month, 1)
-    after = dt.date(year + 1, 1, 1) if last_month == 12 else dt.date(year, last_month + 1, 1)
-    return first, after - dt.timedelta(days=1)
+    return dt.date(year, first_month, 1), dt.date(year, last_month, calendar.monthrange(year, last_month)[1])
 
 
 def period_end(key: str, timezone: str) -> dt.datetime | None:
-    """The instant a period ends (exclusive), in UTC; None for ``all``."""
+    """The instant a period ends (exclusive), in UTC; None for ``all``. A period ending with the last
+    date a ``datetime`` holds never ends (the largest instant), rather than overflowing."""
     dates = period_dates(key)
     if dates is None:
         return None
+    if dates[1] >= dt.date.max - dt.timedelta(days=1):
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
     after = dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), zone(timezone))
     return after.astimezone(dt.UTC)
 

@@ -12,13 +12,19 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 PROGRAM_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 WINDOW_PATTERN = r"^(day|week|month|quarter|year|all|last_[1-9][0-9]{0,3}_days)$"
 DURATION_PATTERN = r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
 MAX_EXPRESSION_LENGTH = 1000
+# bounds of the numbers a document may hold: each keeps every sum of them within a database integer
+MAX_AMOUNT = 10**12  # an award, a cost, a kudos budget (what one ledger entry moves)
+MAX_COUNT = 10**9  # caps, limits, stock, ranks
+MAX_VALUE = 10**15  # thresholds and targets on metrics and levels (a metric moves at most that an event)
+MAX_DURATION_DAYS = 36_500  # a hundred years
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)  # the dates events may carry
 
 Key = Annotated[str, Field(pattern=KEY_PATTERN, description="identifier: lowercase letters, digits, _ . -")]
 EventType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=100)]
@@ -28,8 +34,36 @@ Window = Annotated[
 ]
 CalendarPeriod = Literal["day", "week", "month", "quarter", "year", "all"]
 RepeatPeriod = Literal["day", "week", "month", "quarter", "year"]
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, description="ISO 8601 duration: P365D, PT1H, P1DT12H")]
-Amount = int | float | Expression
+
+
+def _short_enough(text: str) -> str:
+    if duration_seconds(text) > MAX_DURATION_DAYS * 86_400:
+        raise ValueError(f"longer than {MAX_DURATION_DAYS} days")
+    return text
+
+
+def _in_range(day: dt.date) -> dt.date:
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise ValueError(f"must be from {FIRST_DATE} to {LAST_DATE}")
+    return day
+
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        description=f"ISO 8601 duration: P365D, PT1H, P1DT12H (at most {MAX_DURATION_DAYS} days)",
+    ),
+    AfterValidator(_short_enough),
+]
+Date = Annotated[dt.date, AfterValidator(_in_range)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Value = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+Amount = (
+    Annotated[int, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+    | Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+    | Expression
+)
 Award = dict[str, Amount]
 
 
@@ -45,11 +79,11 @@ def duration_seconds(text: str) -> int:
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently disable a rule."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Cap(Strict):
-    max: int = Field(ge=1)
+    max: Count
     per: CalendarPeriod
 
 
@@ -89,7 +123,7 @@ class Rule(Strict):
 
 class LevelStep(Strict):
     name: str = Field(min_length=1, max_length=100)
-    at: int = Field(ge=0)
+    at: int = Field(ge=0, le=MAX_VALUE)
 
 
 class Levels(Strict):
@@ -101,7 +135,7 @@ class Levels(Strict):
 class Criterion(Strict):
     metric: Key
     window: Window = "all"
-    at_least: float
+    at_least: Value
 
 
 class BadgeGrade(Strict):
@@ -122,18 +156,18 @@ class Streak(Strict):
     name: str | None = Field(default=None, max_length=100)
     metric: Key
     period: Literal["day", "week", "month"]
-    at_least: float = 1
+    at_least: Value = 1
     grace: int = Field(default=0, ge=0, le=30)
 
 
 class QuestStep(Strict):
     metric: Key
-    target: float = Field(gt=0)
+    target: float = Field(gt=0, le=MAX_VALUE)
     name: str | None = Field(default=None, max_length=100)
 
 
 class Prize(Strict):
-    rank: int = Field(ge=1)
+    rank: Count
     award: Award
 
 
@@ -142,10 +176,10 @@ class Challenge(Strict):
     name: str | None = Field(default=None, max_length=100)
     kind: Literal["goal", "quest", "competition"] = "goal"
     metric: Key | None = None
-    target: float | None = Field(default=None, gt=0)
+    target: float | None = Field(default=None, gt=0, le=MAX_VALUE)
     every: RepeatPeriod | None = None
-    start: dt.date | None = None
-    end: dt.date | None = Field(default=None, description="inclusive, in the program time zone")
+    start: Date | None = None
+    end: Date | None = Field(default=None, description="inclusive, in the program time zone")
     mode: Literal["individual", "team"] = "individual"
     format: Literal["ranking", "race", "duel"] = Field(
         default="ranking",
@@ -180,8 +214,8 @@ class Leaderboard(Strict):
 
 class TierStep(Strict):
     name: str = Field(min_length=1, max_length=100)
-    at: float = Field(ge=0)
-    multiplier: dict[str, float] | None = None
+    at: float = Field(ge=0, le=MAX_VALUE)
+    multiplier: dict[str, Annotated[float, Field(ge=0, le=1000)]] | None = None
 
 
 class Tiers(Strict):
@@ -196,7 +230,7 @@ class Tiers(Strict):
 
 
 class Limit(Strict):
-    max: int = Field(ge=1)
+    max: Count
     per: CalendarPeriod
 
 
@@ -208,16 +242,16 @@ class Requirement(Strict):
 class Reward(Strict):
     key: Key
     name: str = Field(min_length=1, max_length=200)
-    cost: dict[str, int] = Field(min_length=1, max_length=1)
-    stock: int | None = Field(default=None, ge=0)
+    cost: dict[str, Annotated[int, Field(ge=1, le=MAX_AMOUNT)]] = Field(min_length=1, max_length=1)
+    stock: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     limit: Limit | None = None
     requires: Requirement | None = None
-    starts: dt.date | None = None
-    ends: dt.date | None = None
+    starts: Date | None = None
+    ends: Date | None = None
 
 
 class KudosBudget(Strict):
-    amount: int = Field(ge=1)
+    amount: int = Field(ge=1, le=MAX_AMOUNT)
     per: RepeatPeriod
 
 
@@ -265,9 +299,14 @@ class SourceMapping(Strict):
 
 
 class Source(Strict):
+    """A CRM's deliveries (docs/integrations.md): ``secret`` is what checks them, per ``kind``."""
+
     key: Key
     kind: Literal["hubspot", "pipedrive", "salesforce", "zoho", "webhook"]
     secret: Setting | None = None
+    organization: Setting | None = Field(
+        default=None, description="salesforce: the organization id its Outbound Messages must carry"
+    )
     fetch: SourceFetch | None = None
     events: list[SourceMapping] = Field(min_length=1, max_length=50)
 

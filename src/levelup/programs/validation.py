@@ -14,27 +14,80 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from levelup.errors import FieldError, Invalid, path_of
+from levelup.errors import FieldError, Invalid, data_errors, nesting, path_of
 from levelup.metrics.periods import ROLLING
 from levelup.programs.document import ProgramDocument
 from levelup.rules.expressions import Expression, ExpressionError, check_cost
 from levelup.sources import validation as sources
 
 MAX_DOCUMENT_BYTES = 1_000_000
+MAX_DOCUMENT_DEPTH = 32
+MAX_ALIASES = 100  # YAML aliases: each one can multiply what validation walks (and reports)
 _UNION_TAGS = {"int", "float", "str", "bool", "constrained-str", "function-after", "literal"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML where a key given twice is an error (a second ``if:`` must not replace the first
+    silently) and aliases are few."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # not hashable: the base constructor refuses it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}")
+        found[key] = value
+    return found
+
+
+def _finite(constant: str) -> float:
+    raise ValueError(f"{constant} is not a number JSON allows")
+
+
 def parse_text(text: str | bytes, *, yaml_ok: bool = True) -> Any:
-    """JSON or YAML text to plain data; Invalid with the line when it does not parse."""
+    """JSON or YAML text to plain data; Invalid with the line when it does not parse, when a key is
+    given twice, or when it nests deeper than :data:`MAX_DOCUMENT_DEPTH`."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise Invalid(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        return json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_finite)
+    except RecursionError:
+        raise Invalid(f"document nested deeper than {MAX_DOCUMENT_DEPTH} levels") from None
     except ValueError as json_error:
         if not yaml_ok:
             raise Invalid(f"not valid JSON: {json_error}") from None
+        data = _parse_yaml(text)
+    if nesting(data, MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH:
+        raise Invalid(f"document nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+    return data
+
+
+def _parse_yaml(text: str | bytes) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
+    except RecursionError:
+        raise Invalid(f"document nested deeper than {MAX_DOCUMENT_DEPTH} levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -258,7 +311,7 @@ def validate_document(data: Any, *, program: str | None = None) -> ProgramDocume
     """A validated document, or Invalid listing every error with its path."""
     if not isinstance(data, dict):
         raise Invalid("a program document is a mapping", errors=[FieldError("(document)", "expected a mapping")])
-    errors = list(_raw_errors(data))
+    errors = list(_raw_errors(data)) + list(data_errors(data))
     try:
         doc = ProgramDocument.model_validate(data)
     except ValidationError as exc:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from levelup.api.deps import AdminAccess, ReadAccess
+from levelup.api.deps import AdminAccess, IdPath, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.challenges.launch import launch
 from levelup.challenges.service import list_challenges
@@ -64,7 +64,7 @@ class Launched(Out):
 
 
 @router.get("/programs/{program}/challenges", response_model=ChallengeList)
-def get_challenges(access: ReadAccess, participant: str | None = None) -> Response:
+def get_challenges(access: ReadAccess, participant: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     """Every challenge with its status (upcoming, active, ended), current period and progress;
     ``?participant=`` adds that participant's progress. Drafts are shown to admin keys only."""
     with access.runtime.db.read() as connection:
@@ -80,7 +80,7 @@ def get_challenges(access: ReadAccess, participant: str | None = None) -> Respon
 
 
 @router.post("/programs/{program}/challenges/{challenge}/launch", response_model=Launched)
-def launch_challenge(access: AdminAccess, challenge: str) -> dict[str, Any]:
+def launch_challenge(access: AdminAccess, challenge: IdPath) -> dict[str, Any]:
     """Take a draft live: a new program version, and the draft's completions of the current period paid."""
     with access.runtime.db.write() as connection:
         return launch(connection, access.key, challenge, actor=access.principal.key_id)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from levelup.api.deps import IngestAccess, ReadAccess, read_body
+from levelup.api.deps import IdPath, IngestAccess, ReadAccess, read_body
 from levelup.api.responses import Out, as_is
 from levelup.errors import FieldError, Invalid, TooLarge
 from levelup.events.explain import explain_event
@@ -159,7 +159,7 @@ async def post_events(access: IngestAccess, request: Request) -> Response:
 
 
 @router.get("/programs/{program}/events/{event_id}", response_model=EventExplained)
-def get_event(access: ReadAccess, event_id: str) -> Response:
+def get_event(access: ReadAccess, event_id: IdPath) -> Response:
     """The event, its ledger entries (rule and version), metric contributions, problems and notes."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)

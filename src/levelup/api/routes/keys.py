@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from levelup.api.deps import PrincipalDep, RuntimeDep
+from levelup.api.deps import IdPath, PrincipalDep, RuntimeDep
 from levelup.api.responses import Out
+from levelup.errors import Text
 from levelup.keys import service as keys
+from levelup.programs.document import PROGRAM_PATTERN
 
 router = APIRouter(tags=["keys"])
 
@@ -17,8 +19,10 @@ router = APIRouter(tags=["keys"])
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["admin", "ingest", "read"]
-    programs: list[str] = Field(min_length=1, max_length=100)
-    note: str | None = Field(default=None, max_length=200)
+    programs: list[Annotated[str, Field(pattern=f"{PROGRAM_PATTERN}|^[*]$")]] = Field(
+        min_length=1, max_length=100, description="program keys, or * for every program"
+    )
+    note: Text | None = Field(default=None, max_length=200)
 
 
 class KeyCreated(Out):
@@ -38,7 +42,7 @@ def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dic
 
 
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response, responses={204: {"description": "revoked"}})
-def revoke_key(key_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+def revoke_key(key_id: IdPath, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     with runtime.db.write() as connection:
         keys.revoke(connection, key_id, by=principal)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from levelup.api.deps import IngestAccess
 from levelup.api.responses import Out
+from levelup.errors import ExternalId, Text
 from levelup.kudos.service import give
 
 router = APIRouter(tags=["kudos"])
@@ -16,11 +17,11 @@ router = APIRouter(tags=["kudos"])
 
 class KudosIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    giver: str = Field(alias="from", min_length=1, max_length=200)
-    to: str = Field(min_length=1, max_length=200)
-    amount: int = Field(ge=1, le=10**9)
-    message: str = Field(min_length=1, max_length=500)
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    giver: ExternalId = Field(alias="from")
+    to: ExternalId
+    amount: int = Field(ge=1, le=10**9, strict=True)
+    message: Text = Field(min_length=1, max_length=500)
+    idempotency_key: ExternalId | None = None
 
 
 class KudosGiven(Out):

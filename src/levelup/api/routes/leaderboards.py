@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from levelup.api.deps import ReadAccess
+from levelup.api.deps import IdPath, Offset, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.leaderboards.service import leaderboard
 
@@ -33,12 +33,12 @@ class BoardPage(Out):
 @router.get("/programs/{program}/leaderboards/{key}", response_model=BoardPage)
 def get_leaderboard(
     access: ReadAccess,
-    key: str,
-    period: str | None = None,
-    scope: str | None = None,
-    limit: int = 10,
-    offset: int = 0,
-    around: str | None = None,
+    key: IdPath,
+    period: Annotated[str | None, Query(max_length=40)] = None,
+    scope: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Offset = 0,
+    around: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """``period`` defaults to the current one (``2026-11``, ``2026-W47``, ``2026-Q4``…);
     ``scope=team:<id>`` or ``<attribute>:<value>``; ``around=<participant>`` shows ``limit`` neighbours each side."""

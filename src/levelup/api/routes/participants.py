@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from levelup.api.deps import AdminAccess, IngestAccess, ReadAccess
+from levelup.api.deps import AdminAccess, Cursor, IdPath, IngestAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.challenges import YourProgress
+from levelup.errors import ExternalId, Text
+from levelup.events.schema import BoundedData, in_event_range
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
 from levelup.participants import repository as participants
@@ -22,27 +24,29 @@ router = APIRouter(tags=["participants"])
 
 class ParticipantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
-    teams: list[str] | None = Field(default=None, max_length=100)
-    attributes: dict[str, Any] | None = Field(default=None, max_length=100)
+    name: Text | None = Field(default=None, max_length=200)
+    teams: list[ExternalId] | None = Field(default=None, max_length=100)
+    attributes: BoundedData | None = Field(default=None, max_length=100, description="at most 64 KiB as JSON")
 
 
 class TierOverrideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tier: str | None = Field(description="the tier to hold; null lifts the override")
-    until: dt.datetime | None = None
-    note: str = Field(min_length=1, max_length=500)
+    tier: Text | None = Field(max_length=100, description="the tier to hold; null lifts the override")
+    until: Annotated[dt.datetime, AfterValidator(in_event_range)] | None = Field(
+        default=None, description="RFC 3339 with an offset, before 3000"
+    )
+    note: Text = Field(min_length=1, max_length=500)
 
 
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["active", "suspended"]
-    note: str = Field(min_length=1, max_length=500)
+    note: Text = Field(min_length=1, max_length=500)
 
 
 class TeamIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
 
 
 class Level(Out):
@@ -168,11 +172,11 @@ class Adjustment(Out):
 
 class AdjustmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    participant: str = Field(min_length=1, max_length=200)
-    currency: str = Field(min_length=1, max_length=64)
-    amount: int = Field(ge=-(10**12), le=10**12)
-    note: str = Field(min_length=1, max_length=500)
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    participant: ExternalId
+    currency: Text = Field(min_length=1, max_length=64)
+    amount: int = Field(ge=-(10**12), le=10**12, strict=True)
+    note: Text = Field(min_length=1, max_length=500)
+    idempotency_key: ExternalId | None = None
 
 
 @router.put(
@@ -180,7 +184,7 @@ class AdjustmentIn(BaseModel):
     response_model=Profile,
     responses={201: {"model": Profile, "description": "created"}},
 )
-def put_participant(access: IngestAccess, participant_id: str, body: ParticipantIn) -> Response:
+def put_participant(access: IngestAccess, participant_id: IdPath, body: ParticipantIn) -> Response:
     """Create or update a participant: 201 created, 200 updated. Omitted fields are kept."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
@@ -192,7 +196,7 @@ def put_participant(access: IngestAccess, participant_id: str, body: Participant
 
 
 @router.get("/programs/{program}/participants/{participant_id}", response_model=Profile)
-def get_participant(access: ReadAccess, participant_id: str) -> Response:
+def get_participant(access: ReadAccess, participant_id: IdPath) -> Response:
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         found = profile(connection, record, access.compiled(connection, record), participant_id)
@@ -200,9 +204,13 @@ def get_participant(access: ReadAccess, participant_id: str) -> Response:
 
 
 @router.get("/programs/{program}/participants/{participant_id}/ledger", response_model=LedgerPage)
-def get_ledger(access: ReadAccess, participant_id: str, before: int | None = None, limit: int = 50) -> Response:
+def get_ledger(
+    access: ReadAccess,
+    participant_id: IdPath,
+    before: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=ledger.MAX_PAGE)] = 50,
+) -> Response:
     """Entries newest first; ``next`` is the URL of the next page, or null."""
-    limit = max(1, min(limit, ledger.MAX_PAGE))
     with access.runtime.db.read() as connection:
         entries, cursor = ledger.entries(
             connection, access.record(connection), participant_id, before=before, limit=limit
@@ -212,7 +220,7 @@ def get_ledger(access: ReadAccess, participant_id: str, before: int | None = Non
 
 
 @router.get("/programs/{program}/participants/{participant_id}/expiring", response_model=Expiring)
-def get_expiring(access: ReadAccess, participant_id: str) -> dict[str, Any]:
+def get_expiring(access: ReadAccess, participant_id: IdPath) -> dict[str, Any]:
     """Spendable points by expiry date, soonest first."""
     now = dt.datetime.now(dt.UTC)
     with access.runtime.db.read() as connection:
@@ -226,7 +234,7 @@ def get_expiring(access: ReadAccess, participant_id: str) -> dict[str, Any]:
 
 
 @router.put("/programs/{program}/participants/{participant_id}/tier", response_model=TierStanding)
-def put_tier(access: AdminAccess, participant_id: str, body: TierOverrideIn) -> Response:
+def put_tier(access: AdminAccess, participant_id: IdPath, body: TierOverrideIn) -> Response:
     """Override a participant's tier (until a time, or until lifted with ``tier: null``); audited."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
@@ -244,7 +252,7 @@ def put_tier(access: AdminAccess, participant_id: str, body: TierOverrideIn) -> 
 
 
 @router.put("/programs/{program}/participants/{participant_id}/status", response_model=Profile)
-def put_status(access: AdminAccess, participant_id: str, body: StatusIn) -> Response:
+def put_status(access: AdminAccess, participant_id: IdPath, body: StatusIn) -> Response:
     """Suspend (earns and spends nothing, visibly) or reactivate a participant; audited."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
@@ -256,7 +264,7 @@ def put_status(access: AdminAccess, participant_id: str, body: StatusIn) -> Resp
 
 
 @router.put("/programs/{program}/teams/{team_id}", response_model=Team)
-def put_team(access: IngestAccess, team_id: str, body: TeamIn) -> dict[str, Any]:
+def put_team(access: IngestAccess, team_id: IdPath, body: TeamIn) -> dict[str, Any]:
     with access.runtime.db.write() as connection:
         record = access.record(connection)
         participants.set_team(connection, record.id, team_id, name=body.name)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -154,7 +154,7 @@ async def put_program(access: AdminAccess, request: Request, response: Response)
 
 
 @router.get("/programs/{program}", response_model=ProgramVersion)
-def get_program(access: ReadAccess, version: int | None = None) -> Response:
+def get_program(access: ReadAccess, version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> Response:
     """The document in force (or ``?version=``) and its version."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)

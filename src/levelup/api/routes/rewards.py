@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from levelup.api.deps import AdminAccess, IngestAccess, ReadAccess
+from levelup.api.deps import AdminAccess, IngestAccess, NumberPath, ReadAccess
 from levelup.api.responses import Out, as_is
+from levelup.errors import MAX_INT, ExternalId, Text
 from levelup.ledger.liability import liability
 from levelup.programs.document import Reward
 from levelup.rewards import service as rewards
@@ -18,9 +19,9 @@ router = APIRouter(tags=["rewards"])
 
 class RedemptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    participant: str = Field(min_length=1, max_length=200)
-    reward: str = Field(min_length=1, max_length=64)
-    idempotency_key: str = Field(min_length=1, max_length=200)
+    participant: ExternalId
+    reward: Text = Field(min_length=1, max_length=64)
+    idempotency_key: ExternalId
 
 
 class Reason(Out):
@@ -84,7 +85,7 @@ class Liability(Out):
 
 
 @router.get("/programs/{program}/rewards", response_model=Catalog)
-def get_rewards(access: ReadAccess, participant: str | None = None) -> Response:
+def get_rewards(access: ReadAccess, participant: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     """The catalog with remaining stock; ``?participant=`` adds ``can_redeem`` and the reason why not."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
@@ -117,13 +118,13 @@ def post_redemption(access: IngestAccess, body: RedemptionIn, response: Response
 
 
 @router.post("/programs/{program}/redemptions/{redemption_id}/fulfil", response_model=Redemption)
-def fulfil_redemption(access: AdminAccess, redemption_id: int) -> dict[str, Any]:
+def fulfil_redemption(access: AdminAccess, redemption_id: NumberPath) -> dict[str, Any]:
     with access.runtime.db.write() as connection:
         return rewards.fulfil(connection, access.record(connection), redemption_id)
 
 
 @router.post("/programs/{program}/redemptions/{redemption_id}/cancel", response_model=Redemption)
-def cancel_redemption(access: AdminAccess, redemption_id: int) -> dict[str, Any]:
+def cancel_redemption(access: AdminAccess, redemption_id: NumberPath) -> dict[str, Any]:
     """Refund into the lots the cost came from (they keep their expiry) and put the stock back."""
     with access.runtime.db.write() as connection:
         return rewards.cancel(connection, access.record(connection), redemption_id)
@@ -131,7 +132,11 @@ def cancel_redemption(access: AdminAccess, redemption_id: int) -> dict[str, Any]
 
 @router.get("/programs/{program}/redemptions", response_model=RedemptionPage)
 def get_redemptions(
-    access: ReadAccess, participant: str | None = None, status: str | None = None, limit: int = 100, after: int = 0
+    access: ReadAccess,
+    participant: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> Response:
     with access.runtime.db.read() as connection:
         page = rewards.list_redemptions(

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from levelup.api.deps import ReadAccess
+from levelup.errors import MAX_INT
 from levelup.feed import service as feed
 
 router = APIRouter(tags=["challenges"])
@@ -29,7 +30,7 @@ async def stream(
     access: ReadAccess,
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
-    since: Annotated[int | None, Query(ge=0, description="resume after this message id")] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_INT, description="resume after this message id")] = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="stop after this many messages")] = None,
 ) -> StreamingResponse:
     """The live feed: awards, badges, level changes, streaks and completions as they happen.
@@ -41,8 +42,8 @@ async def stream(
         program_id = access.record(connection).id
         newest = feed.latest_id(connection, program_id)
     resume = since
-    if resume is None and last_event_id is not None and last_event_id.isdigit():
-        resume = int(last_event_id)
+    if resume is None and last_event_id is not None and last_event_id.isdigit() and len(last_event_id) < 19:
+        resume = int(last_event_id)  # anything else (not an id we sent): start with what happens next
     start = resume if resume is not None else newest
 
     def fetch(last_id: int) -> list[feed.Published]:
