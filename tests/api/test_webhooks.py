@@ -10,12 +10,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from levelup.api.app import create_app
 from levelup.client import Client, Conflict, Forbidden, InvalidInput, NotFound
+from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
+from levelup.webhooks import formats
 from levelup.webhooks.delivery import Settings
+from levelup.webhooks.formats import Names
 from levelup.webhooks.service import MAX_SUBSCRIPTIONS
 from tests.conftest import ADMIN_KEY, event
 from tests.live import Receiver, served
@@ -126,3 +130,36 @@ def test_a_badge_reaches_json_slack_and_teams_receivers(levelup: Client) -> None
     assert [[a.status_code for a in d.attempts] for d in log.deliveries] == [[200], [200]] and log.next is None
     page = levelup.deliveries(P, hook.id, limit=1)
     assert [d.id for d in page.deliveries] == [notification["id"]] and page.next is not None
+
+
+SENTENCES = [
+    ("award.granted", {"awards": [{"currency": "xp", "amount": 1200, "rule": "r"}, {"currency": "coins", "amount": 5}]},
+     "Dana just earned 1,200 XP and 5 Coins"),
+    ("badge.revoked", {"badge": "top-closer", "grade": "Gold"}, "Dana no longer holds Top Closer — Gold"),
+    ("level.changed", {"from": "Rookie", "to": "Closer", "up": True}, "Dana reached level Closer"),
+    ("level.changed", {"from": "Closer", "to": "Rookie", "up": False}, "Dana is back to level Rookie"),
+    ("tier.changed", {"from": None, "to": "Gold", "up": True}, "Dana moved up to the Gold tier"),
+    ("tier.changed", {"from": "Gold", "to": None, "up": False}, "Dana left the Gold tier"),
+    ("streak.extended", {"streak": "daily-caller", "length": 4, "best": 9}, "Dana's daily-caller streak reached 4"),
+    ("challenge.completed", {"challenge": "five-a-week", "period": "2026-W47"}, "Dana completed five-a-week"),
+    ("prize.paid", {"challenge": "october-blitz", "period": "20261001-20261031", "rank": 1,
+                    "awards": [{"currency": "coins", "amount": 1000}]},
+     "Dana won 1,000 Coins in october-blitz 20261001-20261031 (rank 1)"),
+    ("redemption.created", {"reward": "gift-card-25"}, "Dana redeemed $25 gift card"),
+    ("redemption.fulfilled", {"reward": "gift-card-25"}, "$25 gift card was delivered to Dana"),
+    ("redemption.cancelled", {"reward": "gift-card-25"}, "Dana's redemption of $25 gift card was cancelled"),
+    ("kudos.given", {"from": "rep-18", "amount": 10, "currency": "coins", "message": "thanks"},
+     "Sam gave Dana 10 Coins: “thanks”"),
+    ("points.expiring",
+     {"currency": "coins", "amount": 40, "first_expires_at": "2026-12-09T00:00:00Z", "within_days": 7},
+     "40 Coins of Dana expire within 7 days (from 2026-12-09)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "data", "sentence"), SENTENCES)
+def test_every_type_reads_as_a_sentence(acme_text: str, kind: str, data: dict[str, Any], sentence: str) -> None:
+    names = Names(load_document(acme_text), {"rep-17": "Dana", "rep-18": "Sam"})
+    body = {"id": "ntf_1", "type": kind, "program": P, "participant": "rep-17", "at": "…", "data": data}
+    assert formats.sentence(body, names) == sentence
+    assert orjson.loads(formats.render("slack", body, names)) == {"text": sentence}
+    assert orjson.loads(formats.render("json", body, names)) == body

@@ -5,7 +5,6 @@ notification at once; a lost claim changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import shutil
@@ -15,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -57,13 +57,14 @@ def attempts(runtime: Runtime) -> list[Any]:
         return list(connection.execute(select(t.webhook_attempts).order_by(t.webhook_attempts.c.id)))
 
 
-def deliver(runtime: Runtime, settings: Settings = FAST, rounds: int = 1) -> list[delivery.Round]:
-    async def run() -> list[delivery.Round]:
-        async with httpx.AsyncClient() as client:
-            worker = Worker(runtime, settings, client)
-            return [await worker.run_once() for _ in range(rounds)]
-
-    return asyncio.run(run())
+def deliver(runtime: Runtime, settings: Settings = FAST) -> delivery.Round:
+    """One round of a worker: claim what is due, send it, record the answers."""
+    with httpx.Client() as client:
+        worker = Worker(runtime, settings, client)
+        try:
+            return worker.run_once()
+        finally:
+            worker.close()
 
 
 def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -125,7 +126,7 @@ def test_retries_keep_the_id_back_off_then_deliver(runtime: Runtime, acme_text: 
         subscribe(runtime, receiver.url, ["award.granted"])
         ingest(runtime, KEY, [deal("d-1", "ann", 9000)])
         for _ in range(3):
-            until(lambda: deliver(runtime)[0].claimed == 1, 5)
+            until(lambda: deliver(runtime).claimed == 1, 5)
     (row,) = outbox(runtime)
     assert (row.status, row.attempts, row.claim) == ("delivered", 3, None)
     assert receiver.ids() == [row.notification] * 3 and all(r.signed for r in receiver.received)
@@ -141,9 +142,9 @@ def test_the_last_failure_leaves_it_failed(runtime: Runtime, acme_text: str) -> 
         subscribe(runtime, receiver.url, ["award.granted"])
         ingest(runtime, KEY, [deal("d-1", "ann", 9000)])
         for _ in range(FAST.attempts):
-            until(lambda: deliver(runtime)[0].claimed == 1, 5)
+            until(lambda: deliver(runtime).claimed == 1, 5)
         time.sleep(FAST.max_backoff)
-        assert deliver(runtime)[0].claimed == 0  # never tried again
+        assert deliver(runtime).claimed == 0  # never tried again
     (row,) = outbox(runtime)
     assert (row.status, row.attempts) == ("failed", FAST.attempts)
     assert [a.status_code for a in attempts(runtime)] == [410] * FAST.attempts
@@ -156,7 +157,7 @@ def test_a_timeout_is_a_failed_attempt(runtime: Runtime, acme_text: str) -> None
         setup(runtime, acme_text)
         subscribe(runtime, receiver.url, ["award.granted"])
         ingest(runtime, KEY, [deal("d-1", "ann", 9000)])
-        assert deliver(runtime, slow)[0].retrying == 1
+        assert deliver(runtime, slow).retrying == 1
     (attempt,) = attempts(runtime)
     assert (attempt.status_code, attempt.error) == (None, "timeout")
     assert outbox(runtime)[0].status == "pending"
@@ -195,12 +196,11 @@ def test_two_workers_never_send_one_notification_at_once(runtime: Runtime, db_ur
             subscribe(runtime, receiver.url, ["award.granted"])
             ingest(runtime, KEY, [deal(f"d-{i}", ("ann", "bob", "cat")[i % 3], 9000) for i in range(60)])
 
-            async def both() -> list[delivery.Round]:
-                async with httpx.AsyncClient() as client:
-                    workers = [Worker(runtime, small, client), Worker(other, small, client)]
-                    return list(await asyncio.gather(*(w.run_until_idle() for w in workers)))
-
-            rounds = asyncio.run(both())
+            with httpx.Client() as client, ThreadPoolExecutor(2) as pool:
+                workers = [Worker(runtime, small, client), Worker(other, small, client)]
+                rounds = list(pool.map(Worker.run_until_idle, workers))
+                for worker in workers:
+                    worker.close()
         assert receiver.overlaps == []
         assert sorted(Counter(receiver.ids()).values()) == [1] * 60  # each sent once: no claim was shared
         assert sum(r.delivered for r in rounds) == 60

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -312,19 +312,16 @@ def deliver(
     """Send due webhook notifications (settings: LEVELUP_WEBHOOK_* variables, see docs/api.md). Safe beside
     other workers and `levelup serve`: each notification is claimed by one at a time."""
     runtime = _runtime(database)
-    settings = delivery.Settings.from_env()
-
-    async def run() -> delivery.Round | None:
-        async with httpx.AsyncClient() as client:
-            worker = delivery.Worker(runtime, settings, client)
+    with httpx.Client() as client:
+        worker = delivery.Worker(runtime, delivery.Settings.from_env(), client)
+        try:
             if forever:
-                await worker.run_forever(idle)
-                return None
-            return await worker.run_until_idle()
-
-    done = asyncio.run(run())
-    if done is not None:
-        console.print(f"{done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
+                worker.run_forever(idle, threading.Event())
+            else:
+                done = worker.run_until_idle()
+                console.print(f"{done.delivered} delivered, {done.retrying} to retry, {done.failed} failed")
+        finally:
+            worker.close()
 
 
 @jobs_app.command("list")

@@ -10,15 +10,16 @@ lease is longer than the request timeout, so a live worker always finishes befor
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import os
 import random
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,70 +243,72 @@ def record(connection: Connection, token: str, results: list[Result], settings: 
 
 
 class Worker:
-    """Delivers the outbox of one database; several may run at once, in one process or many."""
+    """Delivers the outbox of one database; several may run at once, in one process or many.
 
-    def __init__(self, runtime: Runtime, settings: Settings, client: httpx.AsyncClient) -> None:
+    Blocking on purpose: httpx's sync client sends a POST for a fraction of the CPU its async client
+    takes (whose pool slows down as connections are added), so ``concurrency`` threads share one
+    ``httpx.Client`` and the server runs the worker in a thread of its own.
+    """
+
+    def __init__(self, runtime: Runtime, settings: Settings, client: httpx.Client) -> None:
         self.runtime = runtime
         self.settings = settings
         self.client = client
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="levelup-webhook")
 
-    def _claim(self, token: str, now: dt.datetime) -> list[Claimed]:
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def _send(self, claimed: Claimed) -> Result:
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE: sign(claimed.secret, claimed.payload, int(time.time())),
+            "User-Agent": f"levelup/{__version__}",
+        }
+        started = time.perf_counter()
+        status_code, error = None, None
+        try:
+            response = self.client.post(
+                claimed.url, content=claimed.payload, headers=headers, timeout=self.settings.timeout
+            )
+            status_code = response.status_code
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        elapsed = round((time.perf_counter() - started) * 1000)
+        return Result(claimed, dt.datetime.now(dt.UTC), status_code, error, elapsed)
+
+    def run_once(self, now: dt.datetime | None = None) -> Round:
+        """Claim what is due at ``now`` (default: the clock), send it, record the answers."""
+        token = uuid.uuid4().hex
+        now = now or dt.datetime.now(dt.UTC)
         with self.runtime.db.read() as connection:  # a read first: an idle poll takes no write lock
             if not _due(connection, now):
-                return []
+                return Round()
         with self.runtime.db.write() as connection:
-            return claim(connection, self.runtime.programs, token, now, self.settings)
-
-    def _record(self, token: str, results: list[Result]) -> Round:
+            claimed = claim(connection, self.runtime.programs, token, now, self.settings)
+        results = list(self._pool.map(self._send, claimed))
+        if not results:
+            return Round()
         with self.runtime.db.write() as connection:
             return record(connection, token, results, self.settings)
 
-    async def _send(self, claimed: Claimed) -> Result:
-        async with self._slots:
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE: sign(claimed.secret, claimed.payload, int(time.time())),
-                "User-Agent": f"levelup/{__version__}",
-            }
-            started = time.perf_counter()
-            status_code, error = None, None
-            try:
-                response = await self.client.post(
-                    claimed.url, content=claimed.payload, headers=headers, timeout=self.settings.timeout
-                )
-                status_code = response.status_code
-            except httpx.TimeoutException:
-                error = "timeout"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            elapsed = round((time.perf_counter() - started) * 1000)
-            return Result(claimed, dt.datetime.now(dt.UTC), status_code, error, elapsed)
-
-    async def run_once(self, now: dt.datetime | None = None) -> Round:
-        """Claim what is due at ``now`` (default: the clock), send it, record the answers."""
-        token = uuid.uuid4().hex
-        claimed = await asyncio.to_thread(self._claim, token, now or dt.datetime.now(dt.UTC))
-        if not claimed:
-            return Round()
-        results = await asyncio.gather(*(self._send(c) for c in claimed))
-        return await asyncio.to_thread(self._record, token, list(results))
-
-    async def run_until_idle(self) -> Round:
+    def run_until_idle(self) -> Round:
         """Rounds until nothing is due: what ``levelup deliver`` does without ``--forever``."""
         total = Round()
-        while (done := await self.run_once()).claimed:
+        while (done := self.run_once()).claimed:
             total += done
         return total
 
-    async def run_forever(self, idle: float) -> None:
-        """Deliver until cancelled, sleeping ``idle`` seconds when nothing is due; errors are logged
-        (the database may be down for a while) and the loop goes on."""
-        while True:
+    def run_forever(self, idle: float, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set, looking again after ``idle`` seconds when nothing is due; errors
+        are logged (the database may be down for a while) and the loop goes on."""
+        while not stop.is_set():
             try:
-                done = await self.run_once()
+                done = self.run_once()
             except Exception:
                 logger.exception("webhook delivery failed; trying again")
                 done = Round()
             if not done.claimed:
-                await asyncio.sleep(idle)
+                stop.wait(idle)

@@ -82,7 +82,7 @@ _SENTENCES: dict[str, Callable[[str, dict[str, Any], Names], str]] = {
     "badge.revoked": lambda who, d, n: f"{who} no longer holds {_grade(d, n)}",
     "level.changed": _level,
     "tier.changed": _tier,
-    "streak.extended": lambda who, d, n: f"{who} is on a {d['length']} streak of {n.streak(d['streak'])}",
+    "streak.extended": lambda who, d, n: f"{who}'s {n.streak(d['streak'])} streak reached {d['length']}",
     "challenge.completed": lambda who, d, n: f"{who} completed {n.challenge(d['challenge'])}",
     "prize.paid": _prize,
     "redemption.created": lambda who, d, n: f"{who} redeemed {n.reward(d['reward'])}",
