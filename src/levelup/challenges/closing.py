@@ -14,6 +14,7 @@ already paid stand.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from levelup.programs.document import Challenge, duration_seconds
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import claim
+
+logger = logging.getLogger("levelup.jobs")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def due_periods(
                 candidates.append((key, end))
     else:
         return []
-    return sorted((k, end) for k, end in candidates if k not in closed and end + grace <= now)
+    return sorted(
+        (k, end) for k, end in candidates if k not in closed and end <= now - grace
+    )  # end may be the last instant
 
 
 def _values(connection: Connection, program_id: int, metric: str, period: str, kind: str) -> dict[int, float]:
@@ -314,9 +319,21 @@ def close_periods(
                 if _settled_here(c) and c.metric
                 for period, ended in due_periods(connection, record.id, compiled, c, now)
             ]
+        failed = []
         for challenge, period, ended in due:
-            with runtime.db.write() as connection:
-                closed = settle(connection, record.id, compiled, challenge, period, ended, now)
+            try:
+                with runtime.db.write() as connection:
+                    closed = settle(connection, record.id, compiled, challenge, period, ended, now)
+            except Exception as exc:  # one period must not keep the others unpaid; it is retried next run
+                logger.exception("closing %s %s of program %s failed", challenge.key, period, program.key)
+                failed.append(f"{challenge.key} {period}: {type(exc).__name__}: {exc}")
+                continue
             if closed is not None:
                 done.append(closed)
+        if failed:
+            raise PeriodsFailed(f"{len(failed)} periods not closed ({'; '.join(failed[:3])})")
     return done
+
+
+class PeriodsFailed(RuntimeError):
+    """Some periods of a program could not be settled (the others were); the job reports it."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from levelup.challenges.closing import Closed, close_periods
@@ -55,6 +57,31 @@ class Ran:
     count: int = 0
     lines: tuple[str, ...] = ()
     error: str | None = None
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class _History:
+    """The last run of each job for each program in this process, and how many runs failed: what
+    ``GET …/programs/{program}/jobs`` shows the admin."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], Ran] = {}
+        self._failures: Counter[tuple[str, str]] = Counter()
+
+    def record(self, ran: Ran) -> None:
+        with self._lock:
+            self._last[(ran.job, ran.program)] = ran
+            if ran.error is not None:
+                self._failures[(ran.job, ran.program)] += 1
+
+    def of(self, program: str) -> list[tuple[Ran | None, int]]:
+        """Per job in registry order: its last run for ``program`` (None if none yet) and its failed runs."""
+        with self._lock:
+            return [(self._last.get((j.name, program)), self._failures[(j.name, program)]) for j in JOBS]
+
+
+HISTORY = _History()
 
 
 def _closed_lines(closed: list[Closed]) -> list[str]:
@@ -116,5 +143,8 @@ def _run_one(runtime: Runtime, job: Job[R], key: str, now: dt.datetime) -> Ran:
         result = job.function(runtime, now=now, program_keys=[key])
     except Exception as exc:  # one program's failure must not stop the others; retried on the next run
         logger.exception("%s failed for program %s", job.doing, key)
-        return Ran(job.name, key, error=f"{type(exc).__name__}: {exc}")
-    return Ran(job.name, key, job.count(result), tuple(job.lines(result)))
+        ran = Ran(job.name, key, error=f"{type(exc).__name__}: {exc}")
+    else:
+        ran = Ran(job.name, key, job.count(result), tuple(job.lines(result)))
+    HISTORY.record(ran)
+    return ran

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from levelup.api.deps import AdminAccess, ReadAccess, read_body
 from levelup.api.responses import Out, as_is
+from levelup.jobs import registry as jobs
 from levelup.programs import service as programs
 from levelup.programs.document import (
     Cap,
@@ -174,6 +175,42 @@ def get_rules(access: ReadAccess) -> Response:
         record = access.record(connection)
         body = how_to_play(access.compiled(connection, record))
     return as_is(HowToPlay, body)
+
+
+class JobRun(Out):
+    job: str
+    doing: str
+    last_run: str | None = Field(description="when this process last ran it for the program; null: not yet")
+    count: int | None = Field(description="what the last run did, in unit")
+    unit: str
+    error: str | None = Field(description="why the last run failed (it is retried on the next); null if it did not")
+    failed_runs: int = Field(description="runs that failed since this process started")
+
+
+class JobRuns(Out):
+    program: str
+    jobs: list[JobRun]
+
+
+@router.get("/programs/{program}/jobs", response_model=JobRuns)
+def get_jobs(access: AdminAccess) -> dict[str, Any]:
+    """The periodic jobs (closing, expiry, tiers, referrals) for this program as this server process last
+    ran them: a failure shows here with its cause until a run succeeds, and is counted."""
+    with access.runtime.db.read() as connection:
+        access.record(connection)  # 404 for an unknown program
+    runs = [
+        {
+            "job": job.name,
+            "doing": job.doing,
+            "last_run": ran.at.isoformat() if ran else None,
+            "count": ran.count if ran and ran.error is None else None,
+            "unit": job.unit,
+            "error": ran.error if ran else None,
+            "failed_runs": failed,
+        }
+        for job, (ran, failed) in zip(jobs.JOBS, jobs.HISTORY.of(access.key), strict=True)
+    ]
+    return {"program": access.key, "jobs": runs}
 
 
 schema_router = APIRouter(tags=["programs"])
