@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from levelup.errors import Invalid, Unauthorized
+from levelup.errors import Invalid, TooLarge, Unauthorized
 from levelup.programs.document import Source, SourceFetch
 from levelup.programs.validation import load_document
 from levelup.sources import hubspot, vendors
@@ -244,3 +244,10 @@ def test_fetch_gives_up_within_its_budget_and_on_a_refused_token() -> None:
     assert len(fake.requests) == 1
     with pytest.raises(hubspot.Unavailable, match="401"):
         _fetch(FakeHubSpot("other", {}), ["1"])
+
+
+def test_a_delivery_holds_at_most_1000_items() -> None:
+    body = orjson.dumps([{"n": i} for i in range(1001)])
+    header = levelup_signature(body, int(NOW))
+    with pytest.raises(TooLarge, match="1000 items"):
+        vendors.receive(source("webhook"), delivery(body, {"levelup-signature": header}))

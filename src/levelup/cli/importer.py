@@ -200,8 +200,7 @@ def import_file(
     def flush() -> None:
         nonlocal pending, read
         if source is not None:
-            with runtime.db.read() as connection:
-                kept = kept_reversals(connection, record.id, [m for _, m in pending])
+            kept = kept_reversals(runtime.db, record.id, [m for _, m in pending])
             pending = [(where, m) for (where, _), m in zip(pending, kept, strict=True)]
         events = [m.event for _, m in pending if m.event is not None]
         outcomes = iter(ingest(runtime, program, events) if events else [])

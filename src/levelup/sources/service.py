@@ -13,12 +13,15 @@ import httpx
 from anyio import to_thread
 from sqlalchemy import Connection
 
+from levelup.errors import FieldError, TooLarge
 from levelup.events.group_commit import group_commit
+from levelup.events.schema import MAX_BATCH
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.sources import hubspot, vendors
 from levelup.sources.mapping import CompiledSource, Mapped, compiled_source, map_item
 from levelup.storage import tables as t
+from levelup.storage.db import Database
 from levelup.storage.sql import fetch_by_keys
 
 logger = logging.getLogger("levelup")
@@ -93,12 +96,14 @@ def _map(
     """Every mapping's result for every item, in order, and the events to ingest (reversals with nothing
     to reverse left out)."""
     mapped = [m for i, item in enumerate(items) for m in map_item(source, item, objects[i], headers, f"items[{i}]")]
-    with runtime.db.read() as connection:
-        mapped = kept_reversals(connection, program_id, mapped)
-    return mapped, [m.event for m in mapped if m.event is not None]
+    mapped = kept_reversals(runtime.db, program_id, mapped)
+    events = [m.event for m in mapped if m.event is not None]
+    if len(events) > MAX_BATCH:
+        raise TooLarge(f"a delivery makes at most {MAX_BATCH} events", errors=[FieldError("(body)", f"{len(events)}")])
+    return mapped, events
 
 
-def kept_reversals(connection: Connection, program_id: int, mapped: list[Mapped]) -> list[Mapped]:
+def kept_reversals(db: Database, program_id: int, mapped: list[Mapped]) -> list[Mapped]:
     """``mapped`` with the reversals that have nothing to reverse turned into nothing: the event they
     name was never received (nor earlier in ``mapped``), or is already reversed. A CRM sends every stage
     change, so a deal moved on after leaving "won" must not be an error. A reversal already stored
@@ -108,8 +113,9 @@ def kept_reversals(connection: Connection, program_id: int, mapped: list[Mapped]
         return mapped
     targets = {e["reverses"] for e in reversals}
     wanted = [(i,) for i in targets | {e["id"] for e in reversals}]
-    stored = {r[0] for r in _lookup(connection, t.events, "event_id", program_id, wanted)}
-    done = {r[0] for r in _lookup(connection, t.reversals, "reversed_event", program_id, [(i,) for i in targets])}
+    with db.read() as connection:
+        stored = {r[0] for r in _lookup(connection, t.events, "event_id", program_id, wanted)}
+        done = {r[0] for r in _lookup(connection, t.reversals, "reversed_event", program_id, [(i,) for i in targets])}
     seen: set[str] = set()
     kept: list[Mapped] = []
     for m in mapped:
