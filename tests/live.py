@@ -32,6 +32,11 @@ def verify(secret: str, header: str, body: bytes, now: float | None = None) -> b
     return fresh and hmac.compare_digest(expected, fields["v1"])
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default (5) refuses connections when many senders connect at once
+    daemon_threads = True
+
+
 @dataclass(frozen=True)
 class Received:
     body: dict[str, Any]
@@ -80,8 +85,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def ids(self) -> list[str]:

@@ -26,7 +26,7 @@ from tests.live import Receiver, served
 
 P = "acme-sales"
 SECRET = "receiver-secret-42"
-FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=2.0, lease=5.0)
+FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=2.0, lease=10.0)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from tests.storage.test_closing import AFTER_CLOSE, deal, setup
 from tests.storage.test_loyalty import bought, brewhouse, cancel_now, redeem_now
 
 SECRET = "test-secret-0123456789"
-FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=1.0, lease=2.0, batch=50, concurrency=8)
+FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=1.0, lease=8.0, batch=50, concurrency=8)
 KEY = "acme-sales"
 
 
@@ -189,7 +189,7 @@ def test_a_lost_claim_changes_nothing(runtime: Runtime, acme_text: str) -> None:
 
 def test_two_workers_never_send_one_notification_at_once(runtime: Runtime, db_url: str, acme_text: str) -> None:
     other = Runtime.from_url(db_url, migrate=False)
-    small = Settings(attempts=3, backoff=0.05, timeout=1.0, lease=2.0, batch=5, concurrency=4)
+    small = Settings(attempts=3, backoff=0.05, timeout=1.0, lease=2.0, batch=5, concurrency=5)
     try:
         with Receiver(SECRET, answer_after(0.01)) as receiver:
             setup(runtime, acme_text)
@@ -229,7 +229,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(runtime: Runtime, db_url: st
         "LEVELUP_WEBHOOK_TIMEOUT": "1",
         "LEVELUP_WEBHOOK_BACKOFF": "0.05",
         "LEVELUP_WEBHOOK_BATCH": "4",
-        "LEVELUP_WEBHOOK_CONCURRENCY": "2",
+        "LEVELUP_WEBHOOK_CONCURRENCY": "4",
     }
     command = [executable, "deliver", "--forever", "--idle", "0.05"]
     with Receiver(SECRET, answer) as receiver:
@@ -303,3 +303,11 @@ def test_redemptions_and_expiring_points_notify(runtime: Runtime) -> None:
         200,
         7,
     )
+
+
+def test_a_lease_shorter_than_a_batch_of_timeouts_is_refused() -> None:
+    """100 claimed, 16 at a time: 7 waves of 10 s time-outs outlast a 60 s lease (another worker would
+    claim them while this one still sends)."""
+    with pytest.raises(ValueError, match="lease"):
+        Settings(timeout=10, lease=60, batch=100, concurrency=16)
+    assert Settings(timeout=10, lease=71, batch=100, concurrency=16).lease == 71

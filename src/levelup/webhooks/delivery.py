@@ -5,7 +5,8 @@ row's ``next_at`` a lease ahead under a fresh claim token (PostgreSQL picks the 
 SKIP LOCKED``, so workers never wait on each other; SQLite has one writer at a time). A worker that dies
 mid-delivery loses its rows when the lease ends and another sends them again, with the same ``id``;
 an answer recorded after the lease was lost changes nothing (the update names the claim token). The
-lease is longer than the request timeout, so a live worker always finishes before it could be lost.
+lease outlasts a batch's POSTs sent to time-outs (:class:`Settings` checks it), so a live worker
+records its answers before its claim could be lost.
 """
 
 from __future__ import annotations
@@ -57,15 +58,19 @@ class Settings:
     backoff: float = 30.0  # seconds before the first retry; doubled each time, with jitter
     max_backoff: float = 6 * 3600.0
     timeout: float = 10.0  # seconds for one POST
-    lease: float = 60.0  # seconds a claim holds a notification; must exceed ``timeout``
-    batch: int = 100  # notifications claimed at once
+    lease: float = 60.0  # seconds a claim holds a batch: it must outlast the batch's POSTs (see below)
+    batch: int = 64  # notifications claimed at once
     concurrency: int = 16  # POSTs in flight at once
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.batch < 1 or self.concurrency < 1:
             raise ValueError("webhook attempts, batch and concurrency must be at least 1")
-        if self.lease <= self.timeout:
-            raise ValueError("the webhook lease must be longer than the request timeout")
+        waves = -(-self.batch // self.concurrency)
+        if self.lease <= self.timeout * waves:
+            raise ValueError(
+                f"the webhook lease ({self.lease:g} s) must outlast a claimed batch: more than the timeout "
+                f"({self.timeout:g} s) times the waves of POSTs a batch takes ({waves})"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
