@@ -69,7 +69,7 @@ SOURCE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "One result per event the delivery's items made, as for a batch; a Salesforce "
         "Outbound Message is answered with its SOAP acknowledgement instead.",
-        "content": {"text/xml": {}},
+        "content": {"text/xml": {"schema": {"type": "string", "description": "<Ack>true</Ack> in a SOAP envelope"}}},
     },
     401: {
         "description": "The delivery failed the CRM's check, or the server lacks the source's secret: "
