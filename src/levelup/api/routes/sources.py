@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from levelup.api.deps import IdPath
 from levelup.api.responses import as_is
-from levelup.api.routes.events import OVERLOADED, BatchResults
+from levelup.api.routes.events import BatchResults
 from levelup.errors import TooLarge
 from levelup.events.group_commit import Overloaded
 from levelup.sources import service, vendors
@@ -65,7 +65,11 @@ async def _raw_body(request: Request) -> bytes:
 
 
 SOURCE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **OVERLOADED,
+    503: {
+        "description": "Too many events waiting to be ingested, the server stopping, or the CRM's API (fetch) not "
+        "answering in time: nothing was stored; the CRM sends the delivery again.",
+        "content": {"application/problem+json": {}},
+    },
     200: {
         "description": "One result per event the delivery's items made, as for a batch; a Salesforce "
         "Outbound Message is answered with its SOAP acknowledgement instead.",
