@@ -22,6 +22,7 @@ from levelup.api.responses import Out
 from levelup.api.routes import (
     challenges,
     events,
+    home,
     keys,
     kudos,
     leaderboards,
@@ -139,4 +140,5 @@ def create_app(
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
+    home.mount(app)  # the landing page and /docs
     return app

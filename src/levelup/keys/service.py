@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, select
 
@@ -71,6 +71,28 @@ def create(
         )
     )
     return key_id, f"lvl_{key_id}_{secret}"
+
+
+def listed(connection: Connection, *, by: Principal) -> list[dict[str, Any]]:
+    """The keys ``by`` could revoke (an admin of every program they name), oldest first; never a secret."""
+    by.require("admin")
+    k = t.api_keys.c
+    rows = connection.execute(
+        select(k.id, k.role, k.programs, k.note, k.created_at, k.revoked_at).order_by(k.created_at, k.id)
+    ).all()
+    return [
+        {
+            "id": row.id,
+            "role": row.role,
+            "programs": list(row.programs),
+            "note": row.note,
+            "created_at": row.created_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        }
+        for row in rows
+        if all(by.can("admin", None if p == ALL_PROGRAMS else p) for p in row.programs)
+        and (ALL_PROGRAMS not in row.programs or ALL_PROGRAMS in by.programs)
+    ]
 
 
 def revoke(connection: Connection, key_id: str, *, by: Principal) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
-from levelup.api.deps import IdPath, IngestAccess, ReadAccess, read_body
+from levelup import listing
+from levelup.api.deps import Cursor, IdPath, IngestAccess, ReadAccess, read_body
 from levelup.api.responses import Out, as_is
 from levelup.errors import FieldError, Invalid, TooLarge
 from levelup.events.explain import explain_event
@@ -156,6 +159,39 @@ async def post_events(access: IngestAccess, request: Request) -> Response:
     if outcomes[0].error is not None:
         raise outcomes[0].error
     return as_is(EventResult, outcomes[0].as_dict())
+
+
+class EventItem(Out):
+    id: str
+    type: str
+    participant: str
+    occurred_at: str
+    received_at: str
+    reverses: str | None
+
+
+class EventPage(Out):
+    events: list[EventItem]
+    next: str | None = Field(description="the URL of the next page, or null on the last")
+
+
+@router.get("/programs/{program}/events", response_model=EventPage)
+def list_events(
+    access: ReadAccess,
+    participant: Annotated[str | None, Query(max_length=200)] = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    before: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE)] = 50,
+) -> Response:
+    """Events newest first (in the order received), of a participant and a type if given; ``next`` is the
+    URL of the next page, or null."""
+    with access.runtime.db.read() as connection:
+        page, last = listing.events(
+            connection, access.record(connection).id, participant=participant, kind=type, before=before, limit=limit
+        )
+    query = urlencode({k: v for k, v in {"participant": participant, "type": type, "before": last}.items() if v})
+    following = f"/api/v1/programs/{access.key}/events?{query}&limit={limit}" if last is not None else None
+    return as_is(EventPage, {"events": page, "next": following})
 
 
 @router.get("/programs/{program}/events/{event_id}", response_model=EventExplained)

@@ -41,6 +41,26 @@ def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dic
     return {"id": key_id, "key": secret, "role": body.role, "programs": sorted(set(body.programs))}
 
 
+class KeyListed(Out):
+    id: str
+    role: Literal["admin", "ingest", "read"]
+    programs: list[str]
+    note: str | None
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyList(Out):
+    keys: list[KeyListed]
+
+
+@router.get("/keys", response_model=KeyList)
+def list_keys(runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The keys this admin key could revoke, revoked ones included; never a secret."""
+    with runtime.db.read() as connection:
+        return {"keys": keys.listed(connection, by=principal)}
+
+
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response, responses={204: {"description": "revoked"}})
 def revoke_key(key_id: IdPath, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     with runtime.db.write() as connection:

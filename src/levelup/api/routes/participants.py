@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from levelup import listing
 from levelup.api.deps import AdminAccess, Cursor, IdPath, IngestAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.challenges import YourProgress
@@ -177,6 +179,32 @@ class AdjustmentIn(BaseModel):
     amount: int = Field(ge=-(10**12), le=10**12, strict=True)
     note: Text = Field(min_length=1, max_length=500)
     idempotency_key: ExternalId | None = None
+
+
+class ParticipantItem(Out):
+    id: str
+    name: str | None
+    status: Literal["active", "suspended"]
+
+
+class ParticipantPage(Out):
+    participants: list[ParticipantItem]
+    next: str | None = Field(description="the URL of the next page, or null on the last")
+
+
+@router.get("/programs/{program}/participants", response_model=ParticipantPage)
+def list_participants(
+    access: ReadAccess,
+    q: Annotated[Text | None, Query(max_length=200, description="part of the id or name, any case")] = None,
+    after: Annotated[Text | None, Query(max_length=200, description="the last id of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE)] = 50,
+) -> Response:
+    """Participants by id, searchable; ``next`` is the URL of the next page, or null."""
+    with access.runtime.db.read() as connection:
+        page, last = listing.participants(connection, access.record(connection).id, search=q, after=after, limit=limit)
+    query = urlencode({k: v for k, v in (("q", q), ("after", last), ("limit", limit)) if v is not None})
+    following = f"/api/v1/programs/{access.key}/participants?{query}" if last is not None else None
+    return as_is(ParticipantPage, {"participants": page, "next": following})
 
 
 @router.put(

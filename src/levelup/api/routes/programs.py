@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from levelup.api.deps import AdminAccess, ReadAccess, read_body
+from levelup.api.deps import AdminAccess, PrincipalDep, ReadAccess, RuntimeDep, read_body
 from levelup.api.responses import Out, as_is
 from levelup.jobs import registry as jobs
 from levelup.programs import service as programs
@@ -28,6 +28,23 @@ from levelup.programs.validation import validate_document
 from levelup.rules.catalog import how_to_play
 
 router = APIRouter(tags=["programs"])
+
+
+class ProgramListed(Out):
+    program: str
+    version: int
+
+
+class ProgramList(Out):
+    programs: list[ProgramListed]
+
+
+@router.get("/programs", response_model=ProgramList)
+def list_programs(runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The programs this key may read, by key."""
+    with runtime.db.read() as connection:
+        found = programs.selected(connection)
+    return {"programs": [{"program": p.key, "version": p.version} for p in found if principal.can("read", p.key)]}
 
 
 class ProgramApplied(Out):
