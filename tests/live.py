@@ -41,6 +41,7 @@ class _Server(ThreadingHTTPServer):
 class Received:
     body: dict[str, Any]
     raw: bytes
+    signature: str  # the Levelup-Signature header
     signed: bool  # the signature verified with the receiver's secret
     at: float
 
@@ -64,9 +65,10 @@ class Receiver:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 body = json.loads(raw)
                 key = str(body.get("id", body.get("text", "")))
-                signed = verify(receiver.secret, self.headers.get("Levelup-Signature", ""), raw)
+                signature = self.headers.get("Levelup-Signature", "")
+                signed = verify(receiver.secret, signature, raw)
                 with receiver._lock:
-                    receiver.received.append(Received(body, raw, signed, time.time()))
+                    receiver.received.append(Received(body, raw, signature, signed, time.time()))
                     if key in receiver._in_flight:
                         receiver.overlaps.append(key)
                     receiver._in_flight.add(key)

@@ -6,7 +6,7 @@ delivery log shows it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -18,10 +18,10 @@ from levelup.client import Client, Conflict, Forbidden, InvalidInput, NotFound
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.webhooks import formats
-from levelup.webhooks.delivery import Settings
+from levelup.webhooks.delivery import Settings, sign
 from levelup.webhooks.formats import Names
 from levelup.webhooks.service import MAX_SUBSCRIPTIONS
-from tests.conftest import ADMIN_KEY, event
+from tests.conftest import ADMIN_KEY, ROOT, event
 from tests.live import Receiver, served
 
 P = "acme-sales"
@@ -163,3 +163,30 @@ def test_every_type_reads_as_a_sentence(acme_text: str, kind: str, data: dict[st
     assert formats.sentence(body, names) == sentence
     assert orjson.loads(formats.render("slack", body, names)) == {"text": sentence}
     assert orjson.loads(formats.render("json", body, names)) == body
+
+
+def docs_verify() -> Callable[[str, str, bytes], bool]:
+    """The receiver's ``verify`` as docs/integrations.md shows it ("Webhooks out"), run as written."""
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    section = text[text.index("## Webhooks out") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    scope: dict[str, Any] = {}
+    exec(code[: code.index("```")], scope)
+    verify: Callable[[str, str, bytes], bool] = scope["verify"]
+    return verify
+
+
+def test_the_documented_receiver_check_accepts_deliveries_and_refuses_forgeries(levelup: Client) -> None:
+    verify = docs_verify()
+    with Receiver(SECRET) as receiver:
+        levelup.create_webhook(P, receiver.url, ["award.granted"], secret=SECRET)
+        levelup.send_event(P, event("deal-1"))
+        received(receiver, 1)
+    (delivery,) = receiver.received
+    header = delivery.signature
+    assert verify(SECRET, header, delivery.raw)
+    assert not verify(SECRET, header, delivery.raw.replace(b"deal-1", b"deal-2"))  # tampered body
+    assert not verify("another-secret", header, delivery.raw)
+    stale = int(time.time()) - 3600
+    assert not verify(SECRET, sign(SECRET, delivery.raw, stale), delivery.raw)  # replayed an hour later
+    assert not verify(SECRET, "", delivery.raw)
