@@ -14,7 +14,6 @@ from typing import Any
 
 from levelup.errors import FieldError, NotFound
 from levelup.events.ingest import Outcome
-from levelup.events.schema import parse_event
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Source
 from levelup.rules.expressions import Activation, Expression
@@ -42,6 +41,18 @@ class Mapped:
 
     event: dict[str, Any] | None = None
     rejected: Outcome | None = None
+    prefix: str = ""  # the item's path, ``items[3]``
+
+    def answer(self, outcome: Outcome) -> Outcome:
+        """Ingestion's outcome of :attr:`event`, its error paths under the item's (``items[3].occurred_at``):
+        the event is checked once, where every event is."""
+        if outcome.status != "rejected" or not self.prefix:
+            return outcome
+        errors = [
+            FieldError(_at(self.prefix, e.path) if e.path != "(event)" else self.prefix, e.message)
+            for e in outcome.errors
+        ]
+        return Outcome(outcome.id, outcome.status, errors=errors)
 
 
 @lru_cache(maxsize=256)
@@ -103,10 +114,7 @@ def _event(mapping: CompiledMapping, activation: Activation, prefix: str) -> Map
     event["data"] = data
     if errors:
         return _rejected(str(event.get("id", "")), errors)
-    parsed = parse_event(event, prefix)
-    if isinstance(parsed, list):
-        return _rejected(str(event.get("id", "")), parsed)
-    return Mapped(event=event)
+    return Mapped(event=event, prefix=prefix)
 
 
 def _rejected(event_id: str, errors: list[FieldError]) -> Mapped:

@@ -45,7 +45,7 @@ async def deliver(
     mapped, events = await to_thread.run_sync(_map, runtime, program_id, source, received.items, objects, headers)
     outcomes = iter(await group_commit(app_state).submit(delivery.program, events) if events else [])
     results = [
-        m.rejected.as_dict() if m.rejected is not None else next(outcomes).as_dict()
+        m.rejected.as_dict() if m.rejected is not None else m.answer(next(outcomes)).as_dict()
         for m in mapped
         if m.rejected is not None or m.event is not None
     ]
