@@ -35,7 +35,7 @@ from tests.storage.test_closing import AFTER_CLOSE, deal, setup
 from tests.storage.test_loyalty import bought, brewhouse, cancel_now, redeem_now
 
 SECRET = "test-secret-0123456789"
-FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=1.0, lease=8.0, batch=50, concurrency=8)
+FAST = Settings(attempts=3, backoff=0.05, max_backoff=0.2, timeout=1.0, lease=2.0, batch=50, concurrency=8)
 KEY = "acme-sales"
 
 
@@ -305,9 +305,11 @@ def test_redemptions_and_expiring_points_notify(runtime: Runtime) -> None:
     )
 
 
-def test_a_lease_shorter_than_a_batch_of_timeouts_is_refused() -> None:
-    """100 claimed, 16 at a time: 7 waves of 10 s time-outs outlast a 60 s lease (another worker would
-    claim them while this one still sends)."""
+def test_a_worker_claims_no_more_than_it_can_send_within_the_lease() -> None:
+    """16 at a time with 10 s time-outs: five waves (50 s) end within a 60 s lease, so 80 at most; a
+    lease no longer than the timeout is refused."""
+    assert Settings(timeout=10, lease=60, batch=100, concurrency=16).claim_size == 80
+    assert Settings(timeout=10, lease=60, batch=64, concurrency=16).claim_size == 64
+    assert Settings(timeout=1, lease=1.5, batch=50, concurrency=4).claim_size == 4
     with pytest.raises(ValueError, match="lease"):
-        Settings(timeout=10, lease=60, batch=100, concurrency=16)
-    assert Settings(timeout=10, lease=71, batch=100, concurrency=16).lease == 71
+        Settings(timeout=10, lease=10)

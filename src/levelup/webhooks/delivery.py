@@ -5,8 +5,8 @@ row's ``next_at`` a lease ahead under a fresh claim token (PostgreSQL picks the 
 SKIP LOCKED``, so workers never wait on each other; SQLite has one writer at a time). A worker that dies
 mid-delivery loses its rows when the lease ends and another sends them again, with the same ``id``;
 an answer recorded after the lease was lost changes nothing (the update names the claim token). The
-lease outlasts a batch's POSTs sent to time-outs (:class:`Settings` checks it), so a live worker
-records its answers before its claim could be lost.
+worker claims no more than it can send within the lease if every POST timed out
+(:attr:`Settings.claim_size`), so a live worker records its answers before its claim could be lost.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import os
 import random
 import threading
@@ -58,19 +59,24 @@ class Settings:
     backoff: float = 30.0  # seconds before the first retry; doubled each time, with jitter
     max_backoff: float = 6 * 3600.0
     timeout: float = 10.0  # seconds for one POST
-    lease: float = 60.0  # seconds a claim holds a batch: it must outlast the batch's POSTs (see below)
+    lease: float = 60.0  # seconds a claim holds a batch: its POSTs must end within it (see claim_size)
     batch: int = 64  # notifications claimed at once
     concurrency: int = 16  # POSTs in flight at once
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.batch < 1 or self.concurrency < 1:
             raise ValueError("webhook attempts, batch and concurrency must be at least 1")
-        waves = -(-self.batch // self.concurrency)
-        if self.lease <= self.timeout * waves:
+        if self.lease <= self.timeout:
             raise ValueError(
-                f"the webhook lease ({self.lease:g} s) must outlast a claimed batch: more than the timeout "
-                f"({self.timeout:g} s) times the waves of POSTs a batch takes ({waves})"
+                f"the webhook lease ({self.lease:g} s) must be longer than the timeout ({self.timeout:g} s)"
             )
+
+    @property
+    def claim_size(self) -> int:
+        """Notifications claimed at once: ``batch``, or fewer when their POSTs, sent to time-outs
+        ``concurrency`` at a time, would not all end within the lease."""
+        waves = math.ceil(self.lease / self.timeout) - 1
+        return min(self.batch, self.concurrency * waves)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -143,13 +149,13 @@ def _due(connection: Connection, now: dt.datetime) -> bool:
 def claim(
     connection: Connection, programs: ProgramCache, token: str, now: dt.datetime, settings: Settings
 ) -> list[Claimed]:
-    """Take up to ``settings.batch`` due notifications for ``settings.lease`` seconds under ``token``."""
+    """Take up to ``settings.claim_size`` due notifications for ``settings.lease`` seconds under ``token``."""
     o, s = t.webhook_outbox.c, t.webhook_subscriptions.c
     due = (
         select(o.id)
         .where(o.status == "pending", o.next_at <= now)
         .order_by(o.next_at)
-        .limit(settings.batch)
+        .limit(settings.claim_size)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's single writer needs no row lock
     )
     ids = connection.execute(
