@@ -144,7 +144,7 @@ DOCUMENT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "/api/v1/schema/program"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ProgramDocument"}},  # also served alone
             "application/yaml": {"schema": {"type": "string"}},
         },
     }
