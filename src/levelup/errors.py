@@ -51,7 +51,9 @@ def data_errors(value: Any, path: str = "") -> Iterator[FieldError]:
     if isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
+            if not isinstance(key, str):  # YAML reads on, off, yes and no as booleans
+                yield FieldError(where, f"the key {key!r} is not text (YAML reads on/off/yes/no as true/false)")
+            elif "\x00" in key:
                 yield FieldError(path or "(body)", "a key contains a NUL character")
             yield from data_errors(item, where)
     elif isinstance(value, list):

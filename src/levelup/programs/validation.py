@@ -97,6 +97,8 @@ def _parse_yaml(text: str | bytes) -> Any:
 def _shape_errors(error: ValidationError) -> list[FieldError]:
     errors: dict[str, list[str]] = {}
     for item in error.errors():
+        if item["msg"] == "Keys should be strings":
+            continue  # said better, with the key's own path, by data_errors
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.split("[")[0] in _UNION_TAGS)]
         message = item["msg"]
         if item["type"] == "extra_forbidden":

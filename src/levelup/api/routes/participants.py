@@ -299,12 +299,18 @@ def put_team(access: IngestAccess, team_id: IdPath, body: TeamIn) -> dict[str, A
     return {"id": team_id, "name": body.name}
 
 
-@router.post("/programs/{program}/adjustments", status_code=201, response_model=Adjustment)
-def post_adjustment(access: AdminAccess, body: AdjustmentIn) -> dict[str, Any]:
-    """A manual credit or debit, audited; a debit never takes the balance below zero (409)."""
+@router.post(
+    "/programs/{program}/adjustments",
+    status_code=201,
+    response_model=Adjustment,
+    responses={200: {"model": Adjustment, "description": "the same adjustment, for a retried idempotency key"}},
+)
+def post_adjustment(access: AdminAccess, body: AdjustmentIn, response: Response) -> dict[str, Any]:
+    """A manual credit or debit, audited: 201; 200 for a retried idempotency key (as a redemption);
+    a debit never takes the balance below zero (409)."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
-        return ledger.adjust(
+        made = ledger.adjust(
             connection,
             record,
             access.compiled(connection, record),
@@ -315,3 +321,5 @@ def post_adjustment(access: AdminAccess, body: AdjustmentIn) -> dict[str, Any]:
             actor=access.principal.key_id,
             idempotency_key=body.idempotency_key,
         )
+    response.status_code = 200 if made["status"] == "duplicate" else 201
+    return made
