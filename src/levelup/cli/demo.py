@@ -83,7 +83,13 @@ def run_demo(
             _, secret = keys.create(
                 connection, role="read", programs=[record.key, loyalty.key], creator=None, note="demo"
             )
-        console.print(f"A read key for the API (shown once): [bold]{secret}[/bold]")
+        console.print(f"A read key for the API (shown once): [bold]{secret}[/bold]", soft_wrap=True)
+        console.print(
+            "An admin key (to apply documents, adjust, make keys): levelup keys create --role admin --program '*'",
+            soft_wrap=True,
+        )
+    else:
+        console.print("The API takes LEVELUP_ADMIN_KEY, an admin key for every program.", soft_wrap=True)
     return secret
 
 
@@ -110,7 +116,7 @@ def before_serving(runtime: Runtime, console: Console, base: str, secret: str) -
         f"{retail.PROGRAM}/participants/14646",
         f"{retail.PROGRAM}/rewards?participant=14646",
     ):
-        console.print(f"  curl {auth} '{base}/api/v1/programs/{path}'")
+        console.print(f"  curl {auth} '{base}/api/v1/programs/{path}'", soft_wrap=True)  # one line to copy
 
 
 # --------------------------------------------------------------------------- the loyalty demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -90,8 +91,26 @@ def serve(
     """Serve the HTTP API."""
     url = database or database_url()
     os.environ["LEVELUP_DATABASE_URL"] = url
-    Runtime.from_url(url).db.dispose()  # migrate once, before the workers start
-    console.print(f"Levelup on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)")
+    runtime = Runtime.from_url(url)  # migrate once, before the workers start
+    try:
+        with runtime.db.read() as connection:
+            admin_stored = keys.admin_exists(connection)
+    finally:
+        runtime.db.dispose()
+    with socket.socket() as probe:  # a busy port fails here, before a URL that would not answer is printed
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            errors.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
+            raise typer.Exit(1) from None
+    if not admin_stored and not os.environ.get("LEVELUP_ADMIN_KEY"):
+        errors.print(
+            "[yellow]warning:[/yellow] no admin key: every API call will get 401. Set LEVELUP_ADMIN_KEY, or run\n"
+            "  levelup keys create --role admin --program '*'",
+            soft_wrap=True,
+        )
+    console.print(f"Levelup on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", soft_wrap=True)
     uvicorn.run(
         "levelup.api.server:app",
         factory=True,

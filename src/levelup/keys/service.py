@@ -73,6 +73,13 @@ def create(
     return key_id, f"lvl_{key_id}_{secret}"
 
 
+def admin_exists(connection: Connection) -> bool:
+    """Whether any live admin key is stored (the bootstrap key of the environment aside)."""
+    k = t.api_keys.c
+    found = connection.execute(select(k.id).where(k.role == "admin", k.revoked_at.is_(None)).limit(1)).first()
+    return found is not None
+
+
 def listed(connection: Connection, *, by: Principal) -> list[dict[str, Any]]:
     """The keys ``by`` could revoke (an admin of every program they name), oldest first; never a secret."""
     by.require("admin")
