@@ -13,8 +13,7 @@ import orjson
 import pytest
 
 from levelup.api.app import create_app
-from levelup.client import AsyncClient, Client, Conflict, InvalidInput, NotFound, Unauthorized
-from levelup.client.calls import Retry
+from levelup.client import AsyncClient, Client, Conflict, InvalidInput, NotFound, Retry, Unauthorized
 from levelup.runtime import Runtime
 from tests.conftest import ADMIN_KEY, event
 from tests.live import served

@@ -6,9 +6,10 @@
 
 Errors come as :class:`ApiError` subclasses carrying the problem+json; idempotent calls (events,
 whose ids make retries safe, redemptions with their key, reads) are retried on connection errors,
-429 and 5xx, with the same body.
+429 and 5xx, with the same body, as :class:`Retry` says.
 """
 
+from levelup.client.calls import Retry
 from levelup.client.clients import AsyncClient, Client
 from levelup.client.errors import (
     ApiError,
@@ -34,6 +35,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "Retry",
     "ServerError",
     "Unauthorized",
 ]

@@ -11,7 +11,6 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-import yaml
 from pydantic import BaseModel
 
 from levelup.client import models as m
@@ -86,7 +85,6 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
 def apply_program(program: str, document: dict[str, Any] | str) -> Call[m.ProgramApplied]:
     """A document as data (sent as JSON) or as YAML text (sent as YAML, comments and all)."""
     if isinstance(document, str):
-        yaml.safe_load(document)  # fail here, not with a 422 from afar, on text that is not YAML at all
         return Call(
             "PUT",
             _p(program),
