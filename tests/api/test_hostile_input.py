@@ -474,15 +474,6 @@ def test_what_a_document_refuses_it_refuses_before_anything_is_stored(
     assert client.put(B, json=clean, headers=admin).status_code == 201
 
 
-def test_redeeming_for_an_unknown_participant_is_a_404(brew: TestClient, admin: dict[str, str]) -> None:
-    before = snapshot(brew)
-    body = {"participant": "nobody", "reward": "free-coffee", "idempotency_key": "k-1"}
-    response = brew.post(f"{B}/redemptions", json=body, headers=admin)
-    refused(response)
-    assert response.status_code == 404
-    assert snapshot(brew) == before
-
-
 def test_a_retried_adjustment_answers_200_like_a_retried_redemption(brew: TestClient, admin: dict[str, str]) -> None:
     body = {"participant": "cus-1", "currency": "beans", "amount": 5, "note": "n", "idempotency_key": "adj-1"}
     assert brew.post(f"{B}/adjustments", json=body, headers=admin).status_code == 201

@@ -14,9 +14,9 @@ already paid stand.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -24,6 +24,7 @@ from sqlalchemy import Connection, func, select
 from levelup.engine.goals import eligible
 from levelup.engine.model import ParticipantState
 from levelup.feed.service import FeedItem, publish
+from levelup.jobs.items import in_batches
 from levelup.leaderboards.service import Row, rank
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import grain_of, period_dates, period_end, zone
@@ -33,8 +34,6 @@ from levelup.programs.document import Challenge, duration_seconds
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.storage.sql import claim
-
-logger = logging.getLogger("levelup.jobs")
 
 
 @dataclass(frozen=True)
@@ -319,21 +318,22 @@ def close_periods(
                 if _settled_here(c) and c.metric
                 for period, ended in due_periods(connection, record.id, compiled, c, now)
             ]
-        failed = []
-        for challenge, period, ended in due:
-            try:
-                with runtime.db.write() as connection:
-                    closed = settle(connection, record.id, compiled, challenge, period, ended, now)
-            except Exception as exc:  # one period must not keep the others unpaid; it is retried next run
-                logger.exception("closing %s %s of program %s failed", challenge.key, period, program.key)
-                failed.append(f"{challenge.key} {period}: {type(exc).__name__}: {exc}")
-                continue
-            if closed is not None:
-                done.append(closed)
-        if failed:
-            raise PeriodsFailed(f"{len(failed)} periods not closed ({'; '.join(failed[:3])})")
+
+        # each period in a transaction of its own: one that fails must not keep the others unpaid
+        closed = in_batches(
+            due, partial(_close, runtime, record.id, compiled, now), size=1, what=f"periods of {program.key}"
+        )
+        done += [c for c in closed if c is not None]
     return done
 
 
-class PeriodsFailed(RuntimeError):
-    """Some periods of a program could not be settled (the others were); the job reports it."""
+def _close(
+    runtime: Runtime,
+    program_id: int,
+    compiled: CompiledProgram,
+    now: dt.datetime,
+    one: Sequence[tuple[Challenge, str, dt.datetime]],
+) -> Closed | None:
+    (challenge, period, ended) = one[0]
+    with runtime.db.write() as connection:
+        return settle(connection, program_id, compiled, challenge, period, ended, now)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from levelup.engine.model import Effects, Event, ParticipantState, ReferralState
+from levelup.jobs.items import in_batches
 from levelup.ledger.service import Booking, book
 from levelup.programs import service as programs_service
 from levelup.programs.compiled import CompiledProgram
@@ -108,46 +111,66 @@ def pay_due(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: I
     paid = 0
     with runtime.db.read() as connection:
         programs = programs_service.selected(connection, program_keys)
+    r, p = t.referrals.c, t.participants.c
     for program in programs:
         program_id = program.id
-        with runtime.db.write() as connection:
+        with runtime.db.read() as connection:
             compiled = runtime.programs.compiled(connection, programs_service.find(connection, program.key))
             referrals = compiled.doc.referrals
             if referrals is None:
                 continue
-            r, p = t.referrals.c, t.participants.c
             due = connection.execute(
                 select(r.referred_id, r.referrer_id, r.referral_event, p.external_id)
                 .join(t.participants, p.id == r.referred_id)
                 .where(r.program_id == program_id, r.status == "qualified", r.pay_after <= now)
             ).all()
-            active = set(
-                connection.execute(
-                    select(p.id).where(p.id.in_([d.referrer_id for d in due]), p.status == "active")
-                ).scalars()
+        # a referral whose payment fails is retried alone, so the others are paid anyway
+        paid += sum(
+            in_batches(
+                due, partial(_pay, runtime, program_id, compiled, now), size=500, what=f"referrals of {program.key}"
             )
-            bookings = [
-                Booking(
-                    d.referrer_id,
-                    currency,
-                    int(amount),
-                    "referral",
-                    f"referral:{d.referred_id}:{currency}",
-                    f"referral of {d.external_id} ({d.referral_event}): first purchase stood {referrals.hold}",
-                    now,
-                )
-                for d in due
-                if d.referrer_id in active
-                for currency, amount in referrals.award.items()
-                if isinstance(amount, int | float) and amount >= 1
-            ]
-            book(connection, program_id, bookings, now=now, compiled=compiled)
-            for d in due:
-                if d.referrer_id in active:
-                    connection.execute(
-                        update(t.referrals)
-                        .where(r.referred_id == d.referred_id, r.status == "qualified")
-                        .values(status="paid", paid_at=now)
-                    )
-                    paid += 1
+        )
     return paid
+
+
+def _pay(
+    runtime: Runtime, program_id: int, compiled: CompiledProgram, now: dt.datetime, due: Sequence[Row[Any]]
+) -> int:
+    """Pay the ``due`` referrals still qualified and whose referrer is active, in one transaction."""
+    referrals = compiled.doc.referrals
+    assert referrals is not None
+    r, p = t.referrals.c, t.participants.c
+    with runtime.db.write() as connection:
+        still = set(
+            connection.execute(
+                select(r.referred_id).where(r.referred_id.in_([d.referred_id for d in due]), r.status == "qualified")
+            ).scalars()
+        )
+        active = set(
+            connection.execute(
+                select(p.id).where(p.id.in_([d.referrer_id for d in due]), p.status == "active")
+            ).scalars()
+        )
+        payable = [d for d in due if d.referred_id in still and d.referrer_id in active]
+        bookings = [
+            Booking(
+                d.referrer_id,
+                currency,
+                int(amount),
+                "referral",
+                f"referral:{d.referred_id}:{currency}",
+                f"referral of {d.external_id} ({d.referral_event}): first purchase stood {referrals.hold}",
+                now,
+            )
+            for d in payable
+            for currency, amount in referrals.award.items()
+            if isinstance(amount, int | float) and amount >= 1
+        ]
+        book(connection, program_id, bookings, now=now, compiled=compiled)
+        for d in payable:
+            connection.execute(
+                update(t.referrals)
+                .where(r.referred_id == d.referred_id, r.status == "qualified")
+                .values(status="paid", paid_at=now)
+            )
+    return len(payable)

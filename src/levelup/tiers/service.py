@@ -12,8 +12,9 @@ and that tier is recorded with the event, so replay applies the same one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -24,6 +25,7 @@ from levelup.engine.tiers import earned_index, index_of, lost_on, rerate
 from levelup.errors import FieldError, Invalid, NotFound
 from levelup.feed import service as feed
 from levelup.feed.service import FeedItem
+from levelup.jobs.items import in_batches
 from levelup.metrics.periods import local_date, period_key, rolling_days, window_dates
 from levelup.participants import repository as participants
 from levelup.programs import service as programs_service
@@ -271,6 +273,13 @@ def standing(
     }
 
 
+def _review_some(
+    runtime: Runtime, program_id: int, compiled: CompiledProgram, now: dt.datetime, some: Sequence[int]
+) -> int:
+    with runtime.db.write() as connection:
+        return len(review(connection, program_id, compiled, list(some), now))
+
+
 def review_all(
     runtime: Runtime,
     *,
@@ -303,7 +312,14 @@ def review_all(
                     )
                 ).scalars()
             )
-        for start in range(0, len(ids), batch):
-            with runtime.db.write() as connection:
-                changed += len(review(connection, program_id, compiled, ids[start : start + batch], now))
+
+        # a participant whose review fails is retried alone, so the others are re-rated anyway
+        changed += sum(
+            in_batches(
+                ids,
+                partial(_review_some, runtime, program_id, compiled, now),
+                size=batch,
+                what=f"tier reviews of {key}",
+            )
+        )
     return changed

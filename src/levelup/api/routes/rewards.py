@@ -11,7 +11,6 @@ from levelup.api.deps import AdminAccess, IngestAccess, NumberPath, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.errors import MAX_INT, ExternalId, Text
 from levelup.ledger.liability import liability
-from levelup.participants import repository as participants
 from levelup.programs.document import Reward
 from levelup.rewards import service as rewards
 
@@ -102,11 +101,10 @@ def get_rewards(access: ReadAccess, participant: Annotated[str | None, Query(max
 )
 def post_redemption(access: IngestAccess, body: RedemptionIn, response: Response) -> dict[str, Any]:
     """201 with the redemption (status pending, cost debited); 200 with the same one for a retried key;
-    404 for an unknown participant; 409 problem+json with ``code`` insufficient_balance, out_of_stock,
-    limit_reached, requirement_unmet, not_active, participant_suspended or idempotency_conflict."""
+    409 problem+json with ``code`` insufficient_balance, out_of_stock, limit_reached, requirement_unmet,
+    not_active, participant_suspended or idempotency_conflict."""
     with access.runtime.db.write() as connection:
         record = access.record(connection)
-        participants.find_id(connection, record.id, body.participant)  # 404 rather than "insufficient balance"
         made, created = rewards.redeem(
             connection,
             record,
