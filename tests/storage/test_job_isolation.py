@@ -8,16 +8,19 @@ shown to the admin (``GET …/jobs``), and ``levelup expire --program X`` touche
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
 from levelup.cli.main import app as cli
 from levelup.jobs import registry as jobs
+from levelup.jobs.items import ItemsFailed, in_batches
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from tests.api.test_jobs import BROKEN, HEALTHY, NOW, REFERRALS, beans, days_ago, poison
@@ -142,3 +145,28 @@ def test_expire_for_one_program_touches_only_that_program(
             ).scalars()
         )
     assert "expiry" not in kinds and "referral" not in kinds, kinds
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(st.integers(0, 10_000), unique=True, max_size=60),
+    bad=st.sets(st.integers(0, 10_000), max_size=5),
+    size=st.integers(1, 20),
+)
+def test_a_bad_item_holds_back_no_other_item(items: list[int], bad: set[int], size: int) -> None:
+    """Each call stands for a transaction: all of its items are done, or (one is bad) none."""
+    done: list[int] = []
+
+    def do(chunk: Sequence[int]) -> int:
+        if bad & set(chunk):
+            raise ValueError("bad item")
+        done.extend(chunk)
+        return len(chunk)
+
+    failing = [i for i in items if i in bad]
+    if failing:
+        with pytest.raises(ItemsFailed, match=f"^{len(failing)} things failed"):
+            in_batches(items, do, size=size, what="things")
+    else:
+        assert sum(in_batches(items, do, size=size, what="things")) == len(items)
+    assert sorted(done) == sorted(i for i in items if i not in bad)  # each good item once
