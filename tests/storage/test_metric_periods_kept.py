@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy import Connection, select
 
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
+from levelup.leaderboards import ranks
 from levelup.metrics.periods import GRAINS, period_keys
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
@@ -179,3 +182,61 @@ def test_only_kept_periods_are_stored_and_a_version_that_reads_more_rebuilds_the
             .first()
         )
         assert audit == {"version": 3}
+
+
+def test_an_apply_during_ingestion_loses_nothing(runtime: Runtime) -> None:
+    """Writers keep ingesting while a version that adds boards (and so rebuilds metrics and fills ranks)
+    is applied: afterwards replay finds nothing to correct and the new boards hold every row. On
+    PostgreSQL ingestion holds its program's row (``FOR KEY SHARE``) and the apply waits for it."""
+    key, record = _program(runtime, ACME_TEXT)
+    more = ACME_TEXT.replace(
+        "leaderboards:\n",
+        "leaderboards:\n  - {key: deals-week, metric: deals_won, window: week, by: team}\n"
+        "  - {key: calls-month, metric: calls, window: month}\n",
+    )
+    failures: list[BaseException] = []
+    started = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        try:
+            started.wait()
+            for i in range(8):
+                batch = [{**e, "id": f"w{n}-{i}-{e['id']}"} for e in _events() if not e.get("reverses")][:10]
+                assert {o.status for o in ingest(runtime, key, batch)} == {"accepted"}
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.05)  # the writers are under way
+    with runtime.db.write() as connection:
+        record, created = programs.apply(connection, load_document(_named(more, key), program=key), actor="test")
+    for thread in threads:
+        thread.join()
+    assert not failures and created
+    assert replay(runtime, key).mismatches == []
+    with runtime.db.read() as connection:
+        assert ranks.counts(connection, record.id) == ranks.recount(connection, record.id)
+        m, r = t.metric_totals.c, t.rank_rows.c
+        for metric, kind, board, grain_length in (("deals_won", "t", "deals_won", 8), ("calls", "p", "calls", 7)):
+            totals = {
+                (row.period, row.subject_id): row.value
+                for row in connection.execute(
+                    select(m.period, m.subject_id, m.value).where(
+                        m.program_id == record.id, m.metric == metric, m.subject_kind == kind
+                    )
+                )
+                if len(row.period) == grain_length
+            }
+            copied = {
+                (row.period, row.subject_id): row.value
+                for row in connection.execute(
+                    select(r.period, r.subject_id, r.value).where(
+                        r.program_id == record.id, r.source == kind, r.key == board
+                    )
+                )
+                if len(row.period) == grain_length
+            }
+            assert totals and copied == totals, metric

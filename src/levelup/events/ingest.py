@@ -96,7 +96,7 @@ def ingest(
 def _ingest(
     runtime: Runtime, connection: Connection, program_key: str, raw_events: Sequence[Any], received_at: dt.datetime
 ) -> list[Outcome]:
-    program = programs.find(connection, program_key)
+    program = programs.find_for_scoring(connection, program_key)
     compiled = runtime.programs.compiled(connection, program)
     outcomes: list[Outcome | None] = [None] * len(raw_events)
     parsed: list[tuple[int, EventIn, str]] = []
@@ -153,11 +153,15 @@ def _score_and_write(
     received_at: dt.datetime,
     outcomes: list[Outcome | None],
 ) -> None:
-    numbers = allocate_ids(connection, t.events, "seq", len(fresh))  # log order, known to the engine
-    events = [(i, replace(e.to_event(received_at), seq=n)) for (i, e, _), n in zip(fresh, numbers, strict=True)]
-    named = [[e.participant, referrals.named(compiled, e)] for _, e in events]  # in the order they appear
+    unnumbered = [(i, e.to_event(received_at)) for i, e, _ in fresh]
+    named = [[e.participant, referrals.named(compiled, e)] for _, e in unnumbered]  # in the order they appear
     ids, created = participants.ensure(connection, program.id, (p for pair in named for p in pair if p))
     participants.lock(connection, ids.values())
+    # Numbered once the participants are held: batches that share a participant are scored in the order
+    # they take it, and their events must be in the log in that order too, or replay would score them
+    # in another (a goal completed by the other batch's event).
+    numbers = allocate_ids(connection, t.events, "seq", len(fresh))
+    events = [(i, replace(e, seq=n)) for (i, e), n in zip(unnumbered, numbers, strict=True)]
     earlier, reversed_by = store.earlier_events(connection, program.id, {e.reverses for _, e in events if e.reverses})
     periods: dict[str, set[str]] = defaultdict(set)
     for participant, when in [(e.participant, e.occurred_at) for _, e in events] + [

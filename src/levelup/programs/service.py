@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, literal, select
 
 from levelup.audit import service as audit
 from levelup.errors import NotFound
@@ -53,6 +53,26 @@ def find(connection: Connection, key: str) -> ProgramRecord:
     return ProgramRecord(*found[0])
 
 
+# PostgreSQL advisory lock keys of "events of program N are being scored": this base + the program's id.
+SCORING_LOCK = 7_465_001 << 32
+
+
+def find_for_scoring(connection: Connection, key: str) -> ProgramRecord:
+    """The program and its version in force, for a transaction that scores and stores events under it.
+
+    On PostgreSQL the transaction also holds the program's scoring lock, shared (writers of events do
+    not wait for each other); :func:`apply` takes it exclusively, so it waits for the writers in flight
+    and the next ones wait for it, queued fairly behind it. Events are so never scored under one
+    version and stored beside an apply that rebuilds metrics or fills a new board from the events it
+    can see. SQLite has a single writer anyway."""
+    if connection.dialect.name != "sqlite":
+        # A statement of its own: a statement reads as of when it starts, so one that waited for the lock
+        # would still read the version an apply has just replaced.
+        c = t.programs.c
+        connection.execute(select(func.pg_advisory_xact_lock_shared(literal(SCORING_LOCK) + c.id)).where(c.key == key))
+    return find(connection, key)
+
+
 def selected(connection: Connection, keys: Iterable[str] | None = None) -> list[ProgramRecord]:
     """Every program, or those named by ``keys`` (all must exist), in key order: what a job goes through."""
     query = select(t.programs.c.id, t.programs.c.key, t.programs.c.version).order_by(t.programs.c.key)
@@ -87,6 +107,9 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
     """
     now = dt.datetime.now(dt.UTC)
     document = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if connection.dialect.name != "sqlite":  # before the row lock: scoring holds the first, then the second
+        c = t.programs.c
+        connection.execute(select(func.pg_advisory_xact_lock(literal(SCORING_LOCK) + c.id)).where(c.key == doc.program))
     row = connection.execute(
         select(t.programs.c.id, t.programs.c.version).where(t.programs.c.key == doc.program).with_for_update()
     ).first()
