@@ -187,7 +187,9 @@ def test_only_kept_periods_are_stored_and_a_version_that_reads_more_rebuilds_the
 def test_an_apply_during_ingestion_loses_nothing(runtime: Runtime) -> None:
     """Writers keep ingesting while a version that adds boards (and so rebuilds metrics and fills ranks)
     is applied: afterwards replay finds nothing to correct and the new boards hold every row. On
-    PostgreSQL ingestion holds its program's row (``FOR KEY SHARE``) and the apply waits for it."""
+    PostgreSQL ingestion holds its program's scoring lock (shared) and the apply waits for it; the
+    writers it held are then released at once, which also checks that batches sharing participants
+    are numbered in the order they are scored."""
     key, record = _program(runtime, ACME_TEXT)
     more = ACME_TEXT.replace(
         "leaderboards:\n",
