@@ -81,7 +81,7 @@ def _dates(grain: str, key: str) -> tuple[dt.date, dt.date] | None:
         return day, day
     if grain == "week":
         first = dt.date.fromisocalendar(year, int(match.group(2)), 1)
-        return first, first + dt.timedelta(days=6)
+        return first, first + dt.timedelta(days=min(6, (dt.date.max - first).days))  # 9999-W52 ends with 9999
     if grain == "month":
         first_month = last_month = int(match.group(2))
     elif grain == "quarter":
