@@ -577,3 +577,48 @@ webhook_attempts = Table(
     Column("duration_ms", Integer, nullable=False),
     Index("ix_webhook_attempts_outbox", "outbox_id", "id"),
 )
+
+# --- the web pages (levelup.links, levelup.cases) ---
+
+# A signed link to a web page: the token is "<id>.<secret>"; the id finds the row, the hash proves the
+# secret (shown once, never stored). A tv link shows the program's boards; a participant link one
+# participant's pages. options: what a tv link shows (top N, which boards, how fast it rotates).
+links = Table(
+    "links",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("participant_id", ForeignKey("participants.id")),
+    Column("secret_hash", String(64), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("note", String(200)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("revoked_at", Timestamp),
+    CheckConstraint(
+        "(kind = 'tv' AND participant_id IS NULL) OR (kind = 'participant' AND participant_id IS NOT NULL)",
+        name="subject",
+    ),
+    Index("ix_links_program", "program_id", "created_at"),
+)
+
+# "Something is missing": a participant's report (on a ledger line, or free text), answered by an admin
+# with a reply, and resolved with an adjustment (its ledger entry) or without.
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("entry_id", ForeignKey("ledger_entries.id")),  # the line it is about, if any
+    Column("message", String(1000), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reply", String(1000)),
+    Column("adjustment_id", ForeignKey("ledger_entries.id")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("answered_at", Timestamp),
+    CheckConstraint("status in ('open', 'resolved', 'declined')", name="status"),
+    Index("ix_cases_program", "program_id", "status", "id"),
+    Index("ix_cases_participant", "participant_id", "id"),
+)
