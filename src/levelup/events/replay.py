@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
 
-from levelup.engine.model import Effects
+from levelup.engine.model import Effects, Event, ParticipantState
 from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
 from levelup.events.plan import Rows, plan_rows
@@ -47,14 +47,42 @@ class Report:
         return not self.mismatches
 
 
-def _stored_events(connection: Connection, program_id: int) -> Iterator[Any]:
+def stored_events(
+    connection: Connection, program_id: int, *, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> Iterator[Any]:
+    """The program's events in ingestion order (those with ``occurred_at`` in [start, end) when given),
+    fetched CHUNK rows at a time (a server-side cursor on PostgreSQL): memory stays bounded whatever
+    the size of the log. Shared by replay and simulation."""
+    e = t.events.c
     query = (
         select(t.events, t.participants.c.external_id)
-        .join(t.participants, t.participants.c.id == t.events.c.participant_id)
-        .where(t.events.c.program_id == program_id)
-        .order_by(t.events.c.seq)
+        .join(t.participants, t.participants.c.id == e.participant_id)
+        .where(e.program_id == program_id)
+        .order_by(e.seq)
     )
+    if start is not None:
+        query = query.where(e.occurred_at >= start)
+    if end is not None:
+        query = query.where(e.occurred_at < end)
     yield from connection.execute(query, execution_options={"yield_per": CHUNK})
+
+
+def participant_rows(connection: Connection, program_id: int) -> dict[str, Any]:
+    """External id → the participant's id, name and attributes, for every participant of the program."""
+    p = t.participants.c
+    query = select(p.id, p.external_id, p.name, p.attributes).where(p.program_id == program_id)
+    return {r.external_id: r for r in connection.execute(query)}
+
+
+def as_scored(state: ParticipantState, row: Any, names: Mapping[str, Any]) -> Event:
+    """The stored event for the engine, its participant's state set as when it was scored: name and
+    attributes (first sight), the teams it counted for, the tier and whether suspended."""
+    if state.name is None and row.external_id in names:
+        state.name = names[row.external_id].name
+        state.attributes = names[row.external_id].attributes or {}
+    state.teams = tuple(row.teams)
+    state.tier, state.status = row.tier, "suspended" if row.suspended else "active"
+    return event_from_row(row)
 
 
 def recompute(
@@ -72,24 +100,11 @@ def recompute(
         ).scalars()
     }
     world = World(versions.__getitem__, kept=versions[program.version].kept)
-    names = {
-        r.external_id: r
-        for r in connection.execute(
-            select(
-                t.participants.c.id, t.participants.c.external_id, t.participants.c.name, t.participants.c.attributes
-            ).where(t.participants.c.program_id == program.id)
-        )
-    }
+    names = participant_rows(connection, program.id)
     done: list[Effects] = []
     seqs: dict[str, int] = {}
-    for row in _stored_events(connection, program.id):
-        state = world.state(row.external_id)
-        if state.name is None and row.external_id in names:
-            state.name = names[row.external_id].name
-            state.attributes = names[row.external_id].attributes or {}
-        state.teams = tuple(row.teams)
-        state.tier, state.status = row.tier, "suspended" if row.suspended else "active"  # as when it was scored
-        event = event_from_row(row)
+    for row in stored_events(connection, program.id):
+        event = as_scored(world.state(row.external_id), row, names)
         done.append(world.process(event, versions[row.program_version]))
         seqs[row.event_id] = row.seq
         if progress and len(done) % 1000 == 0:
