@@ -1,0 +1,506 @@
+"""Simulation (backtest): a draft document scored over the stored events of a window, beside the document in
+force scored the same way, in memory, writing nothing.
+
+One read of the event log in ingestion order (``replay.stored_events``: chunks, a server-side cursor) feeds
+two worlds, one per document, each event with its participant as it was when scored (teams, tier,
+suspension). Like live ingestion, a fresh :class:`World` takes each chunk over the same states, so the
+effects it keeps for reversals are a chunk's, not the log's: the events reversed later in the window are
+kept aside (a set read first), and memory is bounded by the participants, not the events.
+
+Periods of team goals and competitions that end inside the window are closed at the end as
+``challenges.closing.settle`` would, from the simulated totals: rewards and prizes go to the balances.
+Tiers are taken as each event recorded them (a draft's multipliers apply to them; its thresholds are not
+re-rated), as replay does. A reversal of an event before the window has nothing to undo and is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from levelup.challenges.closing import _awards, _settled_here
+from levelup.engine.goals import eligible
+from levelup.engine.model import WHOLE, BookedEntry, Effects, ParticipantState, ReversedEvent
+from levelup.engine.positions import EARNING_KINDS, apply, move
+from levelup.engine.world import World
+from levelup.errors import FieldError, Invalid
+from levelup.events.replay import CHUNK as CHUNK  # a world's share of the log, as read (tests make it small)
+from levelup.events.replay import as_scored, participant_rows, stored_events
+from levelup.leaderboards.service import Row, rank
+from levelup.metrics.periods import (
+    grain_of,
+    local_date,
+    period_end,
+    period_key,
+    range_key,
+    rolling_days,
+    window_dates,
+    zone,
+)
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import Challenge, Leaderboard, ProgramDocument
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+
+TOP = 10
+MAX_CHANGES = 100
+PERCENTILES = (10, 25, 50, 75, 90, 99)
+MAX_WINDOW = dt.timedelta(days=3660)  # ten years: a window is bounded like every input
+Progress = Callable[[int], None]
+
+
+def _grain(period: str) -> str | None:
+    try:
+        return grain_of(period)
+    except ValueError:
+        return None  # a one-off range key
+
+
+@dataclass
+class Scenario:
+    """One document scored over the window: its world's states and what the report needs beside them."""
+
+    program: CompiledProgram
+    to: dt.datetime
+    states: dict[str, ParticipantState] = field(default_factory=dict)
+    person: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → id → value
+    team: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → team → value
+    earned: dict[str, dict[str, int]] = field(default_factory=dict)  # currency board → id → earned in its period
+    finished: dict[tuple[str, str, str], dt.datetime] = field(default_factory=dict)  # race, period, id → reached at
+    kept: dict[str, ReversedEvent] = field(default_factory=dict)  # events reversed later in the window
+    reversed_by: dict[str, str] = field(default_factory=dict)
+    prizes: list[dict[str, Any]] = field(default_factory=list)
+    events: int = 0
+    skipped: int = 0
+    world: World | None = None
+
+    def __post_init__(self) -> None:
+        doc = self.program.doc
+        self.today = local_date(self.to - dt.timedelta(microseconds=1), self.program.timezone)
+        # the metric periods read here: boards as of the window's end, and the periods closing settles
+        self.exact: dict[str, set[str]] = defaultdict(set)
+        self.grains: dict[str, set[str]] = defaultdict(set)
+        for board in doc.leaderboards:
+            if board.metric is not None:
+                self.exact[board.metric].update(self._board_periods(board))
+        for c in self._closed_here():
+            assert c.metric is not None
+            if c.every:
+                self.grains[c.metric].add(c.every)
+            elif c.start and c.end:
+                self.exact[c.metric].add(range_key(c.start, c.end))
+        self.currency_boards = {
+            b.key: self._span(b) for b in doc.leaderboards if b.currency is not None and b.window != "all"
+        }
+
+    def _closed_here(self) -> list[Challenge]:
+        return [c for c in self.program.doc.challenges if _settled_here(c) and c.metric]
+
+    def _board_periods(self, board: Leaderboard) -> set[str]:
+        """The metric periods a board shows as of the window's end (a rolling board sums its days)."""
+        if rolling_days(board.window) is None:
+            return {period_key(board.window, self.today)}
+        first, last = window_dates(board.window, self.today) or (self.today, self.today)
+        return {(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
+
+    def _span(self, board: Leaderboard) -> tuple[dt.datetime, dt.datetime]:
+        """The instants a currency board's window covers as of the window's end."""
+        dates = window_dates(board.window, self.today)
+        assert dates is not None
+        tz = zone(self.program.timezone)
+        return (
+            dt.datetime.combine(dates[0], dt.time(), tz),
+            dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), tz),
+        )
+
+    def new_world(self) -> World:
+        """A world for the next chunk over the same states; earlier events come from ``kept``."""
+        self.world = World(
+            lambda _v: self.program,
+            states=self.states,
+            find_earlier=self.kept.get,
+            reversed_earlier=self.reversed_by.get,
+            kept=self.program.kept,
+        )
+        return self.world
+
+    def score(self, row: Any, names: Mapping[str, Any], reversed_later: set[str]) -> None:
+        assert self.world is not None
+        event = as_scored(self.world.state(row.external_id), row, names)
+        try:
+            effects = self.world.process(event, self.program)
+        except Invalid:
+            self.skipped += 1  # a reversal of an event outside the window
+            return
+        self.events += 1
+        self._fold(effects)
+        if event.id in reversed_later:
+            self.kept[event.id] = _as_reversed(effects)
+        if event.reverses is not None and event.reverses in self.kept:
+            self.kept[event.reverses] = replace(self.kept[event.reverses], refunded=effects.refunded)
+            if effects.refunded == WHOLE:
+                self.reversed_by[event.reverses] = event.id
+
+    def _fold(self, effects: Effects) -> None:
+        who = effects.event.participant
+        for m in effects.metrics:
+            if m.period in self.exact.get(m.metric, ()) or _grain(m.period) in self.grains.get(m.metric, ()):
+                into = self.person if m.team is None else self.team
+                values = into.setdefault((m.metric, m.period), {})
+                subject = m.team or who
+                values[subject] = values.get(subject, 0.0) + m.delta
+        for board, (start, end) in self.currency_boards.items():
+            currency = next(b.currency for b in self.program.doc.leaderboards if b.key == board)
+            for e in effects.ledger:
+                if e.currency == currency and e.kind in EARNING_KINDS and start <= e.at < end:
+                    values_ = self.earned.setdefault(board, {})
+                    values_[who] = values_.get(who, 0) + e.amount
+        for done in effects.completions:
+            if self.program.challenges[done.challenge].format != "race":
+                continue
+            key = (done.challenge, done.period, who)
+            if done.completed:
+                self.finished.setdefault(key, effects.event.occurred_at)
+            else:
+                self.finished.pop(key, None)
+
+    def close(self, start: dt.datetime, members: Mapping[str, list[str]]) -> None:
+        """Settle every period of a team goal or competition that ends inside the window, as the server would."""
+        tz = zone(self.program.timezone)
+        for c in self._closed_here():
+            assert c.metric is not None
+            ends: dict[str, dt.datetime]
+            if c.start and c.end and not c.every:
+                ends = {range_key(c.start, c.end): dt.datetime.combine(c.end + dt.timedelta(days=1), dt.time(), tz)}
+            else:
+                source = self.team if c.mode == "team" else self.person
+                ends = {
+                    p: end
+                    for (metric, p) in source
+                    if metric == c.metric and _grain(p) == c.every and (end := period_end(p, self.program.timezone))
+                }
+            for period, end in sorted(ends.items()):
+                if start < end <= self.to:  # no grace: the window's end is the time
+                    self._settle(c, period, members)
+
+    def _settle(self, c: Challenge, period: str, members: Mapping[str, list[str]]) -> None:
+        assert c.metric is not None
+        if c.mode == "team":
+            values = {k: v for k, v in self.team.get((c.metric, period), {}).items() if not c.teams or k in c.teams}
+        else:
+            condition = self.program.eligibility.get(c.key)
+            values = {
+                k: v
+                for k, v in self.person.get((c.metric, period), {}).items()
+                if eligible(c, self.states[k], condition)
+            }
+        if c.kind == "goal":
+            winners = [(s, 0, _awards(c.reward)) for s in sorted(values) if c.target and values[s] >= c.target]
+        else:
+            prizes = {p.rank: _awards(p.award) for p in c.prizes or []}
+            ranked = (
+                self._race(c, period)
+                if c.format == "race"
+                else rank([Row(s, None, v) for s, v in values.items() if v > 0])
+            )
+            winners = [(row.id, r, prizes[r]) for r, row in ranked if r in prizes]
+        kind = "challenge" if c.kind == "goal" else "prize"
+        for subject, place, awards in winners:
+            paid = [] if c.draft else awards
+            for participant in members.get(subject, []) if c.mode == "team" else [subject]:
+                state = self.states.get(participant) or self.states.setdefault(
+                    participant, ParticipantState(participant)
+                )
+                if state.status != "active":
+                    continue  # a suspended participant earns nothing
+                for currency, amount in paid:
+                    position = state.position(currency)
+                    apply(position, move(position, amount, kind))
+            self.prizes.append(
+                {"challenge": c.key, "period": period, "rank": place or None, "winner": subject, "awards": dict(paid)}
+            )
+
+    def _race(self, c: Challenge, period: str) -> list[tuple[int, Row]]:
+        """Finishers placed by the event time they reached the target (the same instant shares a place)."""
+        done = sorted((at, who) for (key, p, who), at in self.finished.items() if (key, p) == (c.key, period))
+        placed: list[tuple[int, Row]] = []
+        for i, (at, who) in enumerate(done):
+            same = placed and done[i - 1][0] == at
+            placed.append((placed[-1][0] if same else i + 1, Row(who, None, at.timestamp())))
+        return placed
+
+    def report(self) -> dict[str, Any]:
+        doc = self.program.doc
+        currencies = [c.key for c in doc.currencies]
+        balances = {
+            pid: {c: s.positions[c].net for c in currencies if c in s.positions and s.positions[c].net}
+            for pid, s in sorted(self.states.items())
+        }
+        totals = {c: sum(b.get(c, 0) for b in balances.values()) for c in currencies}
+        holders: dict[tuple[str, str], set[str]] = defaultdict(set)
+        grants: dict[tuple[str, str], int] = defaultdict(int)
+        completions: dict[str, int] = defaultdict(int)
+        for pid, s in self.states.items():
+            for badge, grade, _period in s.badges:
+                holders[(badge, grade)].add(pid)
+                grants[(badge, grade)] += 1
+            for challenge, _period in s.completions:
+                completions[challenge] += 1
+        for prize in self.prizes:
+            if prize["rank"] is None:
+                completions[prize["challenge"]] += 1  # a team goal reached
+        return {
+            "events": self.events,
+            "skipped": self.skipped,
+            "totals": totals,
+            "participants": {pid: b for pid, b in balances.items() if b},
+            "distribution": {c: _distribution([b.get(c, 0) for b in balances.values()]) for c in currencies},
+            "badges": [
+                {
+                    "badge": b.key,
+                    "grade": g.name,
+                    "holders": len(holders[(b.key, g.name)]),
+                    "grants": grants[(b.key, g.name)],
+                }
+                for b in doc.badges
+                for g in b.grades
+            ],
+            "challenges": [{"challenge": c.key, "completions": completions[c.key]} for c in doc.challenges],
+            "leaderboards": [self._board(b) for b in doc.leaderboards],
+            "prizes": self.prizes,
+            "liability": {
+                c.key: {
+                    "outstanding": sum(
+                        s.positions[c.key].available for s in self.states.values() if c.key in s.positions
+                    ),
+                    "arrears": sum(s.positions[c.key].arrears for s in self.states.values() if c.key in s.positions),
+                }
+                for c in doc.currencies
+                if c.spendable
+            },
+        }
+
+    def _board(self, board: Leaderboard) -> dict[str, Any]:
+        period = board.window if rolling_days(board.window) else period_key(board.window, self.today)
+        if board.metric is not None:
+            source = self.team if board.by == "team" else self.person
+            values: dict[str, float] = defaultdict(float)
+            for p in self._board_periods(board):
+                for subject, v in source.get((board.metric, p), {}).items():
+                    values[subject] += v
+        elif board.window == "all":
+            assert board.currency is not None
+            values = {
+                k: s.positions[board.currency].earned for k, s in self.states.items() if board.currency in s.positions
+            }
+        else:
+            values = dict(self.earned.get(board.key, {}))
+        if board.normalize:
+            attribute = board.normalize.rsplit(".", 1)[1]
+            divided = {}
+            for k, v in values.items():
+                divisor = self.states[k].attributes.get(attribute) if k in self.states else None
+                if isinstance(divisor, int | float) and not isinstance(divisor, bool) and divisor > 0:
+                    divided[k] = v / divisor
+            values = divided
+        ranked = rank([Row(k, self.states[k].name if k in self.states else None, v) for k, v in values.items()])
+        return {
+            "key": board.key,
+            "period": period,
+            "total": len(ranked),
+            "entries": [{"rank": r, "id": row.id, "name": row.name, "value": row.value} for r, row in ranked[:TOP]],
+        }
+
+
+def _as_reversed(effects: Effects) -> ReversedEvent:
+    """An event as a later reversal needs it (what ``World`` keeps for the events of its own chunk)."""
+    entries = tuple(
+        BookedEntry(e.key, e.currency, e.amount, e.kind, e.rule, e.rule_version, e.explain) for e in effects.ledger
+    )
+    return ReversedEvent(effects.event, effects.program_version, effects.teams, entries)
+
+
+def _distribution(values: list[int]) -> dict[str, float]:
+    """Nearest-rank percentiles, the mean and the extremes of the balances of everyone in the window."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out: dict[str, float] = {f"p{q}": ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] for q in PERCENTILES}
+    return out | {"min": ordered[0], "max": ordered[-1], "mean": sum(ordered) / len(ordered)}
+
+
+def _team_members(connection: Connection, program_id: int) -> dict[str, list[str]]:
+    """Team → its members now (closing pays the members of a team as they are when it closes)."""
+    query = (
+        select(t.teams.c.external_id, t.participants.c.external_id.label("member"))
+        .join(t.memberships, t.memberships.c.team_id == t.teams.c.id)
+        .join(t.participants, t.participants.c.id == t.memberships.c.participant_id)
+        .where(t.teams.c.program_id == program_id)
+    )
+    out: dict[str, list[str]] = defaultdict(list)
+    for team, member in connection.execute(query):
+        out[team].append(member)
+    return out
+
+
+def _reversed_in(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime) -> set[str]:
+    """Events the window's reversals name: the only ones kept once their chunk is done."""
+    e = t.events.c
+    query = select(e.reverses).where(
+        e.program_id == program_id, e.reverses.is_not(None), e.occurred_at >= start, e.occurred_at < end
+    )
+    return set(connection.execute(query).scalars())
+
+
+def check_window(start: dt.datetime, end: dt.datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise Invalid("times need an offset", errors=[FieldError("from", "RFC 3339 with an offset")])
+    if not start < end <= start + MAX_WINDOW:
+        raise Invalid("bad window", errors=[FieldError("to", f"after from, at most {MAX_WINDOW.days} days after it")])
+
+
+def simulate(
+    connection: Connection,
+    program: programs.ProgramRecord,
+    current: CompiledProgram,
+    draft: ProgramDocument,
+    start: dt.datetime,
+    end: dt.datetime,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The draft and the document in force scored over the events of [start, end), and what changes."""
+    check_window(start, end)
+    if draft.program != program.key:
+        raise Invalid("another program", errors=[FieldError("document.program", f"must be {program.key!r}")])
+    scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
+    names = participant_rows(connection, program.id)
+    reversed_later = _reversed_in(connection, program.id, start, end)
+    seen = 0
+    for row in stored_events(connection, program.id, start=start, end=end):
+        if seen % CHUNK == 0:
+            for s in scenarios:
+                s.new_world()
+            if progress and seen:
+                progress(CHUNK)
+        for s in scenarios:
+            s.score(row, names, reversed_later)
+        seen += 1
+    if progress:
+        progress(seen % CHUNK or (CHUNK if seen else 0))
+    members = _team_members(connection, program.id)
+    for s in scenarios:
+        s.close(start, members)
+    now, then = scenarios[0].report(), scenarios[1].report()
+    names_of = {k: r.name for k, r in names.items()}
+    return {
+        "program": program.key,
+        "version": program.version,
+        "window": {"from": start.isoformat(), "to": end.isoformat(), "events": seen},
+        "current": now,
+        "draft": then,
+        "changes": changes(now, then, current.doc, names_of),
+    }
+
+
+def _signed(n: float) -> str:
+    return f"{n:+,.0f}" if float(n).is_integer() else f"{n:+,.2f}"
+
+
+def changes(
+    now: dict[str, Any], then: dict[str, Any], doc: ProgramDocument, names: Mapping[str, str | None]
+) -> list[dict[str, Any]]:
+    """What the draft changes, in plain words, biggest first within each kind (at most MAX_CHANGES)."""
+    label = {c.key: c.name for c in doc.currencies}
+    out: list[dict[str, Any]] = []
+
+    def add(kind: str, key: str, before: float, after: float, text: str) -> None:
+        out.append({"kind": kind, "key": key, "before": before, "after": after, "text": text})
+
+    for c in sorted(set(now["totals"]) | set(then["totals"])):
+        a, b = now["totals"].get(c, 0), then["totals"].get(c, 0)
+        if a != b:
+            add("total", c, a, b, f"{label.get(c, c)} in all: {a:,} → {b:,} ({_signed(b - a)})")
+    for c in sorted(set(now["liability"]) | set(then["liability"])):
+        a = now["liability"].get(c, {}).get("outstanding", 0)
+        b = then["liability"].get(c, {}).get("outstanding", 0)
+        if a != b:
+            add("liability", c, a, b, f"{label.get(c, c)} outstanding: {a:,} → {b:,}")
+    count = {(x["badge"], x["grade"]): x["holders"] for x in now["badges"]}
+    for x in then["badges"]:
+        before = count.pop((x["badge"], x["grade"]), 0)
+        if before != x["holders"]:
+            add(
+                "badge",
+                f"{x['badge']}:{x['grade']}",
+                before,
+                x["holders"],
+                f"{x['badge']} {x['grade']}: {before} → {x['holders']} holders",
+            )
+    for (badge, grade), before in count.items():
+        if before:
+            add("badge", f"{badge}:{grade}", before, 0, f"{badge} {grade}: {before} → 0 holders (gone from the draft)")
+    done = {x["challenge"]: x["completions"] for x in now["challenges"]}
+    for x in then["challenges"]:
+        before = done.pop(x["challenge"], 0)
+        if before != x["completions"]:
+            add(
+                "challenge",
+                x["challenge"],
+                before,
+                x["completions"],
+                f"{x['challenge']}: {before} → {x['completions']} completions",
+            )
+    leaders = {b["key"]: b["entries"][0]["id"] if b["entries"] else None for b in now["leaderboards"]}
+    for b in then["leaderboards"]:
+        first = b["entries"][0]["id"] if b["entries"] else None
+        if b["key"] in leaders and leaders[b["key"]] != first:
+            add("leaderboard", b["key"], 0, 0, f"{b['key']}: first {leaders[b['key']]} → {first}")
+    deltas = []
+    for pid in set(now["participants"]) | set(then["participants"]):
+        a, b = now["participants"].get(pid, {}), then["participants"].get(pid, {})
+        for c in set(a) | set(b):
+            if a.get(c, 0) != b.get(c, 0):
+                deltas.append((-abs(b.get(c, 0) - a.get(c, 0)), pid, c, a.get(c, 0), b.get(c, 0)))
+    for _, pid, c, a, b in sorted(deltas):
+        add("participant", pid, a, b, f"{names.get(pid) or pid}: {_signed(b - a)} {label.get(c, c)}")
+    return out[:MAX_CHANGES]
+
+
+def parse_instant(text: str, what: str) -> dt.datetime:
+    """An RFC 3339 instant with an offset (a bare date is midnight UTC), for the CLI and the API."""
+    try:
+        found = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"bad {what}", errors=[FieldError(what, "RFC 3339, e.g. 2026-10-01T00:00:00Z")]) from None
+    return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
+
+
+def run(
+    runtime: Runtime,
+    program_key: str,
+    draft: ProgramDocument,
+    start: dt.datetime,
+    end: dt.datetime,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The simulation in one read-only transaction (one snapshot of the log)."""
+    with runtime.db.read() as connection:
+        record = programs.find(connection, program_key)
+        current = runtime.programs.compiled(connection, record)
+        return simulate(connection, record, current, draft, start, end, progress)
+
+
+def count_events(runtime: Runtime, program_key: str, start: dt.datetime, end: dt.datetime) -> int:
+    """How many events the window holds (the progress bar's total)."""
+    with runtime.db.read() as connection:
+        record = programs.find(connection, program_key)
+        e = t.events.c
+        query = select(func.count()).where(e.program_id == record.id, e.occurred_at >= start, e.occurred_at < end)
+        return int(connection.execute(query).scalar_one())

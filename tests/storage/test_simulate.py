@@ -1,0 +1,182 @@
+"""Simulation: the document in force scored over every stored event gives what live scoring stored;
+a draft that doubles the awards doubles them; nothing is written. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from levelup.challenges.closing import close_periods
+from levelup.errors import Invalid
+from levelup.events.ingest import ingest
+from levelup.insights import simulate as sim
+from levelup.participants import repository as participants
+from levelup.programs import service as programs
+from levelup.programs.document import ProgramDocument
+from levelup.programs.validation import load_document
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+
+PROGRAM = "acme-sales"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+END = dt.datetime(2027, 6, 1, tzinfo=dt.UTC)  # every event, and every period the closing job settled
+REPS = (("ann", "east"), ("bob", "east"), ("cat", "west"), ("dan", "west"))
+
+
+def won(event_id: str, rep: str, amount: int, day: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": "deal.won",
+        "participant": rep,
+        "occurred_at": f"{day}T15:00:00Z",
+        "data": {"amount": amount},
+    }
+
+
+def call(event_id: str, rep: str, day: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": "activity.logged",
+        "participant": rep,
+        "occurred_at": f"{day}T14:00:00Z",
+        "data": {"kind": "call", "duration_s": 90},
+    }
+
+
+def reopened(event_id: str, reverses: str, rep: str, day: str, portion: float | None = None) -> dict[str, Any]:
+    body = {
+        "id": event_id,
+        "type": "deal.reopened",
+        "participant": rep,
+        "occurred_at": f"{day}T16:00:00Z",
+        "reverses": reverses,
+    }
+    return body | ({"portion": portion} if portion is not None else {})
+
+
+def history() -> list[dict[str, Any]]:
+    """Six weeks of deals and calls (five-a-week completions, hot weeks, top-closer Bronze, the October blitz,
+    a team quarter for east), with a full and a partial reversal a few events after their deal."""
+    events: list[dict[str, Any]] = []
+    day0 = dt.date(2026, 9, 28)
+    for i in range(42):
+        day = (day0 + dt.timedelta(days=i)).isoformat()
+        for n, (rep, _) in enumerate(REPS):
+            if (i + n) % 3:
+                events.append(won(f"w{i}-{rep}", rep, 20_000 + 7_000 * n + 1_000 * (i % 5) * 100, day))
+            events.append(call(f"c{i}-{rep}", rep, day))
+        if i == 10:
+            events.append(reopened("r-full", "w2-ann", "ann", day))
+        if i == 20:
+            events.append(reopened("r-part", "w12-cat", "cat", day, portion=0.5))
+    return events
+
+
+@pytest.fixture
+def played(runtime: Runtime, acme_text: str) -> Runtime:
+    with runtime.db.write() as connection:
+        record, _ = programs.apply(connection, load_document(acme_text), actor="test")
+        for rep, team in REPS:
+            participants.set_profile(
+                connection, record.id, rep, name=rep.title(), teams=[team], attributes={"quota": 100_000}
+            )
+    events = history()
+    for start in range(0, len(events), 50):
+        assert {o.status for o in ingest(runtime, PROGRAM, events[start : start + 50])} == {"accepted"}
+    assert close_periods(runtime, now=END)  # the blitz and east's quarters are paid
+    return runtime
+
+
+def stored(runtime: Runtime) -> tuple[dict[str, dict[str, int]], Counter[tuple[str, str]], Counter[str]]:
+    """Balances (net), badge grants held and completions, as live scoring and the closing job stored them."""
+    with runtime.db.read() as connection:
+        p = t.participants.c
+        balances: dict[str, dict[str, int]] = {}
+        for rep, currency, net in connection.execute(
+            select(p.external_id, t.positions.c.currency, t.positions.c.available - t.positions.c.arrears).join(
+                t.participants, p.id == t.positions.c.participant_id
+            )
+        ):
+            if net:
+                balances.setdefault(rep, {})[currency] = int(net)
+        b = t.badge_grants.c
+        badges = Counter(
+            (badge, grade)
+            for badge, grade in connection.execute(select(b.badge, b.grade).where(b.revoked_by.is_(None)))
+        )
+        done = Counter(connection.execute(select(t.challenge_completions.c.challenge)).scalars())
+    return balances, badges, done
+
+
+def doc(runtime: Runtime) -> ProgramDocument:
+    with runtime.db.read() as connection:
+        return ProgramDocument.model_validate(programs.document_of(connection, programs.find(connection, PROGRAM)))
+
+
+def counts(runtime: Runtime) -> dict[str, int]:
+    with runtime.db.read() as connection:
+        return {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in t.metadata.sorted_tables
+        }
+
+
+@pytest.mark.parametrize("chunk", [sim.CHUNK, 3])  # 3: a new world every three events, reversals across them
+def test_the_document_in_force_gives_what_is_stored(
+    played: Runtime, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(sim, "CHUNK", chunk)
+    balances, badges, done = stored(played)
+    before = counts(played)
+    report = sim.run(played, PROGRAM, doc(played), START, END)
+    assert counts(played) == before  # nothing written
+    for side in ("current", "draft"):
+        r = report[side]
+        assert r["participants"] == balances
+        assert r["skipped"] == 0 and r["events"] == report["window"]["events"] == before["events"]
+        assert {(x["badge"], x["grade"]): x["grants"] for x in r["badges"] if x["grants"]} == dict(badges)
+        engine_done = {x["challenge"]: x["completions"] for x in r["challenges"]}
+        assert all(engine_done[k] == n for k, n in done.items())
+        assert r["totals"] == {c: sum(b.get(c, 0) for b in balances.values()) for c in ("xp", "coins")}
+    assert report["changes"] == []
+    prizes = [p for p in report["current"]["prizes"] if p["challenge"] == "october-blitz"]
+    assert [p["rank"] for p in prizes] == [1, 2, 3]
+    assert badges[("hot-week", "Hot")] > 0 and done["five-a-week"] > 0
+
+
+def test_a_draft_doubling_the_awards_doubles_the_totals(played: Runtime) -> None:
+    body = doc(played).model_dump(mode="json", by_alias=True, exclude_none=True)
+    for rule in body["rules"]:
+        rule["award"] = {c: f"2 * ({a})" if c == "xp" else a for c, a in rule["award"].items()}
+    draft = ProgramDocument.model_validate(body)
+    report = sim.run(played, PROGRAM, draft, START, END)
+    now, then = report["current"], report["draft"]
+    assert then["totals"]["xp"] == 2 * now["totals"]["xp"] > 0
+    assert then["totals"]["coins"] == now["totals"]["coins"]  # the same deals complete the same challenges
+    for rep, balance in now["participants"].items():
+        assert then["participants"][rep]["xp"] == 2 * balance["xp"]
+    texts = [c["text"] for c in report["changes"]]
+    assert f"XP in all: {now['totals']['xp']:,} → {then['totals']['xp']:,} (+{now['totals']['xp']:,})" in texts
+    ann = now["participants"]["ann"]["xp"]
+    assert f"Ann: +{ann:,} XP" in texts
+
+
+def test_a_window_scores_its_events_only_and_closes_the_periods_ending_in_it(played: Runtime) -> None:
+    october = (dt.datetime(2026, 10, 1, 4, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, 4, tzinfo=dt.UTC))
+    report = sim.run(played, PROGRAM, doc(played), *october)
+    with played.db.read() as connection:
+        e = t.events.c
+        inside = connection.execute(
+            select(func.count()).where(e.occurred_at >= october[0], e.occurred_at < october[1])
+        ).scalar_one()
+    assert report["window"]["events"] == inside
+    blitz = [p for p in report["current"]["prizes"] if p["challenge"] == "october-blitz"]
+    assert [p["rank"] for p in blitz] == [1, 2, 3]  # ends with the window: closed
+    board = next(b for b in report["current"]["leaderboards"] if b["key"] == "revenue-month")
+    assert board["period"] == "2026-10" and len(board["entries"]) == 4
+    with pytest.raises(Invalid):
+        sim.run(played, PROGRAM, doc(played), october[1], october[0])
