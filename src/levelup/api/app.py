@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -16,16 +17,18 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from levelup import __version__
+from levelup import __version__, web
 from levelup.api.deps import BoundedRequests
 from levelup.api.responses import Out
 from levelup.api.routes import (
     challenges,
     events,
     home,
+    insights,
     keys,
     kudos,
     leaderboards,
+    links,
     participants,
     programs,
     rewards,
@@ -35,6 +38,9 @@ from levelup.api.routes import (
 )
 from levelup.errors import FieldError, Invalid, LevelupError, path_of
 from levelup.jobs import registry as jobs
+from levelup.observability import http as observed
+from levelup.observability import logs
+from levelup.observability.metrics import process_exited, watch_pool
 from levelup.runtime import Runtime
 from levelup.webhooks import delivery
 
@@ -73,10 +79,12 @@ async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
         finally:
             if task is not None:
                 task.cancel()
+            process_exited(os.getpid())
 
 
 async def _jobs_forever(runtime: Runtime, every: float) -> None:
     while True:
+        logs.REQUEST_ID.set(f"jobs-{logs.new_id()}")  # the run's log lines share an id, as a request's do
         try:  # each job and program is isolated inside; this catches what stops them all (the database down)
             await run_in_threadpool(jobs.run, runtime)
         except Exception:  # a failed run is retried next time; the loop must not die
@@ -100,6 +108,8 @@ def create_app(
     app.state.runtime = runtime
     app.state.close_every = close_every
     app.add_middleware(BoundedRequests)
+    app.add_middleware(observed.Observed)  # outermost: it sees every answer, a 503 of BoundedRequests too
+    watch_pool(runtime.db.engine)
     app.state.deliver = deliver
 
     @app.exception_handler(LevelupError)
@@ -136,9 +146,13 @@ def create_app(
         rewards,
         keys,
         webhooks,
+        links,
+        insights,
     )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(programs.schema_router, prefix="/api/v1")
+    app.include_router(observed.router)
     home.mount(app)  # the landing page and /docs
+    web.mount(app)  # the pages under /p/{program}/… and their assets
     return app

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from levelup.api.app import create_app
+from levelup.observability import logs
 from levelup.runtime import Runtime
 from levelup.webhooks import delivery
 
@@ -21,6 +22,7 @@ def app() -> FastAPI:
     off): closing is idempotent across workers. Every worker also delivers webhooks (``LEVELUP_DELIVER=0``
     turns it off, e.g. when ``levelup deliver`` runs apart): each notification is claimed by one at a time.
     """
+    logs.configure()
     every = float(os.environ.get("LEVELUP_CLOSE_EVERY", "60"))
     deliver = delivery.Settings.from_env() if os.environ.get("LEVELUP_DELIVER", "1") != "0" else None
     return create_app(Runtime.from_url(migrate=False), close_every=every or None, deliver=deliver)

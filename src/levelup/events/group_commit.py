@@ -21,6 +21,7 @@ from typing import Any
 from levelup.errors import LevelupError
 from levelup.events import ingest as ingestion
 from levelup.events.schema import MAX_BATCH
+from levelup.observability.metrics import GROUP_SIZE
 from levelup.runtime import Runtime
 from levelup.storage.db import pool_size
 
@@ -172,6 +173,7 @@ class GroupCommit:
     def _ingest(self, program: str, group: list[_Request]) -> None:
         """In a worker thread: one ``ingest`` for the group; if it fails, one per request (as alone)."""
         events = [e for request in group for e in request.events]
+        GROUP_SIZE.observe(len(events))
         try:
             outcomes = ingestion.ingest(self.runtime, program, events)
             if len(outcomes) != len(events):

@@ -26,6 +26,7 @@ from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events import store
 from levelup.events.schema import EventIn, parse_event
 from levelup.metrics.periods import local_date
+from levelup.observability.metrics import observe_outcomes
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
@@ -86,7 +87,9 @@ def ingest(
     for attempt in range(RETRIES):
         try:
             with runtime.db.write() as connection:
-                return _ingest(runtime, connection, program_key, raw_events, now or dt.datetime.now(dt.UTC))
+                outcomes = _ingest(runtime, connection, program_key, raw_events, now or dt.datetime.now(dt.UTC))
+            observe_outcomes(program_key, outcomes)  # once committed: a rolled-back try counts nothing
+            return outcomes
         except IntegrityError:
             if attempt == RETRIES - 1:
                 raise
