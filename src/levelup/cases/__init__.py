@@ -1,0 +1,1 @@
+"""Participants' "something is missing" cases and the admin's answers."""

@@ -1,0 +1,20 @@
+"""The web pages (SPEC §10, WEB.md): server-rendered HTML under ``/p/{program}/…``, opened by signed links,
+with every asset served from this package (no CDN, no external font)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from levelup.web import participant, tv
+
+STATIC = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    """The pages' routers and their static assets (``/static/web/…``)."""
+    app.include_router(tv.router)
+    app.include_router(participant.router)
+    app.mount("/static/web", StaticFiles(directory=STATIC), name="web-static")

@@ -1,0 +1,38 @@
+"""Opening a page: its program, the version in force, and the link its token proves — in one read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from levelup.links import service as links
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Opened:
+    program: programs.ProgramRecord
+    compiled: CompiledProgram
+    link: links.Link
+    token: str
+
+    @property
+    def participant(self) -> str:
+        """A participant link's participant (its external id)."""
+        assert self.link.participant is not None
+        return self.link.participant
+
+    @property
+    def participant_id(self) -> int:
+        assert self.link.participant_id is not None
+        return self.link.participant_id
+
+
+def open_page(runtime: Runtime, connection: Connection, program: str, token: str | None, kind: links.Kind) -> Opened:
+    """What ``token`` opens in ``program``; the same 404 for an unknown program as for a bad token."""
+    record = programs.find(connection, program)
+    link = links.open_link(connection, record, token, kind)
+    return Opened(record, runtime.programs.compiled(connection, record), link, token or "")

@@ -1,0 +1,91 @@
+"""The feed as people read it: each item a sentence ("Dana won Top Closer — Bronze"), and whether it is a
+moment to celebrate (a badge, a level up, a completed challenge, a prize, a tier up)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.feed.service import Published
+from levelup.programs.compiled import CompiledProgram
+from levelup.storage import tables as t
+
+QUIET_KINDS = {"award", "badge.revoked", "challenge.undone", "status", "quest"}  # told, never shown on a TV
+
+
+@dataclass(frozen=True)
+class Moment:
+    id: int
+    text: str
+    celebrate: bool
+    at: str
+
+    def data(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "celebrate": self.celebrate, "at": self.at}
+
+
+def recent(connection: Connection, program_id: int, limit: int) -> list[Published]:
+    """The program's newest ``limit`` feed items worth showing, newest first."""
+    f = t.feed.c
+    rows = connection.execute(
+        select(f.id, f.participant, f.kind, f.payload, f.at)
+        .where(f.program_id == program_id, f.kind.not_in(QUIET_KINDS))
+        .order_by(f.id.desc())
+        .limit(limit)
+    )
+    return [Published(*row) for row in rows]
+
+
+def names(connection: Connection, program_id: int, external_ids: set[str]) -> dict[str, str]:
+    """Display names of those participants (their id when they have none)."""
+    if not external_ids:
+        return {}
+    p = t.participants.c
+    rows = connection.execute(
+        select(p.external_id, p.name).where(p.program_id == program_id, p.external_id.in_(sorted(external_ids)))
+    )
+    return {row.external_id: row.name or row.external_id for row in rows}
+
+
+def moments(
+    connection: Connection, program_id: int, compiled: CompiledProgram, items: Sequence[Published]
+) -> list[Moment]:
+    """The sentences of those feed items that say something to a room (others are left out)."""
+    who = names(connection, program_id, {i.participant for i in items if i.participant})
+    said = []
+    for item in items:
+        text = _sentence(item, who.get(item.participant or "", item.participant or ""), compiled)
+        if text is not None:
+            celebrate = item.kind in ("badge", "challenge", "period.closed") or (
+                item.kind in ("level", "tier") and bool(item.payload.get("up"))
+            )
+            said.append(Moment(item.id, text, celebrate, item.at.isoformat()))
+    return said
+
+
+def _sentence(item: Published, name: str, compiled: CompiledProgram) -> str | None:
+    p = item.payload
+    badges = {b.key: b.name for b in compiled.doc.badges}
+    challenges = {c.key: c.name or c.key for c in compiled.doc.challenges}
+    if item.kind == "badge":
+        return f"{name} won {badges.get(p['badge'], p['badge'])} — {p['grade']}"
+    if item.kind == "level":
+        return f"{name} reached {p['to']}" if p.get("up") else None
+    if item.kind == "tier":
+        return f"{name} is now {p['to']}" if p.get("up") and p.get("to") else None
+    if item.kind == "challenge":
+        return f"{name} completed {challenges.get(p['challenge'], p['challenge'])}"
+    if item.kind == "streak":
+        return f"{name} is on a {p['length']}-long {p['streak']} streak" if p["length"] >= 3 else None
+    if item.kind == "kudos":
+        return f"{p['from']} gave {name} kudos: “{p['message']}”"
+    if item.kind == "period.closed":
+        title = challenges.get(p["challenge"], p["challenge"])
+        if p.get("ranking"):
+            return f"{title} ({p['period']}): {p['ranking'][0]['id']} takes first prize"
+        reached = p.get("reached") or []
+        return f"{title} ({p['period']}): reached by {', '.join(reached[:5])}" if reached else None
+    return None

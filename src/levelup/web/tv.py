@@ -1,0 +1,123 @@
+"""The TV board (WEB.md): the program's boards in rotation, the top N only, a ticker of moments and a
+celebration banner, kept live by a page-level feed (Server-Sent Events) that the link's token opens."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from levelup.errors import LevelupError
+from levelup.feed import service as feed
+from levelup.leaderboards.service import leaderboard
+from levelup.runtime import Runtime
+from levelup.web.access import Opened, open_page
+from levelup.web.moments import moments, recent
+from levelup.web.render import PageRoute, page
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+Token = Annotated[str | None, Query(max_length=200)]
+TICKER = 8
+POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 15.0
+
+
+def _boards(runtime: Runtime, opened: Opened) -> list[dict[str, Any]]:
+    """The link's boards, each its top N (never the bottom of a board)."""
+    wanted = opened.link.options.boards or [b.key for b in opened.compiled.doc.leaderboards]
+    by_key = {b.key: b for b in opened.compiled.doc.leaderboards}
+    with runtime.db.read() as connection:
+        return [
+            leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top)
+            | {"name": by_key[key].name or key.replace("-", " ").capitalize()}
+            for key in wanted
+            if key in by_key  # a board the program has since dropped is skipped
+        ]
+
+
+def _read(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
+    with runtime.db.read() as connection:
+        opened = open_page(runtime, connection, program, token, "tv")
+        said = moments(connection, opened.program.id, opened.compiled, recent(connection, opened.program.id, TICKER))
+        newest = feed.latest_id(connection, opened.program.id)
+    return {"opened": opened, "boards": _boards(runtime, opened), "moments": said, "newest": newest}
+
+
+@router.get("/p/{program}/tv", response_class=HTMLResponse)
+async def tv_page(program: str, request: Request, token: Token = None) -> HTMLResponse:
+    read = await run_in_threadpool(_read, request.app.state.runtime, program, token)
+    opened: Opened = read["opened"]
+    return page(
+        "tv.html",
+        program=opened.compiled.doc,
+        boards=read["boards"],
+        moments=read["moments"],
+        newest=read["newest"],
+        rotate=opened.link.options.rotate,
+        token=token,
+        now=dt.datetime.now(dt.UTC),
+    )
+
+
+@router.get("/p/{program}/tv/boards", response_class=HTMLResponse)
+async def tv_boards(program: str, request: Request, token: Token = None) -> HTMLResponse:
+    """The boards alone, which the page fetches again when the feed says something moved."""
+    read = await run_in_threadpool(_read, request.app.state.runtime, program, token)
+    return page("tv_boards.html", boards=read["boards"])
+
+
+@router.get("/p/{program}/tv/feed", response_class=StreamingResponse)
+async def tv_feed(
+    program: str,
+    request: Request,
+    token: Token = None,
+    since: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """The program's moments as Server-Sent Events ({id, text, celebrate, at}), after ``since`` (or from now);
+    ``Last-Event-ID`` resumes. The link is checked again every poll, so a revoked link stops the stream."""
+    runtime: Runtime = request.app.state.runtime
+    last_seen = request.headers.get("last-event-id", "")
+
+    def start() -> tuple[Opened, int]:
+        with runtime.db.read() as connection:
+            opened = open_page(runtime, connection, program, token, "tv")
+            return opened, feed.latest_id(connection, opened.program.id)
+
+    opened, newest = await run_in_threadpool(start)
+    after = int(last_seen) if last_seen.isdigit() and len(last_seen) < 19 else since if since is not None else newest
+
+    def fetch(last: int) -> tuple[int, list[dict[str, Any]]]:
+        with runtime.db.read() as connection:
+            open_page(runtime, connection, program, token, "tv")  # revoked or expired since: the stream ends
+            items = feed.after(connection, opened.program.id, last, 100)
+            said = moments(connection, opened.program.id, opened.compiled, items)
+        return (items[-1].id if items else last), [m.data() for m in said]
+
+    async def messages() -> AsyncIterator[bytes]:
+        last, quiet = after, 0.0
+        yield b"retry: 2000\n\n"
+        while not await request.is_disconnected():
+            last_before = last
+            try:
+                last, said = await run_in_threadpool(fetch, last)
+            except LevelupError:  # the link was revoked or expired: the page keeps its last state
+                return
+            for moment in said:
+                yield b"id: %d\ndata: %s\n\n" % (moment["id"], orjson.dumps(moment))
+            if last != last_before:
+                yield b"id: %d\nevent: moved\ndata: {}\n\n" % last  # the boards may have changed
+                quiet = 0.0
+                continue
+            await asyncio.sleep(POLL_SECONDS)
+            quiet += POLL_SECONDS
+            if quiet >= HEARTBEAT_SECONDS:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(messages(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,153 @@
+"""The pages each link opens, and what they refuse: another program, another kind of link, a revoked or
+expired link, a form without its CSRF token; a participant link shows that participant only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from levelup.cases import service as cases
+from levelup.programs import service as programs
+from levelup.runtime import Runtime
+from levelup.web.render import csrf_token
+from tests.conftest import event
+from tests.web.conftest import KUDOS, Game, P
+
+
+def at(url: str, page: str) -> str:
+    """The same link's URL for another page (``/me`` → ``/store``)."""
+    return re.sub(r"/(me|tv)\?", f"/{page}?", url)
+
+
+def text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_the_tv_shows_the_top_n_of_each_board_and_the_moments(game: Game) -> None:
+    top1 = game.link(kind="tv", tv={"top": 1, "boards": ["xp-all"]})
+    shown = text(game.client.get(top1["url"]).text)
+    assert "Dana Scully" in shown and "Bob Marley" not in shown  # the top only: never the bottom
+    assert "Dana Scully won Top Closer — Bronze" in shown and "Dana Scully reached Closer" in shown
+    page = game.client.get(game.tv["url"])
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert all(f'data-board="{b}"' in page.text for b in ("revenue-month", "team-revenue", "xp-all"))  # team too
+    assert "rank 1 of 2" in page.text  # read out by a screen reader
+    assert game.client.get(at(game.tv["url"], "tv/boards")).status_code == 200
+
+
+def test_a_participant_home_explains_every_line_and_shows_no_one_else(game: Game) -> None:
+    game.post(event("b-2", participant="rep-9", data={"amount": 777_000, "deal_id": "SECRET-B"}))
+    home = game.client.get(game.dana["url"])
+    assert home.status_code == 200
+    shown = text(home.text)
+    assert "Hi Dana Scully" in shown and "Level: Closer" in shown and "to Legend" in shown
+    assert "rule deal-won v1, event d-4" in shown and "five-a-week" in shown and "Top Closer — Bronze" in shown
+    assert "Bob" not in shown and "SECRET-B" not in shown and "rep-9" not in shown
+    for page in ("me", "store", "rules"):  # the link opens its own pages, each of them Dana's alone
+        assert "Bob Marley" not in game.client.get(at(game.dana["url"], page)).text
+    bob = text(game.client.get(game.bob["url"]).text)
+    assert "Hi Bob Marley" in bob and "event d-4" not in bob
+
+
+def test_links_open_their_own_program_and_kind_only(game: Game, acme_text: str) -> None:
+    other = acme_text.replace("program: acme-sales", "program: other-game") + KUDOS
+    headers = {**game.admin, "Content-Type": "application/yaml"}
+    assert game.client.put("/api/v1/programs/other-game", content=other, headers=headers).status_code == 201
+    token = game.dana["token"]
+    assert game.client.get(f"/p/other-game/me?token={token}").status_code == 404  # a foreign program
+    assert game.client.get(f"/p/no-such-program/me?token={token}").status_code == 404
+    assert game.client.get(f"/p/acme-sales/tv?token={token}").status_code == 403  # a participant link is no TV
+    assert game.client.get(f"/p/acme-sales/me?token={game.tv['token']}").status_code == 403
+    assert game.client.get("/p/acme-sales/me").status_code == 404
+    refused = game.client.get(f"/p/acme-sales/me?token={token[:-2]}xx")
+    assert refused.status_code == 404 and "text/html" in refused.headers["content-type"]
+
+
+def test_revoked_and_expired_links_open_nothing(game: Game, runtime: Runtime) -> None:
+    assert game.client.delete(f"{P}/links/{game.bob['id']}", headers=game.admin).status_code == 204
+    assert game.client.get(game.bob["url"]).status_code == 404
+    assert game.client.get(at(game.bob["url"], "store")).status_code == 404
+    with runtime.db.write() as connection:  # a link past its expiry
+        connection.exec_driver_sql(
+            "UPDATE links SET expires_at = created_at WHERE id = ?"
+            if connection.dialect.name == "sqlite"
+            else "UPDATE links SET expires_at = created_at WHERE id = %s",
+            (game.tv["id"],),
+        )
+    assert game.client.get(game.tv["url"]).status_code == 404
+
+
+def test_forms_need_their_csrf_token(game: Game) -> None:
+    url = at(game.dana["url"], "me/kudos")
+    body = {"to": "rep-9", "amount": "5", "message": "great demo"}
+    assert game.client.post(url, data=body).status_code == 403
+    assert game.client.post(url, data=body | {"csrf": csrf_token(game.bob["token"])}).status_code == 403  # Bob's
+    assert game.client.post(at(game.dana["url"], "me/cases"), data={"message": "x"}).status_code == 403
+    sent = game.client.post(url, data=body | {"csrf": csrf_token(game.dana["token"])}, follow_redirects=False)
+    assert sent.status_code == 303 and "notice=" in sent.headers["location"]
+    bob = text(game.client.get(game.bob["url"]).text)
+    assert "kudos from rep-17: great demo" in bob
+    assert "You can give 45 more Coins this week" in text(game.client.get(game.dana["url"]).text)
+
+
+def test_a_redemption_confirms_then_debits_and_shows_in_the_history(game: Game) -> None:
+    game.client.post(
+        f"{P}/adjustments",
+        json={"participant": "rep-17", "currency": "coins", "amount": 100, "note": "t"},
+        headers=game.admin,
+    )  # 800 coins
+    store = game.client.get(at(game.dana["url"], "store"))
+    assert "800" in text(store.text) and "Redeem $25 gift card" in store.text
+    confirm = game.client.get(at(game.dana["url"], "store") + "&confirm=gift-card-25")
+    assert "you will have 300 Coins left" in text(confirm.text)
+    key = re.search(r'name="key" value="([0-9a-f]+)"', confirm.text)
+    assert key is not None
+    body = {"reward": "gift-card-25", "key": key.group(1), "csrf": csrf_token(game.dana["token"])}
+    done = game.client.post(at(game.dana["url"], "store/redeem"), data=body)
+    after = text(done.text)
+    assert done.status_code == 200 and "Redeemed: $25 gift card" in after and "You have 300 Coins" in after
+    assert "Not yet: at most 1 per month" in after  # why it is not redeemable again
+    assert "Your redemptions $25 gift card — on its way" in after
+    again = game.client.post(at(game.dana["url"], "store/redeem"), data=body)  # the same form twice: one redemption
+    assert again.status_code == 200 and "You have 300 Coins" in text(again.text)
+
+
+def test_something_missing_opens_a_case_the_admin_resolves_with_an_adjustment(game: Game, runtime: Runtime) -> None:
+    home = game.client.get(game.dana["url"]).text
+    line = re.search(r'name="entry" value="(\d+)"', home)
+    assert line is not None
+    body = {"message": "I closed D-91 on 20 Nov", "entry": line.group(1), "csrf": csrf_token(game.dana["token"])}
+    assert game.client.post(at(game.dana["url"], "me/cases"), data=body).status_code == 200
+    assert "open I closed D-91 on 20 Nov" in text(game.client.get(game.dana["url"]).text)
+    with runtime.db.write() as connection:
+        record = programs.find(connection, "acme-sales")
+        [case] = cases.listed(connection, record)
+        assert case["participant"] == "rep-17"
+        cases.answer(
+            connection,
+            record,
+            runtime.programs.compiled(connection, record),
+            case["id"],
+            status="resolved",
+            reply="Found it, sorry!",
+            actor="test",
+            currency="coins",
+            amount=120,
+        )
+    shown = text(game.client.get(game.dana["url"]).text)
+    assert "resolved I closed D-91 on 20 Nov Answer: Found it, sorry! +120 Coins added" in shown
+    assert "820 Coins" in shown and "case 1: Found it, sorry!" in shown  # the ledger line says why
+    bob_line = body | {"entry": "1", "csrf": csrf_token(game.bob["token"])}  # a line of Dana's, from Bob's link
+    assert game.client.post(at(game.bob["url"], "me/cases"), data=bob_line).status_code == 404
+
+
+@pytest.mark.parametrize("page", ["me", "store", "rules"])
+def test_pages_have_landmarks_labels_and_local_assets_only(game: Game, page: str) -> None:
+    html = game.client.get(at(game.dana["url"], page)).text
+    assert '<html lang="en">' in html and '<main id="main"' in html and "<h1>" in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from another host
+    ids = set(re.findall(r'<(?:input|textarea|select)[^>]*\bid="([^"]+)"', html))
+    labelled = set(re.findall(r'<label for="([^"]+)"', html))
+    assert ids <= labelled, ids - labelled
+    assert game.client.get("/static/web/web.css").status_code == 200
