@@ -1,0 +1,45 @@
+"""``levelup simulate`` and ``levelup insights``: tables, --json and --csv over a small program."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from levelup.cli.main import app
+from levelup.events.ingest import ingest
+from levelup.runtime import Runtime
+from tests.conftest import EXAMPLES, event
+
+ACME = EXAMPLES / "acme-sales.yaml"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def played(db_url: str) -> None:
+    assert run("program", "apply", str(ACME), "--database", db_url).exit_code == 0
+    runtime = Runtime.from_url(db_url, migrate=False)
+    try:
+        events = [event("d1", data={"amount": 12000}), event("d2", participant="rep-9", data={"amount": 3000})]
+        assert {o.status for o in ingest(runtime, "acme-sales", events)} == {"accepted"}
+    finally:
+        runtime.db.dispose()
+
+
+def test_simulate_prints_the_changes_and_the_json(db_url: str, tmp_path: Path) -> None:
+    played(db_url)
+    draft = tmp_path / "draft.yaml"
+    draft.write_text(ACME.read_text().replace('award: {xp: "100 + data.amount / 100"', 'award: {xp: "200"'))
+    window = ("--from", "2026-11-01", "--to", "2026-12-01T00:00:00Z", "--database", db_url)
+    shown = run("simulate", str(draft), *window)
+    assert shown.exit_code == 0, shown.output
+    assert "2 events" in shown.stdout and "rep-17: -20 XP" in shown.stdout and "rep-9: +70 XP" in shown.stdout
+    as_json = run("simulate", str(draft), *window, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    body = json.loads(as_json.stdout)
+    assert (body["current"]["totals"]["xp"], body["draft"]["totals"]["xp"]) == (350, 400)
+    wrong = run("simulate", str(draft), "--from", "2026-12-01", "--to", "2026-11-01", "--database", db_url)
+    assert wrong.exit_code == 1 and "to" in wrong.stderr
