@@ -31,17 +31,15 @@ class Game:
         assert response.status_code == 200, response.text
 
 
-@pytest.fixture
-def game(client: TestClient, admin: dict[str, str], acme_text: str) -> Game:
+def make_game(client: TestClient, admin: dict[str, str], acme_text: str) -> Game:
+    """acme-sales with kudos; Dana (rep-17) won five deals, Bob (rep-9) one; a TV link and a link for each."""
     response = client.put(P, content=acme_text + KUDOS, headers={**admin, "Content-Type": "application/yaml"})
     assert response.status_code == 201, response.text
     client.put(f"{P}/participants/rep-17", json={"name": "Dana Scully", "teams": ["east"]}, headers=admin)
     client.put(f"{P}/participants/rep-9", json={"name": "Bob Marley"}, headers=admin)
-    deals = [event(f"d-{i}", data={"amount": 120_000, "deal_id": f"D-{i}"}) for i in range(5)]
-    deals.append(event("b-1", participant="rep-9", data={"amount": 30_000, "deal_id": "B-1"}))
-    response = client.post(f"{P}/events", json={"events": deals}, headers=admin)
-    assert response.status_code == 200, response.text
     made = Game(client, admin, {}, {}, {})
+    deals = [event(f"d-{i}", data={"amount": 120_000, "deal_id": f"D-{i}"}) for i in range(5)]
+    made.post(*deals, event("b-1", participant="rep-9", data={"amount": 30_000, "deal_id": "B-1"}))
     return Game(
         client,
         admin,
@@ -49,3 +47,8 @@ def game(client: TestClient, admin: dict[str, str], acme_text: str) -> Game:
         made.link(kind="participant", participant="rep-17"),
         made.link(kind="participant", participant="rep-9"),
     )
+
+
+@pytest.fixture
+def game(client: TestClient, admin: dict[str, str], acme_text: str) -> Game:
+    return make_game(client, admin, acme_text)

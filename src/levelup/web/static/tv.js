@@ -39,7 +39,7 @@
 
   var hide = null;
   function celebrate(text) {
-    banner.textContent = "🎉 " + text;
+    banner.textContent = "★ " + text;
     banner.hidden = false;
     clearTimeout(hide);
     hide = setTimeout(function () { banner.hidden = true; }, 8000);

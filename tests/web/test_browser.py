@@ -1,0 +1,110 @@
+"""In a real browser (Debian's chromium driven by Playwright): the TV board follows the feed live and
+celebrates, and a participant redeems in the store and sees the balance change. Screenshots of each step go
+to tests/artifacts/ (ignored by git), at 1920×1080 and on a 390×844 phone.
+
+Without /usr/bin/chromium these tests skip, and the summary says why (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from levelup.api.app import create_app
+from levelup.runtime import Runtime
+from tests.conftest import ADMIN_KEY, ROOT, event, fresh_database
+from tests.live import served
+from tests.web.conftest import Game, make_game
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="no /usr/bin/chromium: the browser tests need Debian's chromium (apt-get install chromium)",
+)
+TV = {"width": 1920, "height": 1080}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, acme_text: str) -> Iterator[tuple[str, Game]]:
+    """The app on a loopback port over a game in progress (SQLite), and the game."""
+    monkeypatch.setenv("LEVELUP_ADMIN_KEY", ADMIN_KEY)
+    url = next(fresh_database("sqlite", tmp_path))
+    runtime = Runtime.from_url(url, migrate=False)
+    try:
+        app = create_app(runtime)
+        with TestClient(app) as client, served(app) as base:
+            yield base, make_game(client, {"Authorization": f"Bearer {ADMIN_KEY}"}, acme_text)
+    finally:
+        runtime.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+def shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def local(url: str, base: str) -> str:
+    return re.sub(r"^https?://[^/]+", base, url)
+
+
+def test_the_tv_board_updates_live_and_celebrates(site: tuple[str, Game], browser: object) -> None:
+    from playwright.sync_api import expect
+
+    base, game = site
+    tv = game.link(kind="tv", tv={"boards": ["xp-all"], "top": 5})
+    page = browser.new_page(viewport=TV)  # type: ignore[attr-defined]
+    page.goto(local(tv["url"], base))
+    expect(page.locator(".board .row.leader .name")).to_have_text("Dana Scully")
+    shot(page, "tv-before")
+    # Bob's fifth deal wins him Top Closer (Bronze), and enough XP to lead the board
+    game.post(*[event(f"b-more-{i}", participant="rep-9", data={"amount": 900_000}) for i in range(4)])
+    banner = page.locator("#celebration")
+    expect(banner).to_be_visible(timeout=2_000)
+    expect(banner).to_contain_text("Bob Marley")
+    expect(page.locator("#moments")).to_contain_text("Bob Marley won Top Closer — Bronze")
+    expect(page.locator(".board .row.leader .name")).to_have_text("Bob Marley", timeout=3_000)
+    shot(page, "tv-celebration")
+    page.close()
+
+
+def test_a_participant_redeems_and_sees_the_balance_change(site: tuple[str, Game], browser: object) -> None:
+    from playwright.sync_api import expect
+
+    base, game = site
+    for viewport, name in ((PHONE, "phone"), (TV, "desktop")):
+        page = browser.new_page(viewport=viewport)  # type: ignore[attr-defined]
+        page.goto(local(game.dana["url"], base))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Hi Dana Scully")
+        shot(page, f"home-{name}")
+        page.close()
+    page = browser.new_page(viewport=PHONE)  # type: ignore[attr-defined]
+    page.goto(local(game.dana["url"], base))
+    page.get_by_role("link", name="Store", exact=True).click()
+    expect(page.locator(".balance")).to_have_text("700")
+    page.get_by_role("link", name="Redeem $25 gift card").click()
+    expect(page.get_by_role("heading", name="Redeem $25 gift card?")).to_be_visible()
+    shot(page, "store-confirm")
+    page.get_by_role("button", name="Yes, redeem it").click()
+    expect(page.locator(".balance")).to_have_text("200")
+    expect(page.get_by_role("status")).to_contain_text("Redeemed: $25 gift card")
+    expect(page.locator("#history ~ ul")).to_contain_text("on its way")
+    shot(page, "store-redeemed")
+    page.close()
