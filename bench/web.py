@@ -1,0 +1,144 @@
+"""Web pages benchmark: the server time of each page with 100,000 participants, next to a floor (the same
+app answering ``/healthz``: routing, one ``SELECT 1``, the response).
+
+Setup (timed, not a target): a fresh SQLite file (or ``--postgres URL``: a fresh database there, dropped at
+the end), the ``acme-sales`` example with kudos, ``--participants`` reps with one won deal each this month
+(through the real ingestion path, batches of 1,000, so every board, badge and ledger row is real), then a TV
+link and the link of one rep in the middle of the pack. Each page is then fetched ``--samples`` times
+in-process (no socket: what is timed is the app) and p50/p99 printed beside the target (100 ms) as
+``meets`` or ``MISSES``. It prints figures and never asserts.
+
+    python bench/web.py                       # SQLite, 100,000 participants; about a minute
+    python bench/web.py --participants 10000 --samples 50
+    python bench/web.py --postgres postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, make_url, text
+
+from levelup.api.app import create_app
+from levelup.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+ACME = (
+    ROOT / "examples" / "acme-sales.yaml"
+).read_text() + "kudos: {currency: coins, budget: {amount: 50, per: week}}\n"
+P = "/api/v1/programs/acme-sales"
+TARGET_MS = 100.0
+ADMIN_KEY = f"bench-{uuid.uuid4().hex}"
+SEED = 20261202
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load(client: TestClient, n: int) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    response = client.put(P, content=ACME, headers={**admin, "Content-Type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    rng = random.Random(SEED)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    teams = ["east", "west", "north", "south"]
+    for start in range(0, n, 1000):
+        batch = [
+            {
+                "id": f"won-{i}",
+                "type": "deal.won",
+                "participant": f"rep-{i:06d}",
+                "occurred_at": (now - dt.timedelta(minutes=i % 600)).isoformat(),
+                "data": {"amount": rng.randint(500, 50_000), "deal_id": f"D-{i}"},
+            }
+            for i in range(start, min(n, start + 1000))
+        ]
+        response = client.post(f"{P}/events", json={"events": batch}, headers=admin)
+        assert response.status_code == 200, response.text
+        if start % 20_000 == 0:
+            print(f"  {start + len(batch):,} participants", file=sys.stderr)
+    for team in teams:  # a few team members, so the team board has rows
+        client.put(f"{P}/teams/{team}", json={"name": team.title()}, headers=admin)
+
+
+def links(client: TestClient, n: int) -> dict[str, str]:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    tv_all = client.post(f"{P}/links", json={"kind": "tv"}, headers=admin).json()["url"]
+    plain = {"kind": "tv", "tv": {"boards": ["revenue-month", "team-revenue", "xp-all"]}}
+    tv_plain = client.post(f"{P}/links", json=plain, headers=admin).json()["url"]
+    rep = f"rep-{n // 2:06d}"
+    me = client.post(f"{P}/links", json={"kind": "participant", "participant": rep}, headers=admin).json()["url"]
+    local = lambda url: url.replace("http://testserver", "")  # noqa: E731
+    return {
+        "floor: /healthz": "/healthz",
+        "TV, every board (quota-month ranks in Python)": local(tv_all),
+        "TV, the plain boards": local(tv_plain),
+        "TV boards refresh (plain)": local(tv_plain).replace("/tv?", "/tv/boards?"),
+        "participant home": local(me),
+        "store": local(me).replace("/me?", "/store?"),
+        "rules": local(me).replace("/me?", "/rules?"),
+    }
+
+
+def measure(client: TestClient, pages: dict[str, str], samples: int) -> None:
+    print(f"{'page':<48} {'p50 ms':>8} {'p99 ms':>8}  target p99 <= {TARGET_MS:.0f} ms")
+    for name, url in pages.items():
+        assert client.get(url).status_code == 200, (name, url)
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+        p99 = percentile(times, 0.99)
+        verdict = "" if name.startswith("floor") else ("meets" if p99 <= TARGET_MS else "MISSES")
+        print(f"{name:<48} {percentile(times, 0.5):8.1f} {p99:8.1f}  {verdict}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--participants", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--postgres", help="a PostgreSQL server URL: a fresh database is made there and dropped")
+    args = parser.parse_args(argv)
+    os.environ["LEVELUP_ADMIN_KEY"] = ADMIN_KEY
+    with tempfile.TemporaryDirectory(prefix="levelup-bench-web-") as folder:
+        url, admin_engine, name = f"sqlite:///{folder}/bench.db", None, ""
+        if args.postgres:
+            admin_engine = create_engine(
+                make_url(args.postgres).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+            )
+            name = f"bench_web_{uuid.uuid4().hex[:10]}"
+            with admin_engine.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+            url = make_url(args.postgres).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+        runtime = Runtime.from_url(url)
+        try:
+            with TestClient(create_app(runtime)) as client:
+                started = time.perf_counter()
+                load(client, args.participants)
+                took = time.perf_counter() - started
+                print(f"{runtime.db.dialect}, {args.participants:,} participants loaded in {took:.0f} s")
+                measure(client, links(client, args.participants), args.samples)
+        finally:
+            runtime.db.dispose()
+            if admin_engine is not None:
+                with admin_engine.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin_engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
