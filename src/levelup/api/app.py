@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Literal
@@ -83,13 +84,24 @@ async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _jobs_forever(runtime: Runtime, every: float) -> None:
-    while True:
-        logs.REQUEST_ID.set(f"jobs-{logs.new_id()}")  # the run's log lines share an id, as a request's do
-        try:  # each job and program is isolated inside; this catches what stops them all (the database down)
-            await run_in_threadpool(jobs.run, runtime)
-        except Exception:  # a failed run is retried next time; the loop must not die
-            logger.exception("the periodic jobs failed")
-        await asyncio.sleep(every)
+    """Run the jobs on the clock's multiples of ``every``, so every worker's tick starts together and
+    one of them does each job (:class:`levelup.jobs.registry.Turns`, kept until the next tick)."""
+    held: jobs.Turns | None = None
+    try:
+        while True:
+            logs.REQUEST_ID.set(f"jobs-{logs.new_id()}")  # the run's log lines share an id, as a request's do
+            turns = jobs.Turns(runtime, tick=str(int(time.time() // every)))
+            try:  # each job and program is isolated inside; this catches what stops them all (the database down)
+                if held is not None:
+                    await run_in_threadpool(held.close)
+                held = turns
+                await run_in_threadpool(jobs.run, runtime, turns=turns)
+            except Exception:  # a failed run is retried next time; the loop must not die
+                logger.exception("the periodic jobs failed")
+            await asyncio.sleep(every - time.time() % every)
+    finally:
+        if held is not None:
+            held.close()
 
 
 def create_app(

@@ -3,7 +3,8 @@
 A job is a function ``(runtime, *, now, program_keys) -> result``: idempotent, safe on several
 workers at once, and bounded to the programs it is given. :func:`run` hands it one program at a
 time, so a program whose data makes a job fail is logged and reported, and the other programs
-(and the other jobs) still run.
+(and the other jobs) still run. When every worker runs the jobs, :class:`Turns` has one of them
+do each (job, program) a tick and the others skip it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from sqlalchemy import Connection, text
+
 from levelup.challenges.closing import Closed, close_periods
 from levelup.errors import NotFound
 from levelup.ledger import expiry
+from levelup.observability.metrics import JOB_RUNS
 from levelup.programs import service as programs
 from levelup.referrals.service import pay_due
 from levelup.runtime import Runtime
@@ -125,9 +129,12 @@ def run(
     *,
     now: dt.datetime | None = None,
     program_keys: Iterable[str] | None = None,
+    turns: Turns | None = None,
 ) -> list[Ran]:
     """Run the jobs ``names`` (default: all, in registry order) for every program (or ``program_keys``),
-    one program at a time. An unknown job or program is refused (:class:`NotFound`) before anything runs."""
+    one program at a time; a (job, program) whose turn another worker has (see :class:`Turns`; by default
+    turns for this run alone) is skipped, and left out of the result. An unknown job or program is refused
+    (:class:`NotFound`) before anything runs."""
     unknown = [n for n in names or () if n not in BY_NAME]
     if unknown:
         raise NotFound(f"no job {unknown[0]!r} (jobs: {', '.join(BY_NAME)})")
@@ -135,7 +142,60 @@ def run(
     now = now or dt.datetime.now(dt.UTC)
     with runtime.db.read() as connection:
         keys = [p.key for p in programs.selected(connection, program_keys)]
-    return [_run_one(runtime, job, key, now) for job in jobs for key in keys]
+    mine = turns or Turns(runtime)
+    done: list[Ran] = []
+    try:
+        for job in jobs:
+            for key in keys:
+                if mine.take(job.name, key):
+                    done.append(_run_one(runtime, job, key, now))
+                else:
+                    JOB_RUNS.labels(job.name, "skipped").inc()
+    finally:
+        if turns is None:
+            mine.close()
+    return done
+
+
+# Session advisory locks: the first key names the lock space (per schema, as tests share a server), the
+# second the (job, program, tick). Two int4 keys never meet the one-bigint keys of the scoring lock.
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(hashtext('levelup.job:' || current_schema()), hashtext(:turn))")
+
+
+class Turns:
+    """Which (job, program) this worker does in one tick, when several workers run the same jobs.
+
+    On PostgreSQL a worker takes a session advisory lock per (job, program, tick), tried and never
+    waited for: whoever holds it does the job, the others skip it. The locks stay held until
+    :meth:`close`, which the server's loop calls only when the next tick starts: a worker still
+    busy with its tick finds the pairs another already did held, not free to do twice. The
+    CLI's one-off run uses no tick and closes its turns when the run ends. On SQLite (one process)
+    every turn is ours.
+    """
+
+    def __init__(self, runtime: Runtime, tick: str = "") -> None:
+        self.runtime = runtime
+        self.tick = tick
+        self._connection: Connection | None = None  # holds the locks; taken on first use
+
+    def take(self, job: str, key: str) -> bool:
+        if self.runtime.db.is_sqlite:
+            return True
+        if self._connection is None:
+            self._connection = self.runtime.db.engine.connect()
+        held = bool(self._connection.execute(_TRY_LOCK, {"turn": f"{job}:{key}:{self.tick}"}).scalar())
+        self._connection.commit()  # a session lock outlives the transaction; the connection stays ours
+        return held
+
+    def close(self) -> None:
+        """Let the turns go (before the connection goes back to the pool, which would keep them)."""
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._connection.commit()
+            finally:
+                self._connection.close()
+                self._connection = None
 
 
 def _run_one(runtime: Runtime, job: Job[R], key: str, now: dt.datetime) -> Ran:
@@ -146,5 +206,6 @@ def _run_one(runtime: Runtime, job: Job[R], key: str, now: dt.datetime) -> Ran:
         ran = Ran(job.name, key, error=f"{type(exc).__name__}: {exc}")
     else:
         ran = Ran(job.name, key, job.count(result), tuple(job.lines(result)))
+    JOB_RUNS.labels(job.name, "failed" if ran.error else "done").inc()
     HISTORY.record(ran)
     return ran
