@@ -107,7 +107,8 @@ async def read_body(request: Request, *, yaml_ok: bool = False) -> Any:
 
 class BoundedRequests:
     """Refuses, before any route runs, what no route accepts: a NUL character in the path or the query
-    string (no database stores it), and a body larger than :data:`MAX_BODY_BYTES` on every route."""
+    string (no database stores it), an encoded "/" in the path, and a body larger than
+    :data:`MAX_BODY_BYTES` on every route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -147,6 +148,8 @@ def _refusal(scope: Scope) -> LevelupError | None:
     raw_path = scope.get("raw_path") or scope["path"].encode()
     if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope["path"]:
         return Invalid("invalid path", errors=[FieldError("(path)", "contains a NUL character")])
+    if b"%2f" in raw_path.lower():  # no id holds a "/": decoded, it would name another route (or redirect)
+        return Invalid("invalid path", errors=[FieldError("(path)", 'an id contains "/"')])
     query: bytes = scope.get("query_string", b"")
     if b"\x00" in query or b"%00" in query:
         return Invalid("invalid query string", errors=[FieldError("(query)", "contains a NUL character")])
