@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -17,7 +19,7 @@ from levelup.api.app import create_app
 from levelup.jobs import registry as jobs
 from levelup.observability import logs
 from levelup.runtime import Runtime
-from tests.conftest import event
+from tests.conftest import ROOT, event
 
 EVENTS = "/api/v1/programs/{program}/events"
 
@@ -133,3 +135,15 @@ def test_a_run_of_the_jobs_logs_under_an_id_of_its_own_from_its_worker_threads(
             time.sleep(0.05)
             found = [line for line in lines(json_logs) if line["message"] == "working"]
     assert all(str(line["request_id"]).startswith("jobs-") for line in found)
+
+
+def test_the_grafana_dashboard_queries_only_metrics_levelup_exports() -> None:
+    dashboard = orjson.loads((ROOT / "docs" / "grafana-dashboard.json").read_bytes())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for e in exprs for name in re.findall(r"levelup_\w+", e)}
+    exported = {family.name for family in REGISTRY.collect()} | {
+        f"{family.name}_total" for family in REGISTRY.collect() if family.type == "counter"
+    }
+    assert used and used <= exported, used - exported
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
