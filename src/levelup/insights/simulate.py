@@ -20,6 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -56,6 +57,7 @@ MAX_WINDOW = dt.timedelta(days=3660)  # ten years: a window is bounded like ever
 Progress = Callable[[int], None]
 
 
+@lru_cache(maxsize=4096)
 def _grain(period: str) -> str | None:
     try:
         return grain_of(period)
@@ -97,7 +99,9 @@ class Scenario:
             elif c.start and c.end:
                 self.exact[c.metric].add(range_key(c.start, c.end))
         self.currency_boards = {
-            b.key: self._span(b) for b in doc.leaderboards if b.currency is not None and b.window != "all"
+            b.key: (b.currency, *self._span(b))
+            for b in doc.leaderboards
+            if b.currency is not None and b.window != "all"
         }
 
     def _closed_here(self) -> list[Challenge]:
@@ -156,8 +160,7 @@ class Scenario:
                 values = into.setdefault((m.metric, m.period), {})
                 subject = m.team or who
                 values[subject] = values.get(subject, 0.0) + m.delta
-        for board, (start, end) in self.currency_boards.items():
-            currency = next(b.currency for b in self.program.doc.leaderboards if b.key == board)
+        for board, (currency, start, end) in self.currency_boards.items():
             for e in effects.ledger:
                 if e.currency == currency and e.kind in EARNING_KINDS and start <= e.at < end:
                     values_ = self.earned.setdefault(board, {})

@@ -1,0 +1,170 @@
+"""Simulation benchmark: events/s of ``levelup simulate`` over N stored events, next to a floor.
+
+It stores N generated events (the stream of ``workload.generate``, through ``ingest``, untimed) in
+acme-sales, then, in the same run and process:
+
+1. the **floor**: reading the same events from the database in ingestion order, as the simulation
+   reads them (``replay.stored_events``: the same query, chunks, a server-side cursor on PostgreSQL),
+   without scoring;
+2. the **simulation**: :func:`levelup.insights.simulate.run` with a draft doubling every XP award, so
+   every event is scored twice (the document in force and the draft), then the periods closed and the
+   report built.
+
+It prints events/s of each, the time extrapolated to 1,000,000 events (linear: the work is per event,
+the memory per participant) and, with ``--profile``, the cProfile top functions of the simulation.
+It never asserts: the target (1,000,000 events in under 60 s, issue 12) is reported, not enforced.
+
+    python bench/simulate.py                                  # 100,000 events on SQLite
+    python bench/simulate.py --events 20000 --profile
+    python bench/simulate.py --keep /tmp/sim.db --events 1000000   # load once, rerun on the same file
+    python bench/simulate.py --database postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+
+from ingest import (
+    DEFAULT_POSTGRES,
+    PROGRAM_FILE,
+    PROGRAM_KEY,
+    _postgres_engine,
+    _schema_url,
+    load,
+    peak_rss_mb,
+    postgres_unreachable,
+    print_profile,
+    setup,
+)
+from levelup.events.ingest import batches, ingest
+from levelup.events.replay import stored_events
+from levelup.insights import simulate as sim
+from levelup.programs import service as programs
+from levelup.programs.document import ProgramDocument
+from levelup.programs.validation import load_document
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+from workload import START, generate
+
+WINDOW = (START - dt.timedelta(days=1), START + dt.timedelta(days=400))  # every generated event
+MILLION = 1_000_000
+
+
+def stored(runtime: Runtime) -> int:
+    with runtime.db.read() as connection:
+        try:
+            record = programs.find(connection, PROGRAM_KEY)
+        except Exception:
+            return 0
+        return int(connection.execute(select(func.count()).where(t.events.c.program_id == record.id)).scalar_one())
+
+
+def fill(url: str, args: argparse.Namespace) -> Runtime:
+    """The database with N events stored (kept from an earlier run with --keep when it holds them)."""
+    runtime = Runtime.from_url(url)
+    have = stored(runtime)
+    if have >= args.events:
+        print(f"  reusing {have:,} stored events", flush=True)
+        return runtime
+    if have:
+        sys.exit(f"the database holds {have:,} events, fewer than --events: use another --keep file")
+    runtime.db.dispose()
+    runtime = setup(url, args.participants)
+    started = time.perf_counter()
+    for i, batch in enumerate(batches(generate(args.events, args.participants), 1000)):
+        ingest(runtime, PROGRAM_KEY, batch)
+        if i % 100 == 99:
+            print(f"  stored {(i + 1) * 1000:,} events ({time.perf_counter() - started:,.0f} s)", flush=True)
+    print(f"  stored {args.events:,} events in {time.perf_counter() - started:,.1f} s (untimed)", flush=True)
+    return runtime
+
+
+def draft() -> ProgramDocument:
+    body = load_document(PROGRAM_FILE.read_bytes()).model_dump(mode="json", by_alias=True, exclude_none=True)
+    for rule in body["rules"]:
+        rule["award"] = {c: f"2 * ({a})" if c == "xp" else a for c, a in rule["award"].items()}
+    return ProgramDocument.model_validate(body)
+
+
+def floor(runtime: Runtime) -> tuple[int, float]:
+    started = time.perf_counter()
+    with runtime.db.read() as connection:
+        record = programs.find(connection, PROGRAM_KEY)
+        n = sum(1 for _ in stored_events(connection, record.id, start=WINDOW[0], end=WINDOW[1]))
+    return n, time.perf_counter() - started
+
+
+def bench(url: str, args: argparse.Namespace) -> None:
+    runtime = fill(url, args)
+    n, read_s = floor(runtime)
+    profiler = cProfile.Profile() if args.profile else None
+    started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    report = sim.run(runtime, PROGRAM_KEY, draft(), *WINDOW)
+    if profiler is not None:
+        profiler.disable()
+    sim_s = time.perf_counter() - started
+    runtime.db.dispose()
+    assert report["window"]["events"] == n
+    print(f"\n  {n:,} events, {len(report['current']['participants']):,} participants, {load()}")
+    print(f"  floor (read the events, no scoring): {read_s:7.2f} s  {n / read_s:10,.0f} events/s")
+    print(f"  simulation (two documents scored):   {sim_s:7.2f} s  {n / sim_s:10,.0f} events/s")
+    print(f"  per document (simulation - floor)/2: {(sim_s - read_s) / 2:7.2f} s")
+    print(
+        f"  1,000,000 events, extrapolated: floor {read_s * MILLION / n:,.0f} s, "
+        f"simulation {sim_s * MILLION / n:,.0f} s (target 60 s); peak RSS {peak_rss_mb():,.0f} MB"
+    )
+    if profiler is not None:
+        print_profile(profiler, args.profile_top, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000, help="events stored and simulated (default 100,000)")
+    parser.add_argument("--participants", type=int, default=1_000, help="participants (default 1,000)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--postgres", default=os.environ.get("LEVELUP_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
+    parser.add_argument("--keep", type=Path, help="SQLite file to load once and reuse (default: a temporary one)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the simulation (slows it down)")
+    parser.add_argument("--profile-top", type=int, default=25)
+    args = parser.parse_args()
+    print(
+        f"Levelup simulation benchmark: {args.events:,} events, {args.participants:,} participants, "
+        f"{args.database}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {load()}",
+        flush=True,
+    )
+    if args.database == "sqlite":
+        if args.keep:
+            bench(f"sqlite:///{args.keep}", args)
+            return
+        with tempfile.TemporaryDirectory(prefix="levelup-bench-") as directory:
+            bench(f"sqlite:///{Path(directory) / 'sim.db'}", args)
+        return
+    reason = postgres_unreachable(args.postgres)
+    if reason:
+        sys.exit(f"PostgreSQL unreachable: {reason}")
+    schema = f"bench_sim_{uuid.uuid4().hex[:10]}"
+    admin = _postgres_engine(args.postgres)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        bench(_schema_url(args.postgres, schema), args)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
