@@ -622,3 +622,16 @@ cases = Table(
     Index("ix_cases_program", "program_id", "status", "id"),
     Index("ix_cases_participant", "participant_id", "id"),
 )
+
+# An admin studio session: an admin key exchanged for a cookie whose secret is stored hashed (id). The key's
+# id, role and programs are copied at sign-in; a session of a stored key ends when that key is revoked.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("programs", JSON, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+)

@@ -8,13 +8,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from levelup.web import participant, tv
+from levelup.web import admin, participant, tv
 
 STATIC = Path(__file__).parent / "static"
 
 
 def mount(app: FastAPI) -> None:
-    """The pages' routers and their static assets (``/static/web/…``)."""
+    """The pages' routers (participant and TV links, the admin studio) and their assets (``/static/web/…``)."""
     app.include_router(tv.router)
     app.include_router(participant.router)
+    app.include_router(admin.router)
     app.mount("/static/web", StaticFiles(directory=STATIC), name="web-static")

@@ -64,11 +64,11 @@ def csrf_token(secret: str) -> str:
     return hmac.new(secret.encode(), b"levelup-form", hashlib.sha256).hexdigest()
 
 
-async def form(request: Request, secret: str) -> dict[str, str]:
-    """The posted form's fields, once its CSRF token is proven (403 otherwise)."""
+async def form(request: Request, secret: str, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """The posted form's fields (at most ``limit`` bytes), once its CSRF token is proven (403 otherwise)."""
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise Invalid("form too large", errors=[FieldError("(body)", f"at most {MAX_FORM_BYTES} bytes")])
+    if len(body) > limit:
+        raise Invalid("form too large", errors=[FieldError("(body)", f"at most {limit} bytes")])
     fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if not hmac.compare_digest(fields.get("csrf", "").encode(), csrf_token(secret).encode()):
         raise Forbidden("this form is out of date or came from another site: reload the page and try again")

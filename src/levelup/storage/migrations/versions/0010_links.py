@@ -1,11 +1,12 @@
-"""web pages: signed links and participants' cases
+"""web pages: signed links, participants' cases, admin studio sessions
 
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-02 14:05:00
 
 A link stores the hash of its secret only; a case is a participant's "something is missing" and the
-admin's answer (a reply, and the adjustment's ledger entry when there is one).
+admin's answer (a reply, and the adjustment's ledger entry when there is one); an admin session the hash of
+its cookie's secret.
 """
 
 import sqlalchemy as sa
@@ -71,8 +72,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_cases_program", "cases", ["program_id", "status", "id"])
     op.create_index("ix_cases_participant", "cases", ["participant_id", "id"])
+    op.create_table(
+        "admin_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("key_id", sa.String(length=32), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("programs", sa.JSON(), nullable=False),
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.Column("expires_at", Timestamp, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_sessions")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("admin_sessions")
     op.drop_table("cases")
     op.drop_table("links")

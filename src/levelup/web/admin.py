@@ -1,0 +1,279 @@
+"""The admin studio (``/admin``, WEB.md): an admin key exchanged for a session cookie (HttpOnly,
+SameSite=Strict, path /admin), every form carrying a CSRF token derived from the session's secret.
+
+A program's page: the document in force in an editor checked as you type (the API's own validation, each
+error at its line), the diff against the version in force, apply; open cases to answer (a reply, or an
+adjustment); pending redemptions to fulfil or cancel; the program's links to make and revoke."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from levelup.cases import service as cases
+from levelup.errors import LevelupError, Unauthorized
+from levelup.keys.service import Principal, authenticate
+from levelup.links import service as links
+from levelup.programs import service as programs
+from levelup.programs.validation import MAX_DOCUMENT_BYTES, load_document
+from levelup.rewards import service as rewards
+from levelup.runtime import Runtime
+from levelup.web import editor, sessions
+from levelup.web.render import MAX_FORM_BYTES, PageRoute, csrf_token, form, page, whole
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+Notice = Annotated[str | None, Query(max_length=300)]
+FORM_LIMIT = 2 * MAX_DOCUMENT_BYTES  # a document, URL-encoded
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _secret(request: Request) -> str:
+    return request.cookies.get(sessions.COOKIE, "")
+
+
+async def _principal(request: Request) -> Principal | None:
+    runtime, secret = _runtime(request), _secret(request)
+
+    def find() -> Principal | None:
+        with runtime.db.read() as connection:
+            return sessions.find(connection, secret)
+
+    return await run_in_threadpool(find) if secret else None
+
+
+async def _admin(request: Request, program: str | None = None) -> Principal:
+    """The signed-in admin, allowed on ``program``; 401 (the sign-in page) without a live session."""
+    principal = await _principal(request)
+    if principal is None:
+        raise Unauthorized("sign in with an admin key first")
+    principal.require("admin", program)
+    return principal
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def studio(request: Request, notice: Notice = None) -> HTMLResponse:
+    """The programs this admin may change, or the sign-in form."""
+    principal = await _principal(request)
+    if principal is None:
+        return page("admin_signin.html", notice=notice)
+    runtime = _runtime(request)
+
+    def read() -> list[programs.ProgramRecord]:
+        with runtime.db.read() as connection:
+            return [p for p in programs.selected(connection) if principal.can("admin", p.key)]
+
+    listed = await run_in_threadpool(read)
+    return page("admin_programs.html", programs=listed, csrf=csrf_token(_secret(request)), notice=notice)
+
+
+@router.post("/admin/sign-in")
+async def sign_in(request: Request) -> Response:
+    body = (await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace")
+    key = dict(parse_qsl(body)).get("key", "").strip()
+    runtime = _runtime(request)
+
+    def start() -> str:
+        with runtime.db.write() as connection:
+            principal = authenticate(connection, key or None, os.environ.get("LEVELUP_ADMIN_KEY"))
+            return sessions.start(connection, principal)
+
+    try:
+        secret = await run_in_threadpool(start)
+    except LevelupError:
+        return page("admin_signin.html", 401, notice="That key does not open the studio: an admin key is needed.")
+    response = RedirectResponse("/admin", status_code=303)
+    response.set_cookie(
+        sessions.COOKIE,
+        secret,
+        max_age=int(sessions.LIFETIME.total_seconds()),
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/admin/sign-out")
+async def sign_out(request: Request) -> Response:
+    await _admin(request)
+    await form(request, _secret(request))
+    runtime, secret = _runtime(request), _secret(request)
+
+    def end() -> None:
+        with runtime.db.write() as connection:
+            sessions.end(connection, secret)
+
+    await run_in_threadpool(end)
+    response = RedirectResponse("/admin", status_code=303)
+    response.delete_cookie(sessions.COOKIE, path="/admin")
+    return response
+
+
+def _program_page(runtime: Runtime, program: str) -> dict[str, Any]:
+    with runtime.db.read() as connection:
+        record = programs.find(connection, program)
+        return {
+            "record": record,
+            "document": editor.as_yaml(programs.document_of(connection, record)),
+            "cases": cases.listed(connection, record),
+            "redemptions": rewards.list_redemptions(connection, record, status="pending")["redemptions"],
+            "links": links.listed(connection, record),
+            "currencies": [c.key for c in runtime.programs.compiled(connection, record).doc.currencies],
+        }
+
+
+@router.get("/admin/p/{program}", response_class=HTMLResponse)
+async def program_page(program: str, request: Request, notice: Notice = None) -> HTMLResponse:
+    await _admin(request, program)
+    read = await run_in_threadpool(_program_page, _runtime(request), program)
+    return page("admin_program.html", **read, draft=read["document"], errors=[], diff="", **_context(request, notice))
+
+
+def _back(program: str, notice: str) -> RedirectResponse:
+    """Post, redirect, get: back to the program's page, saying what was done."""
+    return RedirectResponse(f"/admin/p/{program}?" + urlencode({"notice": notice}), status_code=303)
+
+
+def _context(request: Request, notice: str | None) -> dict[str, Any]:
+    return {"csrf": csrf_token(_secret(request)), "notice": notice, "made": None}
+
+
+@router.post("/admin/p/{program}/check")
+async def check(program: str, request: Request) -> JSONResponse:
+    """The draft's errors at their lines and its diff against the version in force, as the editor types."""
+    await _admin(request, program)
+    fields = await form(request, _secret(request), FORM_LIMIT)
+    runtime = _runtime(request)
+
+    def current() -> str:
+        with runtime.db.read() as connection:
+            return editor.as_yaml(programs.document_of(connection, programs.find(connection, program)))
+
+    draft = fields.get("document", "")
+    errors = await run_in_threadpool(editor.check, draft, program)
+    return JSONResponse({"errors": errors, "diff": editor.diff(await run_in_threadpool(current), draft)})
+
+
+@router.post("/admin/p/{program}/apply", response_class=HTMLResponse)
+async def apply(program: str, request: Request) -> Response:
+    principal = await _admin(request, program)
+    fields = await form(request, _secret(request), FORM_LIMIT)
+    runtime, draft = _runtime(request), fields.get("document", "")
+    errors = await run_in_threadpool(editor.check, draft, program)
+    if errors:
+        read = await run_in_threadpool(_program_page, runtime, program)
+        return page(
+            "admin_program.html",
+            422,
+            **read | {"draft": draft, "errors": errors, "diff": editor.diff(read["document"], draft)},
+            **_context(request, "Not applied: fix the errors below."),
+        )
+
+    def write() -> tuple[programs.ProgramRecord, bool]:
+        with runtime.db.write() as connection:
+            return programs.apply(connection, load_document(draft, program=program), actor=principal.key_id)
+
+    record, changed = await run_in_threadpool(write)
+    said = f"Applied: version {record.version} is in force." if changed else "Nothing changed: the same document."
+    return _back(program, said)
+
+
+@router.post("/admin/p/{program}/cases/{case_id}")
+async def answer_case(program: str, case_id: int, request: Request) -> Response:
+    principal = await _admin(request, program)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    amount = whole(fields, "amount", low=-(10**12), high=10**12) if fields.get("amount", "").strip() else None
+    status: cases.Answer = "declined" if fields.get("decision") == "decline" else "resolved"
+
+    def write() -> None:
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            cases.answer(
+                connection,
+                record,
+                runtime.programs.compiled(connection, record),
+                case_id,
+                status=status,
+                reply=fields.get("reply", ""),
+                actor=principal.key_id,
+                currency=fields.get("currency") or None,
+                amount=amount,
+            )
+
+    await run_in_threadpool(write)
+    return _back(program, f"Case {case_id} {status}.")
+
+
+@router.post("/admin/p/{program}/redemptions/{redemption_id}")
+async def move_redemption(program: str, redemption_id: int, request: Request) -> Response:
+    await _admin(request, program)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    move = rewards.fulfil if fields.get("action") == "fulfil" else rewards.cancel
+
+    def write() -> str:
+        with runtime.db.write() as connection:
+            return str(move(connection, programs.find(connection, program), redemption_id)["status"])
+
+    status = await run_in_threadpool(write)
+    return _back(program, f"Redemption {redemption_id} {status}.")
+
+
+@router.post("/admin/p/{program}/links", response_class=HTMLResponse)
+async def make_link(program: str, request: Request) -> HTMLResponse:
+    """A new link, shown on the page this once."""
+    await _admin(request, program)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    kind: links.Kind = "participant" if fields.get("kind") == "participant" else "tv"
+    days = whole(fields, "days", low=1, high=366)
+
+    def write() -> dict[str, Any]:
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            return links.create(
+                connection,
+                record,
+                runtime.programs.compiled(connection, record),
+                kind=kind,
+                participant=fields.get("participant", "").strip() or None,
+                expires_in=days * 86400,
+                options=links.TvOptions(top=whole(fields, "top", low=1, high=50)) if kind == "tv" else None,
+            )
+
+    made = await run_in_threadpool(write)
+    read = await run_in_threadpool(_program_page, runtime, program)
+    base = str(request.base_url).rstrip("/")
+    return page(
+        "admin_program.html",
+        **read,
+        draft=read["document"],
+        errors=[],
+        diff="",
+        **_context(request, None) | {"made": base + links.page_path(program, kind, made["token"])},
+    )
+
+
+@router.post("/admin/p/{program}/links/{link_id}/revoke")
+async def revoke_link(program: str, link_id: str, request: Request) -> Response:
+    await _admin(request, program)
+    await form(request, _secret(request))
+    runtime = _runtime(request)
+
+    def write() -> None:
+        with runtime.db.write() as connection:
+            links.revoke(connection, programs.find(connection, program), link_id)
+
+    await run_in_threadpool(write)
+    return _back(program, f"Link {link_id} revoked.")

@@ -1,0 +1,98 @@
+"""The admin studio: an admin key for a session cookie (HttpOnly, SameSite=Strict), a CSRF token on every
+form, rights as the API's (a key's programs), the editor's errors at their line, apply, cases, redemptions, links."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from fastapi.testclient import TestClient
+
+from levelup.web.render import csrf_token
+from tests.conftest import ADMIN_KEY
+from tests.web.conftest import Game, P
+from tests.web.test_pages import at, text
+
+
+def sign_in(client: TestClient, key: str = ADMIN_KEY) -> str:
+    """Signs in; returns the CSRF token of the studio's forms."""
+    response = client.post("/admin/sign-in", data={"key": key}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/admin" in cookie
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/admin").text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_only_an_admin_key_opens_the_studio_and_only_its_programs(game: Game) -> None:
+    client = game.client
+    assert "Admin key" in client.get("/admin").text  # the sign-in form
+    assert client.get("/admin/p/acme-sales").status_code == 401
+    assert client.post("/admin/sign-in", data={"key": "nope"}).status_code == 401
+    reader = client.post("/api/v1/keys", json={"role": "read", "programs": ["*"]}, headers=game.admin).json()["key"]
+    assert client.post("/admin/sign-in", data={"key": reader}).status_code == 401
+    other = client.post("/api/v1/keys", json={"role": "admin", "programs": ["other"]}, headers=game.admin).json()
+    sign_in(client, other["key"])
+    assert "acme-sales" not in client.get("/admin").text
+    assert client.get("/admin/p/acme-sales").status_code == 403
+    assert client.delete(f"/api/v1/keys/{other['id']}", headers=game.admin).status_code == 204
+    assert "Admin key" in client.get("/admin").text  # a revoked key's session is over
+
+
+def test_every_studio_form_needs_the_csrf_token(game: Game) -> None:
+    csrf = sign_in(game.client)
+    document = game.client.get(f"{P}", headers=game.admin).json()
+    for path in ("/apply", "/links", "/cases/1", "/redemptions/1", "/check"):
+        assert game.client.post(f"/admin/p/acme-sales{path}", data={"document": str(document)}).status_code == 403
+    assert game.client.post("/admin/sign-out", data={"csrf": "0" * 64}).status_code == 403
+    assert game.client.post("/admin/sign-out", data={"csrf": csrf}).status_code == 200  # redirected to sign in
+    assert "Admin key" in game.client.get("/admin").text
+
+
+def test_the_editor_shows_errors_at_their_line_and_applies_a_fixed_document(game: Game) -> None:
+    csrf = sign_in(game.client)
+    page = game.client.get("/admin/p/acme-sales").text
+    found = re.search(r'<textarea id="document"[^>]*>(.*?)</textarea>', page, re.S)
+    assert found is not None
+    document = html.unescape(found.group(1))
+    broken = document.replace("per: day", "per: fortnight", 1)
+    line = broken.splitlines().index(next(x for x in broken.splitlines() if "fortnight" in x)) + 1
+    checked = game.client.post("/admin/p/acme-sales/check", data={"csrf": csrf, "document": broken}).json()
+    assert [(e["path"], e["line"]) for e in checked["errors"]] == [("rules[0].cap.per", line)]
+    assert "-    per: day" in checked["diff"] and "+    per: fortnight" in checked["diff"]
+    refused = game.client.post("/admin/p/acme-sales/apply", data={"csrf": csrf, "document": broken})
+    assert refused.status_code == 422 and f"Line {line}:" in text(refused.text)
+    assert game.client.get(P, headers=game.admin).json()["version"] == 1
+    fixed = broken.replace("per: fortnight", "per: week")
+    assert game.client.post("/admin/p/acme-sales/check", data={"csrf": csrf, "document": fixed}).json()["errors"] == []
+    applied = game.client.post("/admin/p/acme-sales/apply", data={"csrf": csrf, "document": fixed})
+    assert "Applied: version 2 is in force." in text(applied.text)
+    assert game.client.get(P, headers=game.admin).json()["document"]["rules"][0]["cap"]["per"] == "week"
+
+
+def test_cases_redemptions_and_links_from_the_studio(game: Game) -> None:
+    dana = game.dana
+    body = {"message": "I closed D-91 on 20 Nov", "csrf": csrf_token(dana["token"])}
+    game.client.post(at(dana["url"], "me/cases"), data=body)
+    redeem = {"reward": "gift-card-25", "key": "k1", "csrf": csrf_token(dana["token"])}
+    assert game.client.post(at(dana["url"], "store/redeem"), data=redeem).status_code == 200
+    csrf = sign_in(game.client)
+    page = text(game.client.get("/admin/p/acme-sales").text)
+    assert "rep-17 : “I closed D-91 on 20 Nov”" in page and "gift-card-25 for rep-17" in page
+    answer = {"csrf": csrf, "reply": "Added, thanks", "amount": "250", "currency": "coins", "decision": "resolve"}
+    assert "Case 1 resolved." in text(game.client.post("/admin/p/acme-sales/cases/1", data=answer).text)
+    assert "Added, thanks +250 Coins added to your balance" in text(game.client.get(dana["url"]).text)
+    again = game.client.post("/admin/p/acme-sales/cases/1", data=answer)
+    assert again.status_code == 409  # answered once
+    fulfilled = game.client.post("/admin/p/acme-sales/redemptions/1", data={"csrf": csrf, "action": "fulfil"})
+    assert "Redemption 1 fulfilled." in text(fulfilled.text)
+    assert "delivered" in text(game.client.get(at(dana["url"], "store")).text)
+    made = game.client.post(
+        "/admin/p/acme-sales/links", data={"csrf": csrf, "kind": "tv", "top": "3", "days": "7", "participant": ""}
+    )
+    url = re.search(r'id="made-link">([^<]+)<', made.text)
+    assert url is not None and game.client.get(url.group(1)).status_code == 200
+    link_id = url.group(1).split("token=")[1].split(".")[0]
+    revoked = game.client.post(f"/admin/p/acme-sales/links/{link_id}/revoke", data={"csrf": csrf})
+    assert f"Link {link_id} revoked." in text(revoked.text) and game.client.get(url.group(1)).status_code == 404
