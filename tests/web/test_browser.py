@@ -108,3 +108,31 @@ def test_a_participant_redeems_and_sees_the_balance_change(site: tuple[str, Game
     expect(page.locator("#history ~ ul")).to_contain_text("on its way")
     shot(page, "store-redeemed")
     page.close()
+
+
+def test_an_admin_breaks_a_document_sees_the_error_at_its_line_fixes_and_applies_it(
+    site: tuple[str, Game], browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    base, game = site
+    page = browser.new_page(viewport=TV)  # type: ignore[attr-defined]
+    page.goto(f"{base}/admin")
+    page.get_by_label("Admin key").fill(ADMIN_KEY)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="acme-sales").click()
+    editor = page.get_by_label("The document (YAML or JSON), checked as you type")
+    document = editor.input_value()
+    line = next(i for i, text in enumerate(document.splitlines(), 1) if "per: day" in text)
+    editor.fill(document.replace("per: day", "per: fortnight", 1))
+    errors = page.locator("#errors")
+    expect(errors).to_contain_text(f"Line {line}: rules[0].cap.per", timeout=2_000)
+    expect(page.locator("#diff")).to_contain_text("+    per: fortnight")
+    shot(page, "admin-error-at-line")
+    editor.fill(document.replace("per: day", "per: week", 1))
+    expect(errors).to_have_text("No errors.", timeout=2_000)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_have_text("Applied: version 2 is in force.")
+    shot(page, "admin-applied")
+    page.close()
+    assert game.client.get("/api/v1/programs/acme-sales", headers=game.admin).json()["version"] == 2

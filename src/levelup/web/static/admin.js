@@ -28,6 +28,7 @@
       errors.appendChild(list);
     }
     diff.textContent = result.diff || "No change.";
+    diff.closest("details").open = Boolean(result.diff);
   }
 
   function check() {
