@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import yaml
@@ -70,3 +71,111 @@ def test_simulate_is_for_admins_and_says_what_is_wrong(acme: TestClient, admin: 
     assert any(e["path"].startswith("rules[0].award") for e in bad.json()["errors"])
     backwards = {"document": document(acme_text), "from": WINDOW["to"], "to": WINDOW["from"]}
     assert acme.post(f"{P}/simulate", json=backwards, headers=admin).status_code == 422
+
+
+# ---------------------------------------------------------------------------- analytics on a small, hand-computed case
+#
+# Four reps in October 2026 (New York): ann wins 9,000 on Mon 5 and 1,000 on Mon 12, bob 5,000 on the 6th,
+# cat 3,000 on the 7th; dan logs one short call on the 8th (counted, never paid). XP per deal: 100 + amount/100.
+
+OCTOBER = [
+    event("a1", participant="ann", occurred_at="2026-10-05T15:00:00Z", data={"amount": 9000}),
+    event("b1", participant="bob", occurred_at="2026-10-06T15:00:00Z", data={"amount": 5000}),
+    event("c1", participant="cat", occurred_at="2026-10-07T15:00:00Z", data={"amount": 3000}),
+    event("d1", "activity.logged", "dan", occurred_at="2026-10-08T15:00:00Z", data={"kind": "call", "duration_s": 30}),
+    event("a2", participant="ann", occurred_at="2026-10-12T15:00:00Z", data={"amount": 1000}),
+]
+AS_OF = "2026-10-22T15:00:00Z"
+
+
+def october(client: TestClient, admin: dict[str, str]) -> TestClient:
+    for rep, team in (("ann", "east"), ("bob", "east"), ("cat", "west"), ("dan", "west")):
+        client.put(f"{P}/participants/{rep}", json={"name": rep.title(), "teams": [team]}, headers=admin)
+    send(client, admin, OCTOBER)
+    return client
+
+
+def get(client: TestClient, admin: dict[str, str], kind: str, **query: Any) -> dict[str, Any]:
+    response = client.get(f"{P}/insights/{kind}", params=query, headers=admin)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_fairness_of_revenue_in_october(acme: TestClient, admin: dict[str, str]) -> None:
+    body = get(october(acme, admin), admin, "fairness", metric="revenue", period="2026-10")
+    # active: ann 10,000, bob 5,000, cat 3,000, dan 0 → Gini 2·(0 + 2·3,000 + 3·5,000 + 4·10,000)/(4·18,000) − 5/4
+    assert (body["participants"], body["gini"], body["top10_share"]) == (4, 0.4444, 0.5556)
+    assert body["sentence"].startswith("the top 10% (1 of 4 active) earned 56% of the revenue in 2026-10; Gini 0.44")
+    assert body["teams"] == [
+        {"team": "east", "participants": 2, "gini": 0.1667, "top10_share": 0.6667},
+        {"team": "west", "participants": 2, "gini": 0.5, "top10_share": 1.0},
+    ]
+    assert body["top3"]["periods"][-1] == {"period": "2026-10", "top": ["ann", "bob", "cat"]}
+    assert body["top3"]["repeat_share"] == 0.0
+    assert body["never_rewarded"] | {"sentence": ""} == {
+        "participants": 4,
+        "never_rewarded": 1,
+        "share": 0.25,
+        "sentence": "",
+    }
+    assert body["inflation"]["months"][-1] == {
+        "month": "2026-10",
+        "events": 5,
+        "per_event": {"xp": 116.0, "coins": 3.6},
+    }
+    assert {(b["badge"], b["grade"], b["holders"]) for b in body["badges"]} == {
+        ("top-closer", "Bronze", 0),
+        ("top-closer", "Gold", 0),
+        ("hot-week", "Hot", 0),
+    }
+    xp = get(acme, admin, "fairness", currency="xp", period="2026-10")  # 300, 150, 130, 0
+    assert (xp["gini"], xp["top10_share"]) == (round(2 * (2 * 130 + 3 * 150 + 4 * 300) / (4 * 580) - 5 / 4, 4), 0.5172)
+
+
+def test_fairness_refuses_what_it_cannot_answer(acme: TestClient, admin: dict[str, str]) -> None:
+    for query in (
+        {"period": "2026-10"},
+        {"period": "2026-13", "metric": "revenue"},
+        {"period": "2026-10", "metric": "revenue", "currency": "xp"},
+        {"period": "2026-10", "metric": "deals_won"},
+    ):
+        assert acme.get(f"{P}/insights/fairness", params=query, headers=admin).status_code == 422, query
+
+
+def test_engagement_by_week(acme: TestClient, admin: dict[str, str]) -> None:
+    window = {"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+    body = get(october(acme, admin), admin, "engagement", grain="week", **window)
+    assert body["periods"] == [
+        {"period": "2026-W41", "active": 4, "events": 4, "awards": 6, "awards_per_active": 1.5, "earned_nothing": 0.25},
+        {"period": "2026-W42", "active": 1, "events": 1, "awards": 2, "awards_per_active": 2.0, "earned_nothing": 0.0},
+    ]
+    assert (body["active"], body["earned_nothing"]) == (4, 0.25)
+    assert body["retention"] == [{"cohort": "2026-W41", "participants": 4, "active_share": [1.0, 0.25]}]
+    assert body["first_award"] == {"newcomers": 4, "awarded": 3, "median_days": 0.0}
+    assert {c["challenge"]: c["completed_by"] for c in body["challenges"]} == {
+        "five-a-week": 0,
+        "east-quarter": 0,
+        "october-blitz": 0,
+    }
+    assert body["sentence"].startswith("4 participants were active; 25% of them earned nothing")
+
+
+def test_segments_and_churn(acme: TestClient, admin: dict[str, str]) -> None:
+    body = get(october(acme, admin), admin, "segments", as_of=AS_OF)
+    # recency 10, 16, 15 days; frequency 2, 1, 1; revenue 10,000, 5,000, 3,000 → scores (4,4,4), (1,1,2), (2,1,1)
+    assert body["metric"] == "revenue" and body["participants"] == 3
+    assert {s["name"]: s["participants"] for s in body["segments"] if s["participants"]} == {
+        "Champions": 1,
+        "Lost": 1,
+        "Hibernating": 1,
+    }
+    lost = get(acme, admin, "segments", as_of=AS_OF, segment="Lost")["members"]
+    assert lost == [{"id": "bob", "name": "Bob", "recency_days": 16.0, "frequency": 1, "monetary": 5000.0}]
+    risk = get(acme, admin, "churn", as_of=AS_OF)
+    # ann's usual gap is 7 days (her two events), and the population's median gap for the others
+    expected = [("bob", 16.0), ("cat", 15.0), ("dan", 14.0), ("ann", 10.0)]
+    assert [(r["id"], r["risk"], r["days_since_last"], r["usual_gap_days"]) for r in risk["participants"]] == [
+        (rep, round(1 - math.exp(-days / 7), 4), days, 7.0) for rep, days in expected
+    ]
+    assert acme.get(f"{P}/insights/segments", params={"segment": "Whales"}, headers=admin).status_code == 422

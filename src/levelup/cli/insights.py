@@ -14,6 +14,7 @@ from rich.table import Table
 
 from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console
 from levelup.errors import LevelupError
+from levelup.insights import common
 from levelup.insights import simulate as sim
 from levelup.programs.validation import load_document
 
@@ -32,8 +33,7 @@ def simulate(
     runtime = _runtime(database)
     try:
         draft = load_document(file.read_bytes(), program=program)
-        window = sim.parse_instant(start, "from"), sim.parse_instant(end, "to")
-        sim.check_window(*window)
+        window = common.window(common.parse_instant(start, "from"), common.parse_instant(end, "to"))
         if as_json:
             report = sim.run(runtime, draft.program, draft, *window)
         else:

@@ -33,6 +33,7 @@ from levelup.engine.world import World
 from levelup.errors import FieldError, Invalid
 from levelup.events.replay import CHUNK as CHUNK  # a world's share of the log, as read (tests make it small)
 from levelup.events.replay import as_scored, participant_rows, stored_events
+from levelup.insights.common import window
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import (
     grain_of,
@@ -53,7 +54,6 @@ from levelup.storage import tables as t
 TOP = 10
 MAX_CHANGES = 100
 PERCENTILES = (10, 25, 50, 75, 90, 99)
-MAX_WINDOW = dt.timedelta(days=3660)  # ten years: a window is bounded like every input
 Progress = Callable[[int], None]
 
 
@@ -362,13 +362,6 @@ def _reversed_in(connection: Connection, program_id: int, start: dt.datetime, en
     return set(connection.execute(query).scalars())
 
 
-def check_window(start: dt.datetime, end: dt.datetime) -> None:
-    if start.tzinfo is None or end.tzinfo is None:
-        raise Invalid("times need an offset", errors=[FieldError("from", "RFC 3339 with an offset")])
-    if not start < end <= start + MAX_WINDOW:
-        raise Invalid("bad window", errors=[FieldError("to", f"after from, at most {MAX_WINDOW.days} days after it")])
-
-
 def simulate(
     connection: Connection,
     program: programs.ProgramRecord,
@@ -379,7 +372,7 @@ def simulate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The draft and the document in force scored over the events of [start, end), and what changes."""
-    check_window(start, end)
+    window(start, end)
     if draft.program != program.key:
         raise Invalid("another program", errors=[FieldError("document.program", f"must be {program.key!r}")])
     scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
@@ -474,15 +467,6 @@ def changes(
     for _, pid, c, a, b in sorted(deltas):
         add("participant", pid, a, b, f"{names.get(pid) or pid}: {_signed(b - a)} {label.get(c, c)}")
     return out[:MAX_CHANGES]
-
-
-def parse_instant(text: str, what: str) -> dt.datetime:
-    """An RFC 3339 instant with an offset (a bare date is midnight UTC), for the CLI and the API."""
-    try:
-        found = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise Invalid(f"bad {what}", errors=[FieldError(what, "RFC 3339, e.g. 2026-10-01T00:00:00Z")]) from None
-    return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
 
 
 def run(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import datetime as dt
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from levelup.api.deps import AdminAccess
+from levelup.api.deps import AdminAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.leaderboards import BoardEntry
+from levelup.insights import common, engagement, fairness, segments
 from levelup.insights import simulate as sim
 from levelup.programs.validation import validate_document
 
@@ -99,3 +101,222 @@ def post_simulate(access: AdminAccess, body: SimulateIn) -> Response:
     memory, in one read-only transaction: nothing is written."""
     draft = validate_document(body.document, program=access.key)
     return as_is(Simulation, sim.run(access.runtime, access.key, draft, body.from_, body.to))
+
+
+# ---------------------------------------------------------------------------- analytics (read role)
+
+From = Annotated[AwareDatetime | None, Query(alias="from", description="window start (default: 13 weeks before to)")]
+To = Annotated[AwareDatetime | None, Query(description="window end, exclusive (default: now)")]
+AsOf = Annotated[AwareDatetime | None, Query(description="the instant recency is measured from (default: now)")]
+Limit = Annotated[int, Query(ge=1, le=segments.MAX_LIST)]
+MetricKey = Annotated[str | None, Query(max_length=64)]
+
+
+class Span(Out):
+    from_: str = Field(alias="from")
+    to: str
+
+
+class ActivePeriod(Out):
+    period: str
+    active: int = Field(description="participants with an event in the period")
+    events: int
+    awards: int = Field(description="positive entries paid by play (rules, challenges, prizes, referrals)")
+    awards_per_active: float
+    earned_nothing: float = Field(description="share of the active who were paid nothing in the period")
+
+
+class Cohort(Out):
+    cohort: str = Field(description="the ISO week of the first event")
+    participants: int
+    active_share: list[float] = Field(description="share of the cohort active in week 0, 1, 2… after (up to 12)")
+
+
+class FirstAward(Out):
+    newcomers: int = Field(description="participants whose first event is in the window")
+    awarded: int = Field(description="of them, those paid at least once")
+    median_days: float | None = Field(description="from first event to first award")
+
+
+class ChallengeRate(Out):
+    challenge: str
+    kind: str
+    completed_by: int = Field(description="participants who completed it in the window")
+    rate: float = Field(description="completed_by over the window's active participants")
+    periods_closed: int
+
+
+class Engagement(Out):
+    window: Span
+    grain: Literal["day", "week", "month"]
+    active: int
+    earned_nothing: float = Field(description="share of the active paid nothing in the whole window")
+    periods: list[ActivePeriod]
+    retention: list[Cohort]
+    first_award: FirstAward
+    challenges: list[ChallengeRate]
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/engagement", response_model=Engagement)
+def get_engagement(
+    access: ReadAccess,
+    start: From = None,
+    end: To = None,
+    grain: Literal["day", "week", "month"] = "week",
+) -> Response:
+    """Active participants per day, week or month, awards per active participant, the share who earned
+    nothing, week-over-week retention by cohort, time to the first award, challenge completion rates."""
+    window = common.window(start, end)
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        body = engagement.engagement(connection, record, access.compiled(connection, record), *window, grain)
+    return as_is(Engagement, body)
+
+
+class Shared(Out):
+    participants: int
+    gini: float = Field(description="0: equal shares; 1: one participant has everything")
+    top10_share: float = Field(description="share of the total earned by the top 10% (at least one)")
+
+
+class TeamShared(Shared):
+    team: str
+
+
+class TopOfPeriod(Out):
+    period: str
+    top: list[str]
+
+
+class TopChurn(Out):
+    periods: list[TopOfPeriod]
+    repeat_share: float = Field(description="top-3 places held by someone in the top 3 the period before")
+    sentence: str
+
+
+class Never(Out):
+    participants: int
+    never_rewarded: int
+    share: float
+    sentence: str
+
+
+class InflationMonth(Out):
+    month: str
+    events: int
+    per_event: dict[str, float] = Field(description="per currency: awarded per event")
+
+
+class Inflation(Out):
+    months: list[InflationMonth]
+    sentence: str
+
+
+class Rarity(Out):
+    badge: str
+    grade: str
+    holders: int
+    share: float = Field(description="of everyone who ever played")
+    sentence: str
+
+
+class Fairness(Shared):
+    metric: str | None
+    currency: str | None
+    period: str
+    sentence: str = Field(description='e.g. "the top 10% (4 of 35 active) earned 64% of the XP in 2026-10"')
+    teams: list[TeamShared]
+    top3: TopChurn
+    never_rewarded: Never
+    inflation: Inflation
+    badges: list[Rarity]
+
+
+@router.get("/programs/{program}/insights/fairness", response_model=Fairness)
+def get_fairness(
+    access: ReadAccess,
+    period: Annotated[str, Query(max_length=40, description="2026-10, 2026-W42, 2026-Q4, 2026 or all")],
+    metric: MetricKey = None,
+    currency: MetricKey = None,
+) -> Response:
+    """How a metric or a currency is shared among the period's active participants (overall and per team),
+    who holds the top 3 period after period, who never earns, points per event over time, badge rarity."""
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        compiled = access.compiled(connection, record)
+        body = fairness.fairness(connection, record, compiled, period=period, metric=metric, currency=currency)
+    return as_is(Fairness, body)
+
+
+class Segment(Out):
+    name: str
+    participants: int
+    share: float
+    recency_days: float | None = Field(description="median days since the last event of the metric's type")
+    frequency: float | None = Field(description="median number of such events")
+    monetary: float | None = Field(description="median all-time value of the metric")
+
+
+class Member(Out):
+    id: str
+    name: str | None
+    recency_days: float
+    frequency: int
+    monetary: float
+
+
+class Segments(Out):
+    metric: str
+    as_of: str
+    participants: int
+    segments: list[Segment]
+    members: list[Member] | None = Field(default=None, description="with ?segment=: its members, biggest first")
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/segments", response_model=Segments)
+def get_segments(
+    access: ReadAccess,
+    metric: MetricKey = None,
+    as_of: AsOf = None,
+    segment: Annotated[str | None, Query(max_length=40, description=", ".join(segments.SEGMENTS))] = None,
+    limit: Limit = 100,
+) -> Response:
+    """RFM segments (Champions, Loyal, New, Potential, At risk, Lost, Hibernating) of the participants with an
+    event of the metric's type (default: the first sum metric); ``?segment=`` lists its members."""
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        compiled = access.compiled(connection, record)
+        body = segments.rfm(
+            connection, record, compiled, metric=metric, as_of=as_of or _now(), segment=segment, limit=limit
+        )
+    return as_is(Segments, body)
+
+
+class AtRisk(Out):
+    id: str
+    name: str | None
+    risk: float = Field(ge=0, le=1)
+    days_since_last: float
+    usual_gap_days: float
+    events: int
+
+
+class Churn(Out):
+    as_of: str
+    total: int
+    participants: list[AtRisk] = Field(description="riskiest first")
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/churn", response_model=Churn)
+def get_churn(access: ReadAccess, as_of: AsOf = None, limit: Limit = 100) -> Response:
+    """Churn risk in [0, 1]: the days since each participant's last event against their own usual gap."""
+    with access.runtime.db.read() as connection:
+        body = segments.churn(connection, access.record(connection), as_of=as_of or _now(), limit=limit)
+    return as_is(Churn, body)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
