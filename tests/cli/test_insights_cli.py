@@ -43,3 +43,22 @@ def test_simulate_prints_the_changes_and_the_json(db_url: str, tmp_path: Path) -
     assert (body["current"]["totals"]["xp"], body["draft"]["totals"]["xp"]) == (350, 400)
     wrong = run("simulate", str(draft), "--from", "2026-12-01", "--to", "2026-11-01", "--database", db_url)
     assert wrong.exit_code == 1 and "to" in wrong.stderr
+
+
+def test_insights_as_a_table_json_and_csv(db_url: str) -> None:
+    played(db_url)  # rep-17 won 12,000 and rep-9 3,000 in November: Gini 2·(3,000 + 2·12,000)/(2·15,000) − 3/2
+    common = ("--program", "acme-sales", "--database", db_url)
+    shown = run("insights", "fairness", "--period", "2026-11", "--metric", "revenue", *common)
+    assert shown.exit_code == 0, shown.output
+    assert "the top 10% (1 of 2 active) earned 80% of the revenue in 2026-11" in shown.stdout
+    body = json.loads(
+        run("insights", "fairness", "--period", "2026-11", "--metric", "revenue", "--json", *common).stdout
+    )
+    assert (body["gini"], body["top10_share"]) == (0.3, 0.8)
+    rows = run("insights", "churn", "--as-of", "2026-11-30T15:04:05Z", "--csv", *common).stdout.splitlines()
+    assert rows[0] == "id,name,risk,days_since_last,usual_gap_days,events"
+    assert sorted(r.split(",")[0] for r in rows[1:]) == ["rep-17", "rep-9"]
+    segments = run("insights", "segments", "--as-of", "2026-12-01", "--json", *common)
+    assert json.loads(segments.stdout)["participants"] == 2
+    assert run("insights", "weather", *common).exit_code == 1
+    assert run("insights", "fairness", *common).exit_code == 1  # no --period

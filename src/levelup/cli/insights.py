@@ -5,17 +5,21 @@ Registered by :mod:`levelup.cli.main`, whose helpers (database option, progress 
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console
-from levelup.errors import LevelupError
-from levelup.insights import common
+from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console, errors
+from levelup.errors import FieldError, Invalid, LevelupError
+from levelup.insights import common, engagement, fairness, segments
 from levelup.insights import simulate as sim
+from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print the JSON the API answers")]
@@ -118,3 +122,99 @@ def print_simulation(report: dict[str, Any]) -> None:
         console.print("[green]the draft changes nothing over this window[/green]")
     for change in report["changes"]:
         console.print(f"• {change['text']}")
+
+
+KINDS = ("engagement", "fairness", "segments", "churn")
+
+
+def insights(
+    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments or churn")],
+    program: Annotated[str, typer.Option(help="the program")],
+    start: Annotated[str | None, typer.Option("--from", help="engagement: window start (default 13 weeks ago)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="engagement: window end (default now)")] = None,
+    grain: Annotated[str, typer.Option(help="engagement: day, week or month")] = "week",
+    period: Annotated[str | None, typer.Option(help="fairness: e.g. 2026-10, 2026-Q4")] = None,
+    metric: Annotated[str | None, typer.Option(help="fairness, segments: the metric")] = None,
+    currency: Annotated[str | None, typer.Option(help="fairness: a currency instead of a metric")] = None,
+    as_of: Annotated[str | None, typer.Option(help="segments, churn: measured from (default now)")] = None,
+    segment: Annotated[str | None, typer.Option(help="segments: list this segment's members")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Analytics of a program: engagement, fairness, RFM segments, churn risk (SPEC §12)."""
+    if kind not in KINDS or grain not in engagement.GRAINS:
+        errors.print(f"[red]error:[/red] KIND is one of {', '.join(KINDS)}; --grain day, week or month")
+        raise typer.Exit(1)
+    runtime = _runtime(database)
+    try:
+        moment = common.parse_instant(as_of, "as_of") if as_of else dt.datetime.now(dt.UTC)
+        with runtime.db.read() as connection:
+            record = programs.find(connection, program)
+            compiled = runtime.programs.compiled(connection, record)
+            if kind == "engagement":
+                window = common.window(
+                    common.parse_instant(start, "from") if start else None,
+                    common.parse_instant(end, "to") if end else None,
+                )
+                body = engagement.engagement(connection, record, compiled, *window, grain)
+            elif kind == "fairness":
+                if period is None:
+                    raise Invalid("--period is needed", errors=[FieldError("period", "e.g. 2026-10")])
+                body = fairness.fairness(connection, record, compiled, period=period, metric=metric, currency=currency)
+            elif kind == "segments":
+                body = segments.rfm(
+                    connection, record, compiled, metric=metric, as_of=moment, segment=segment, limit=limit
+                )
+            else:
+                body = segments.churn(connection, record, as_of=moment, limit=limit)
+    except LevelupError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return
+    title, rows = _main_table(kind, body)
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(rows[0].keys() if rows else [])
+        writer.writerows([_cell(v) for v in row.values()] for row in rows)
+        return
+    table = Table(title=title)
+    for column in rows[0] if rows else []:
+        table.add_column(column, justify="left" if column in ("period", "id", "name", "team", "segment") else "right")
+    for row in rows:
+        table.add_row(*(_shown(v) for v in row.values()))
+    console.print(table)
+    console.print(body["sentence"])
+    if kind == "fairness":
+        for part in ("top3", "never_rewarded", "inflation"):
+            console.print(body[part]["sentence"])
+        for badge in body["badges"]:
+            console.print(badge["sentence"])
+
+
+def _main_table(kind: str, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The rows a kind is mostly about, flat (the table, and the CSV)."""
+    if kind == "engagement":
+        return f"engagement by {body['grain']}", body["periods"]
+    if kind == "fairness":
+        overall = {"team": "(all)", "participants": body["participants"], "gini": body["gini"]}
+        rows = [overall | {"top10_share": body["top10_share"]}]
+        rows += [{k: team[k] for k in ("team", "participants", "gini", "top10_share")} for team in body["teams"]]
+        return f"fairness of {body['metric'] or body['currency']} in {body['period']}", rows
+    if kind == "segments" and "members" in body:
+        return "segment members", body["members"]
+    if kind == "segments":
+        return f"RFM segments on {body['metric']}", body["segments"]
+    return f"churn risk ({body['total']:,} participants, riskiest first)", body["participants"]
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
