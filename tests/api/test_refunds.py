@@ -37,19 +37,19 @@ def refund(event_id: str, of: str, portion: float | None = None) -> dict[str, An
 
 
 def state(client: TestClient, admin: dict[str, str]) -> tuple[int, float, float]:
-    """(beans, spend metric all-time, purchases metric all-time)."""
+    """(beans, spend metric over its days, purchases metric all-time): the periods brewhouse keeps, for
+    its tier window (days) and its badges (all time)."""
     profile = client.get(f"{B}/participants/cus-1", headers=admin).json()
     runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
     m = t.metric_totals.c
     with runtime.db.read() as connection:
-        values = dict(
-            connection.execute(
-                select(m.metric, m.value).where(
-                    m.period == "all", m.subject_kind == "p", m.metric.in_(["spend", "purchases"])
-                )
-            ).all()
-        )
-    return profile["balances"]["beans"], values.get("spend", 0.0), values.get("purchases", 0.0)
+        spend = connection.execute(
+            select(func.sum(m.value)).where(m.metric == "spend", m.subject_kind == "p", func.length(m.period) == 10)
+        ).scalar_one()
+        purchases = connection.execute(
+            select(m.value).where(m.metric == "purchases", m.subject_kind == "p", m.period == "all")
+        ).scalar_one_or_none()
+    return profile["balances"]["beans"], float(spend or 0.0), float(purchases or 0.0)
 
 
 def test_partial_refunds_take_back_their_share_and_add_up_to_the_whole(
