@@ -136,3 +136,36 @@ def test_an_admin_breaks_a_document_sees_the_error_at_its_line_fixes_and_applies
     shot(page, "admin-applied")
     page.close()
     assert game.client.get("/api/v1/programs/acme-sales", headers=game.admin).json()["version"] == 2
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str, Game], browser: object) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    base, game = site
+    axe = Axe()
+    urls = {
+        "tv": game.tv["url"],
+        "me": game.dana["url"],
+        "store": re.sub(r"/me\?", "/store?", game.dana["url"]),
+        "store-confirm": re.sub(r"/me\?", "/store?", game.dana["url"]) + "&confirm=gift-card-25",
+        "rules": re.sub(r"/me\?", "/rules?", game.dana["url"]),
+        "admin-sign-in": f"{base}/admin",
+    }
+    signed_in = {"admin-programs": f"{base}/admin", "admin-program": f"{base}/admin/p/acme-sales"}
+    found = {}
+    for viewport in (TV, PHONE):
+        page = browser.new_context(viewport=viewport).new_page()  # type: ignore[attr-defined]
+        for name, url in [*urls.items(), ("sign in", ""), *signed_in.items()]:
+            if name == "sign in":
+                page.get_by_label("Admin key").fill(ADMIN_KEY)
+                page.get_by_role("button", name="Sign in").click()
+                continue
+            page.goto(local(url, base))
+            violations = axe.run(page).response["violations"]
+            found[f"{name} {viewport['width']}"] = [
+                f"{v['id']} ({v['impact']}): {v['nodes'][0]['target']}"
+                for v in violations
+                if v["impact"] in ("serious", "critical")
+            ]
+        page.context.close()
+    assert {name: v for name, v in found.items() if v} == {}
