@@ -39,6 +39,7 @@ from levelup.api.routes import (
 )
 from levelup.errors import FieldError, Invalid, LevelupError, path_of
 from levelup.jobs import registry as jobs
+from levelup.leaderboards import redis_board
 from levelup.observability import http as observed
 from levelup.observability import logs
 from levelup.observability.metrics import process_exited, watch_pool
@@ -66,6 +67,9 @@ async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
     every: float | None = app.state.close_every
     settings: delivery.Settings | None = app.state.deliver
     task = asyncio.create_task(_jobs_forever(app.state.runtime, every)) if every else None
+    boards = redis_board.of(app.state.runtime.db.engine)
+    if boards is not None:  # a copy missing or stale (Redis flushed, a version applied meanwhile) is rebuilt
+        boards.rebuild_stale_later()
     with ExitStack() as stack:
         stop = threading.Event()
         if settings is not None:  # the worker blocks (see levelup.webhooks.delivery.Worker): a thread of its own

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
 from levelup.events.plan import Rows, plan_rows
 from levelup.feed import service as feed
+from levelup.leaderboards import redis_board
 from levelup.ledger import posting
 from levelup.ledger.lots import keeps_lots
 from levelup.participants import repository as participants
@@ -86,6 +87,7 @@ def earlier_events(
 
 def write_totals(connection: Connection, program_id: int, totals: Mapping[tuple[str, str, str, int], float]) -> None:
     """Add merged deltas to metric totals, keyed (metric, period, subject kind, subject id)."""
+    redis_board.touched(connection, ((program_id, k, m, p, s) for m, p, k, s in totals))
     upsert_add(
         connection,
         t.metric_totals,

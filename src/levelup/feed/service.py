@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, select
 
+from levelup.feed import fanout
 from levelup.storage import tables as t
 from levelup.storage.sql import bulk_insert
 from levelup.webhooks.outbox import notify_feed
@@ -55,6 +56,9 @@ def publish(connection: Connection, program_id: int, items: Iterable[FeedItem]) 
         ],
     )
     notify_feed(connection, program_id, told)
+    waking = fanout.of(connection)
+    if waking is not None and told:
+        waking.published(connection, program_id)  # the streams of every process read them once committed
 
 
 def latest_id(connection: Connection, program_id: int) -> int:

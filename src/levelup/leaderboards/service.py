@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, func, select
 
 from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid, NotFound
-from levelup.leaderboards import ranks
+from levelup.leaderboards import ranks, redis_board
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
@@ -181,11 +181,34 @@ def standing(
         entry = next(e for e in body["entries"] if e["id"] == subject)
         rank_, value, total = entry["rank"], entry["value"], body["total"]
         return {"key": key, "period": period_name, "id": subject, "rank": rank_, "value": value, "total": total}
-    found = ranks.locate(connection, plain, t.teams if board.by == "team" else t.participants, subject)
+    subjects = t.teams if board.by == "team" else t.participants
+    copy = redis_board.of(connection)
+    if copy is not None:  # Redis answers when it can; else (down, being rebuilt) the database, just as right
+        internal = _internal_id(connection, program, subjects, subject)
+        there = copy.standing(plain, program.version, internal) if internal is not None else None
+        if there is None:
+            raise NotFound(f"{subject!r} is not on board {key!r} for {period_name}")
+        if there is not False:
+            assert isinstance(there, redis_board.Standing)
+            return {
+                "key": key,
+                "period": period_name,
+                "id": subject,
+                "rank": there.rank,
+                "value": _number(there.value),
+                "total": there.total,
+            }
+    found = ranks.locate(connection, plain, subjects, subject)
     if found is None:
         raise NotFound(f"{subject!r} is not on board {key!r} for {period_name}")
     [rank_], total = ranks.ranks_and_total(connection, plain, [found[1]])
     return {"key": key, "period": period_name, "id": subject, "rank": rank_, "value": _number(found[1]), "total": total}
+
+
+def _internal_id(connection: Connection, program: ProgramRecord, subjects: Table, external_id: str) -> int | None:
+    c = subjects.c
+    found = connection.execute(select(c.id).where(c.program_id == program.id, c.external_id == external_id)).scalar()
+    return None if found is None else int(found)
 
 
 def _plain_board(connection: Connection, program: ProgramRecord, board: Leaderboard, period: str) -> ranks.Board | None:
@@ -214,19 +237,32 @@ def _fast(
     offset: int,
     around: str | None,
 ) -> dict[str, Any]:
-    """A page (or a neighbourhood) by index seeks; ranks and total from the bucket counts."""
+    """A page (or a neighbourhood) from Redis when it can answer, else by index seeks, with ranks and
+    total from the bucket counts."""
     subject_table = t.teams if board.by == "team" else t.participants
-    if around is not None:
+    copy = redis_board.of(connection)
+    there = (
+        False if copy is None else _from_redis(connection, copy, program, subject_table, plain, around, offset, limit)
+    )
+    if there is None:
+        raise NotFound(f"{around!r} is not on board {board.key!r} for {period_name}")
+    if there is not False:
+        assert isinstance(there, tuple)
+        entries, known, total = there
+        placed = ranks.ranks(entries, known, offset=None if around else offset)
+    elif around is not None:
         found = ranks.locate(connection, plain, subject_table, around)
         if found is None:
             raise NotFound(f"{around!r} is not on board {board.key!r} for {period_name}")
         entries = ranks.around(connection, plain, *found, limit)
         wanted = ranks.needed(entries)
+        counted, total = ranks.ranks_and_total(connection, plain, wanted)
+        placed = ranks.ranks(entries, dict(zip(wanted, counted, strict=True)), offset=None)
     else:
         entries = ranks.page(connection, plain, offset, limit)
         wanted = ranks.needed(entries, offset=offset)
-    counted, total = ranks.ranks_and_total(connection, plain, wanted)
-    placed = ranks.ranks(entries, dict(zip(wanted, counted, strict=True)), offset=None if around else offset)
+        counted, total = ranks.ranks_and_total(connection, plain, wanted)
+        placed = ranks.ranks(entries, dict(zip(wanted, counted, strict=True)), offset=offset)
     c = subject_table.c
     names = {
         r.id: (r.external_id, r.name)
@@ -239,6 +275,23 @@ def _fast(
             for r, (s, v) in zip(placed, entries, strict=True)
         ],
     }
+
+
+def _from_redis(
+    connection: Connection,
+    copy: redis_board.Boards,
+    program: ProgramRecord,
+    subjects: Table,
+    plain: ranks.Board,
+    around: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[ranks.Entry], dict[float, int], int] | bool | None:
+    """What :meth:`redis_board.Boards.entries` answers for a page or a neighbourhood."""
+    if around is None:
+        return copy.entries(plain, program.version, offset=offset, limit=limit)
+    internal = _internal_id(connection, program, subjects, around)
+    return None if internal is None else copy.entries(plain, program.version, limit=limit, around=internal)
 
 
 def _slow(

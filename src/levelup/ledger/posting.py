@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from levelup.engine.positions import PositionDelta
+from levelup.leaderboards import redis_board
 from levelup.ledger.lots import LotMove, apply_moves
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
@@ -86,6 +87,7 @@ def restore_positions(connection: Connection, program_id: int, positions: Deltas
 
 
 def _move_positions(connection: Connection, program_id: int, deltas: Deltas) -> None:
+    redis_board.touched(connection, ((program_id, "e", c, "all", p) for (p, c), d in deltas.items() if d.earned))
     add_checked(
         connection,
         t.positions,

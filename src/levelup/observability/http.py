@@ -6,15 +6,17 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request, Response
+from redis import Redis
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levelup.api.responses import Out, as_is
+from levelup.leaderboards import redis_board
 from levelup.observability import logs, metrics
 from levelup.storage.db import MIGRATIONS, Database
 
@@ -92,7 +94,7 @@ def _migration_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
-def not_ready(db: Database, redis: Any = None) -> dict[str, str]:
+def not_ready(db: Database, redis: Redis | None = None) -> dict[str, str]:
     """What keeps this worker from taking traffic, by check (empty: ready): the database unreachable or
     behind the code's migrations, or the configured Redis unreachable."""
     failed: dict[str, str] = {}
@@ -120,8 +122,9 @@ def not_ready(db: Database, redis: Any = None) -> dict[str, str]:
 async def readyz(request: Request) -> Response:
     """Readiness: the database answers and is at the newest migration, and Redis (when configured) answers.
     A load balancer sends traffic only to workers answering 200."""
-    state = request.app.state
-    failed = await run_in_threadpool(not_ready, state.runtime.db, getattr(state, "redis", None))
+    db = request.app.state.runtime.db
+    boards = redis_board.of(db.engine)
+    failed = await run_in_threadpool(not_ready, db, None if boards is None else boards.client)
     if failed:
         return as_is(NotReady, {"status": "not ready", "failed": failed}, status_code=503)
     return as_is(Ready, {"status": "ready"})

@@ -9,7 +9,7 @@ failing on a lock upgrade; on PostgreSQL they lock the participants they touch.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,15 @@ def pool_size() -> int:
     return int(value)
 
 
+AFTER_COMMIT = "levelup.after_commit"
+
+
+def after_commit(connection: Connection, name: str, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction of ``connection`` (from :meth:`Database.write`) has committed;
+    never if it rolls back. One callback per ``name`` a transaction."""
+    connection.info.setdefault(AFTER_COMMIT, {})[name] = callback
+
+
 class Database:
     """One database: its engine, transactions and schema."""
 
@@ -84,6 +93,17 @@ class Database:
                 options = {"pool_size": pool_size(), "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True}
             self.engine = create_engine(self.url, **JSON_OPTIONS, **options)
         self.dialect = self.engine.dialect.name
+        self._keep_copies(os.environ.get("LEVELUP_REDIS_URL") or None)
+
+    def _keep_copies(self, redis_url: str | None) -> None:
+        """Wake live-feed streams on commits (across processes through Redis) and, with Redis, keep its
+        copy of the leaderboards in step: every process writing to the database must, a CLI's too."""
+        from levelup.feed.fanout import FanOut  # they build on this module
+        from levelup.leaderboards.redis_board import Boards
+
+        FanOut.attach(self, redis_url)
+        if redis_url:
+            Boards.connect(redis_url, self)
 
     @property
     def is_sqlite(self) -> bool:
@@ -91,11 +111,17 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A read-write transaction, committed when the block ends without an exception."""
+        """A read-write transaction, committed when the block ends without an exception; then what was
+        registered with :func:`after_commit` runs."""
         with self.engine.connect() as connection:
             connection.execution_options(levelup_write=True)
-            with connection.begin():
-                yield connection
+            try:
+                with connection.begin():
+                    yield connection
+            finally:  # connection.info outlives the checkout: nothing may carry over to the next one
+                done: dict[str, Callable[[], None]] = connection.info.pop(AFTER_COMMIT, {})
+            for callback in done.values():
+                callback()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

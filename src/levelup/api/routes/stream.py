@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from levelup.api.deps import ReadAccess
 from levelup.errors import MAX_INT
+from levelup.feed import fanout
 from levelup.feed import service as feed
 
 router = APIRouter(tags=["challenges"])
-POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 PAGE = 500
 
@@ -50,23 +50,27 @@ async def stream(
         with access.runtime.db.read() as connection:
             return feed.after(connection, program_id, last_id, PAGE)
 
+    waking = fanout.of(access.runtime.db.engine)
+    assert waking is not None  # every Database has one (levelup.storage.db.Database._keep_copies)
+
     async def messages() -> AsyncIterator[bytes]:
-        last, sent, quiet = start, 0, 0.0
+        last, sent, quiet_since = start, 0, time.monotonic()
         yield b"retry: 2000\n\n"
-        while not await request.is_disconnected():
-            items = await run_in_threadpool(fetch, last)
-            for item in items:
-                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (item.id, item.kind.encode(), orjson.dumps(item.data()))
-                last, sent = item.id, sent + 1
-                if limit is not None and sent >= limit:
-                    return
-            if items:
-                quiet = 0.0
-                continue
-            await asyncio.sleep(POLL_SECONDS)
-            quiet += POLL_SECONDS
-            if quiet >= HEARTBEAT_SECONDS:
-                quiet = 0.0
-                yield b": keep-alive\n\n"
+        async with waking.waiter(program_id) as woken:  # registered before the first read: no wake-up is lost
+            while not await request.is_disconnected():
+                items = await run_in_threadpool(fetch, last)
+                for item in items:
+                    data = orjson.dumps(item.data())
+                    yield b"id: %d\nevent: %s\ndata: %s\n\n" % (item.id, item.kind.encode(), data)
+                    last, sent = item.id, sent + 1
+                    if limit is not None and sent >= limit:
+                        return
+                if items:
+                    quiet_since = time.monotonic()
+                    continue
+                await woken.wait()  # a commit of the program's feed, in any process, or time to look anyway
+                if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
 
     return StreamingResponse(messages(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
