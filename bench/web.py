@@ -5,8 +5,8 @@ Setup (timed, not a target): a fresh SQLite file (or ``--postgres URL``: a fresh
 the end), the ``acme-sales`` example with kudos, ``--participants`` reps with one won deal each this month
 (through the real ingestion path, batches of 1,000, so every board, badge and ledger row is real), then a TV
 link and the link of one rep in the middle of the pack. Each page is then fetched ``--samples`` times
-in-process (no socket: what is timed is the app) and p50/p99 printed beside the target (100 ms) as
-``meets`` or ``MISSES``. It prints figures and never asserts.
+in-process (no socket: what is timed is the app; a page stops after ``--max-seconds`` past 5 fetches) and
+p50/p99 printed beside the target (100 ms) as ``meets`` or ``MISSES``. It prints figures and never asserts.
 
     python bench/web.py                       # SQLite, 100,000 participants; about a minute
     python bench/web.py --participants 10000 --samples 50
@@ -92,25 +92,28 @@ def links(client: TestClient, n: int) -> dict[str, str]:
     }
 
 
-def measure(client: TestClient, pages: dict[str, str], samples: int) -> None:
-    print(f"{'page':<48} {'p50 ms':>8} {'p99 ms':>8}  target p99 <= {TARGET_MS:.0f} ms")
+def measure(client: TestClient, pages: dict[str, str], samples: int, budget: float) -> None:
+    """p50/p99 of ``samples`` fetches of each page, fewer (at least 5) when a page uses up ``budget`` seconds."""
+    print(f"{'page':<48} {'n':>4} {'p50 ms':>8} {'p99 ms':>8}  target p99 <= {TARGET_MS:.0f} ms")
     for name, url in pages.items():
         assert client.get(url).status_code == 200, (name, url)
-        times = []
-        for _ in range(samples):
+        times: list[float] = []
+        stop = time.perf_counter() + budget
+        while len(times) < samples and (len(times) < 5 or time.perf_counter() < stop):
             started = time.perf_counter()
             response = client.get(url)
             times.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200
         p99 = percentile(times, 0.99)
         verdict = "" if name.startswith("floor") else ("meets" if p99 <= TARGET_MS else "MISSES")
-        print(f"{name:<48} {percentile(times, 0.5):8.1f} {p99:8.1f}  {verdict}")
+        print(f"{name:<48} {len(times):4d} {percentile(times, 0.5):8.1f} {p99:8.1f}  {verdict}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--participants", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="per page, past 5 fetches")
     parser.add_argument("--postgres", help="a PostgreSQL server URL: a fresh database is made there and dropped")
     args = parser.parse_args(argv)
     os.environ["LEVELUP_ADMIN_KEY"] = ADMIN_KEY
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 load(client, args.participants)
                 took = time.perf_counter() - started
                 print(f"{runtime.db.dialect}, {args.participants:,} participants loaded in {took:.0f} s")
-                measure(client, links(client, args.participants), args.samples)
+                measure(client, links(client, args.participants), args.samples, args.max_seconds)
         finally:
             runtime.db.dispose()
             if admin_engine is not None:

@@ -27,16 +27,18 @@ class Moment:
         return {"id": self.id, "text": self.text, "celebrate": self.celebrate, "at": self.at}
 
 
-def recent(connection: Connection, program_id: int, limit: int) -> list[Published]:
-    """The program's newest ``limit`` feed items worth showing, newest first."""
+def recent(connection: Connection, program_id: int, limit: int, scanned: int = 500) -> list[Published]:
+    """The program's newest ``limit`` feed items worth showing, newest first, among its newest ``scanned``:
+    awards make most of a busy feed, and a walk back past all of them to find older moments would cost a
+    read of the whole feed (what a TV shows is what just happened)."""
     f = t.feed.c
     rows = connection.execute(
         select(f.id, f.participant, f.kind, f.payload, f.at)
-        .where(f.program_id == program_id, f.kind.not_in(QUIET_KINDS))
+        .where(f.program_id == program_id)
         .order_by(f.id.desc())
-        .limit(limit)
+        .limit(scanned)
     )
-    return [Published(*row) for row in rows]
+    return [Published(*row) for row in rows if row.kind not in QUIET_KINDS][:limit]
 
 
 def names(connection: Connection, program_id: int, external_ids: set[str]) -> dict[str, str]:
