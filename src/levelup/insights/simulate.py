@@ -9,8 +9,9 @@ kept aside (a set read first), and memory is bounded by the participants, not th
 
 Periods of team goals and competitions that end inside the window are closed at the end as
 ``challenges.closing.settle`` would, from the simulated totals: rewards and prizes go to the balances.
-Tiers are taken as each event recorded them (a draft's multipliers apply to them; its thresholds are not
-re-rated), as replay does. A reversal of an event before the window has nothing to undo and is skipped.
+Boards are shown as of the day of the window's last event. Tiers are taken as each event recorded them
+(a draft's multipliers apply to them; its thresholds are not re-rated), as replay does. A reversal of an
+event before the window has nothing to undo and is skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from levelup.engine.world import World
 from levelup.errors import FieldError, Invalid
 from levelup.events.replay import CHUNK as CHUNK  # a world's share of the log, as read (tests make it small)
 from levelup.events.replay import as_scored, participant_rows, stored_events
-from levelup.insights.common import window
+from levelup.insights.common import Bucket, window
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import (
     grain_of,
@@ -74,7 +75,7 @@ class Scenario:
     states: dict[str, ParticipantState] = field(default_factory=dict)
     person: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → id → value
     team: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → team → value
-    earned: dict[str, dict[str, int]] = field(default_factory=dict)  # currency board → id → earned in its period
+    earned: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (board, period) → id → earned
     finished: dict[tuple[str, str, str], dt.datetime] = field(default_factory=dict)  # race, period, id → reached at
     kept: dict[str, ReversedEvent] = field(default_factory=dict)  # events reversed later in the window
     reversed_by: dict[str, str] = field(default_factory=dict)
@@ -85,13 +86,13 @@ class Scenario:
 
     def __post_init__(self) -> None:
         doc = self.program.doc
-        self.today = local_date(self.to - dt.timedelta(microseconds=1), self.program.timezone)
-        # the metric periods read here: boards as of the window's end, and the periods closing settles
+        self.last: dt.datetime | None = None  # the window's last event: boards are shown as of its day
+        # the metric periods read here: the boards' grains (a rolling board sums days), and what closing settles
         self.exact: dict[str, set[str]] = defaultdict(set)
         self.grains: dict[str, set[str]] = defaultdict(set)
         for board in doc.leaderboards:
             if board.metric is not None:
-                self.exact[board.metric].update(self._board_periods(board))
+                self.grains[board.metric].add(_board_grain(board))
         for c in self._closed_here():
             assert c.metric is not None
             if c.every:
@@ -99,7 +100,7 @@ class Scenario:
             elif c.start and c.end:
                 self.exact[c.metric].add(range_key(c.start, c.end))
         self.currency_boards = {
-            b.key: (b.currency, *self._span(b))
+            b.key: (b.currency, Bucket(self.program.timezone, _board_grain(b)))
             for b in doc.leaderboards
             if b.currency is not None and b.window != "all"
         }
@@ -107,22 +108,12 @@ class Scenario:
     def _closed_here(self) -> list[Challenge]:
         return [c for c in self.program.doc.challenges if _settled_here(c) and c.metric]
 
-    def _board_periods(self, board: Leaderboard) -> set[str]:
-        """The metric periods a board shows as of the window's end (a rolling board sums its days)."""
+    def _board_periods(self, board: Leaderboard, today: dt.date) -> set[str]:
+        """The periods a board shows as of ``today`` (a rolling board sums its days)."""
         if rolling_days(board.window) is None:
-            return {period_key(board.window, self.today)}
-        first, last = window_dates(board.window, self.today) or (self.today, self.today)
+            return {period_key(board.window, today)}
+        first, last = window_dates(board.window, today) or (today, today)
         return {(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
-
-    def _span(self, board: Leaderboard) -> tuple[dt.datetime, dt.datetime]:
-        """The instants a currency board's window covers as of the window's end."""
-        dates = window_dates(board.window, self.today)
-        assert dates is not None
-        tz = zone(self.program.timezone)
-        return (
-            dt.datetime.combine(dates[0], dt.time(), tz),
-            dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), tz),
-        )
 
     def new_world(self) -> World:
         """A world for the next chunk over the same states; earlier events come from ``kept``."""
@@ -144,6 +135,7 @@ class Scenario:
             self.skipped += 1  # a reversal of an event outside the window
             return
         self.events += 1
+        self.last = max(self.last or event.occurred_at, event.occurred_at)
         self._fold(effects)
         if event.id in reversed_later:
             self.kept[event.id] = _as_reversed(effects)
@@ -160,10 +152,10 @@ class Scenario:
                 values = into.setdefault((m.metric, m.period), {})
                 subject = m.team or who
                 values[subject] = values.get(subject, 0.0) + m.delta
-        for board, (currency, start, end) in self.currency_boards.items():
+        for board, (currency, bucket) in self.currency_boards.items():
             for e in effects.ledger:
-                if e.currency == currency and e.kind in EARNING_KINDS and start <= e.at < end:
-                    values_ = self.earned.setdefault(board, {})
+                if e.currency == currency and e.kind in EARNING_KINDS:
+                    values_ = self.earned.setdefault((board, bucket(e.at)), {})
                     values_[who] = values_.get(who, 0) + e.amount
         for done in effects.completions:
             if self.program.challenges[done.challenge].format != "race":
@@ -291,11 +283,12 @@ class Scenario:
         }
 
     def _board(self, board: Leaderboard) -> dict[str, Any]:
-        period = board.window if rolling_days(board.window) else period_key(board.window, self.today)
+        today = local_date(self.last or self.to - dt.timedelta(microseconds=1), self.program.timezone)
+        period = board.window if rolling_days(board.window) else period_key(board.window, today)
+        values: dict[str, float] = defaultdict(float)
         if board.metric is not None:
             source = self.team if board.by == "team" else self.person
-            values: dict[str, float] = defaultdict(float)
-            for p in self._board_periods(board):
+            for p in self._board_periods(board, today):
                 for subject, v in source.get((board.metric, p), {}).items():
                     values[subject] += v
         elif board.window == "all":
@@ -304,7 +297,9 @@ class Scenario:
                 k: s.positions[board.currency].earned for k, s in self.states.items() if board.currency in s.positions
             }
         else:
-            values = dict(self.earned.get(board.key, {}))
+            for p in self._board_periods(board, today):
+                for subject, n in self.earned.get((board.key, p), {}).items():
+                    values[subject] += n
         if board.normalize:
             attribute = board.normalize.rsplit(".", 1)[1]
             divided = {}
@@ -320,6 +315,10 @@ class Scenario:
             "total": len(ranked),
             "entries": [{"rank": r, "id": row.id, "name": row.name, "value": row.value} for r, row in ranked[:TOP]],
         }
+
+
+def _board_grain(board: Leaderboard) -> str:
+    return "day" if rolling_days(board.window) else board.window
 
 
 def _as_reversed(effects: Effects) -> ReversedEvent:

@@ -45,7 +45,7 @@ class ChallengeCount(Out):
 
 class BoardTop(Out):
     key: str
-    period: str = Field(description="the board's period at the window's end")
+    period: str = Field(description="the board's period on the day of the window's last event")
     total: int
     entries: list[BoardEntry]
 
