@@ -169,3 +169,33 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
             ]
         page.context.close()
     assert {name: v for name, v in found.items() if v} == {}
+
+
+def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
+    site: tuple[str, Game], browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    base, game = site
+    rep = browser.new_page(viewport=PHONE)  # type: ignore[attr-defined]
+    rep.goto(local(game.dana["url"], base))
+    rep.get_by_label("Tell us what").fill("I closed D-91 on 20 Nov")
+    rep.get_by_role("button", name="Open a case").click()
+    expect(rep.get_by_role("status")).to_contain_text("your case is open")
+    admin = browser.new_context(viewport=TV).new_page()  # type: ignore[attr-defined]
+    admin.goto(f"{base}/admin")
+    admin.get_by_label("Admin key").fill(ADMIN_KEY)
+    admin.get_by_role("button", name="Sign in").click()
+    admin.get_by_role("link", name="acme-sales").click()
+    admin.get_by_label("Reply").fill("Found D-91, added")
+    admin.get_by_label("Adjustment (optional)").fill("120")
+    admin.get_by_label("Currency").select_option("coins")
+    admin.get_by_role("button", name="Resolve").click()
+    expect(admin.get_by_role("status")).to_have_text("Case 1 resolved.")
+    admin.context.close()
+    rep.reload()
+    expect(rep.locator("#missing ~ ul, #missing ~ h3 + ul").first).to_contain_text("Found D-91, added")
+    expect(rep.get_by_text("+120 Coins added to your balance")).to_be_visible()
+    expect(rep.get_by_text("820 Coins", exact=False).first).to_be_visible()
+    shot(rep, "case-resolved")
+    rep.close()
