@@ -3,8 +3,8 @@ celebration banner, kept live by a page-level feed (Server-Sent Events) that the
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from levelup.errors import LevelupError
+from levelup.feed import fanout
 from levelup.feed import service as feed
 from levelup.leaderboards.service import leaderboard
 from levelup.runtime import Runtime
@@ -24,7 +25,6 @@ from levelup.web.render import PageRoute, page
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Token = Annotated[str | None, Query(max_length=200)]
 TICKER = 8
-POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 
 
@@ -80,7 +80,7 @@ async def tv_feed(
     since: Annotated[int | None, Query(ge=0)] = None,
 ) -> StreamingResponse:
     """The program's moments as Server-Sent Events ({id, text, celebrate, at}), after ``since`` (or from now);
-    ``Last-Event-ID`` resumes. The link is checked again every poll, so a revoked link stops the stream."""
+    ``Last-Event-ID`` resumes. The link is checked again at every look, so a revoked link ends the stream."""
     runtime: Runtime = request.app.state.runtime
     last_seen = request.headers.get("last-event-id", "")
 
@@ -99,25 +99,27 @@ async def tv_feed(
             said = moments(connection, opened.program.id, opened.compiled, items)
         return (items[-1].id if items else last), [m.data() for m in said]
 
+    waking = fanout.of(runtime.db.engine)
+    assert waking is not None  # every Database has one (levelup.storage.db.Database._keep_copies)
+
     async def messages() -> AsyncIterator[bytes]:
-        last, quiet = after, 0.0
+        last, quiet_since = after, time.monotonic()
         yield b"retry: 2000\n\n"
-        while not await request.is_disconnected():
-            last_before = last
-            try:
-                last, said = await run_in_threadpool(fetch, last)
-            except LevelupError:  # the link was revoked or expired: the page keeps its last state
-                return
-            for moment in said:
-                yield b"id: %d\ndata: %s\n\n" % (moment["id"], orjson.dumps(moment))
-            if last != last_before:
-                yield b"id: %d\nevent: moved\ndata: {}\n\n" % last  # the boards may have changed
-                quiet = 0.0
-                continue
-            await asyncio.sleep(POLL_SECONDS)
-            quiet += POLL_SECONDS
-            if quiet >= HEARTBEAT_SECONDS:
-                quiet = 0.0
-                yield b": keep-alive\n\n"
+        async with waking.waiter(opened.program.id) as woken:  # registered before the first read: none is lost
+            while not await request.is_disconnected():
+                try:
+                    newest, said = await run_in_threadpool(fetch, last)
+                except LevelupError:  # the link was revoked or expired: the page keeps its last state
+                    return
+                for moment in said:
+                    yield b"id: %d\ndata: %s\n\n" % (moment["id"], orjson.dumps(moment))
+                if newest != last:
+                    last, quiet_since = newest, time.monotonic()
+                    yield b"id: %d\nevent: moved\ndata: {}\n\n" % last  # the boards may have changed
+                    continue
+                await woken.wait()  # a commit of the program's feed, in any process, or time to look anyway
+                if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
 
     return StreamingResponse(messages(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
