@@ -129,6 +129,8 @@ def test_fairness_of_revenue_in_october(acme: TestClient, admin: dict[str, str])
         ("top-closer", "Gold", 0),
         ("hot-week", "Hot", 0),
     }
+    quarter = get(acme, admin, "fairness", metric="revenue", period="2026-Q4")  # its months added up
+    assert (quarter["participants"], quarter["gini"], quarter["top10_share"]) == (4, 0.4444, 0.5556)
     xp = get(acme, admin, "fairness", currency="xp", period="2026-10")  # 300, 150, 130, 0
     assert (xp["gini"], xp["top10_share"]) == (round(2 * (2 * 130 + 3 * 150 + 4 * 300) / (4 * 580) - 5 / 4, 4), 0.5172)
 

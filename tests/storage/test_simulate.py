@@ -3,23 +3,30 @@ a draft that doubles the awards doubles them; nothing is written. On SQLite and 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from levelup.challenges.closing import close_periods
+from levelup.cli.demo import set_up
+from levelup.demo import sales
 from levelup.errors import Invalid
 from levelup.events.ingest import ingest
 from levelup.insights import simulate as sim
+from levelup.insights.fairness import fairness
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.document import ProgramDocument
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from tests.conftest import SHARED_DATA, fresh_database
+from tests.storage.test_real_data import TRUTH, quarter_of
 
 PROGRAM = "acme-sales"
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -180,3 +187,78 @@ def test_a_window_scores_its_events_only_and_closes_the_periods_ending_in_it(pla
     assert board["period"] == "2026-10" and len(board["entries"]) == 4
     with pytest.raises(Invalid):
         sim.run(played, PROGRAM, doc(played), october[1], october[0])
+
+
+# --------------------------------------------------------------------------- the real Maven CRM pipeline (the demo)
+#
+# acme-sales loaded as `levelup demo` loads it, the closing job run: the simulation of the document in force over all
+# time gives every stored balance and badge; a draft paying a flat 100 XP a deal gives what the CSV says it should;
+# the Gini of revenue per rep in a quarter is the one computed here from the CSV, by another formula.
+
+REAL = SHARED_DATA / "maven-crm-sales-opportunities"
+ALL_TIME = (dt.datetime(2016, 1, 1, tzinfo=dt.UTC), dt.datetime(2019, 1, 1, tzinfo=dt.UTC))
+needs_the_data = pytest.mark.skipif(not (REAL / "sales_pipeline.csv").is_file(), reason=f"no Maven data at {REAL}")
+
+
+@pytest.fixture(scope="module", params=["sqlite"])  # 13,000 events: once; the small cases above run on both
+def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    if not (REAL / "sales_pipeline.csv").is_file():
+        pytest.skip(f"no Maven data at {REAL}")
+    for url in fresh_database(request.param, tmp_path_factory.mktemp("pipeline")):
+        runtime = Runtime.from_url(url)
+        try:
+            set_up(runtime, REAL, actor="test")
+            events = list(sales.events(REAL))
+            for start in range(0, len(events), 1000):
+                assert {o.status for o in ingest(runtime, PROGRAM, events[start : start + 1000])} == {"accepted"}
+            close_periods(runtime, now=ALL_TIME[1])
+            yield runtime
+        finally:
+            runtime.db.dispose()
+
+
+@needs_the_data
+def test_the_real_pipeline_simulated_gives_the_stored_balances_and_the_csv(pipeline: Runtime) -> None:
+    balances, badges, _ = stored(pipeline)
+    body = doc(pipeline).model_dump(mode="json", by_alias=True, exclude_none=True)
+    deal_won = next(r for r in body["rules"] if r["key"] == "deal-won")
+    deal_won["award"]["xp"] = 100
+    report = sim.run(pipeline, PROGRAM, ProgramDocument.model_validate(body), *ALL_TIME)
+    now, then = report["current"], report["draft"]
+    assert now["participants"] == balances
+    assert {(x["badge"], x["grade"]): x["grants"] for x in now["badges"] if x["grants"]} == dict(badges)
+    assert report["window"]["events"] == TRUTH.events and now["skipped"] == 0
+    east = [p for p in now["prizes"] if p["challenge"] == "east-quarter"]
+    assert east and all(p["winner"] == "east" for p in east)  # quarters of a million, paid to east's members
+    for agent in TRUTH.office:
+        calls_xp = TRUTH.xp(agent) - sum(int(100 + amount / 100) for _, _, amount in TRUTH.won[agent])
+        assert then["participants"].get(agent, {}).get("xp", 0) == calls_xp + 100 * len(TRUTH.won[agent]), agent
+    total = next(c for c in report["changes"] if c["kind"] == "total")
+    assert (total["key"], total["before"], total["after"]) == ("xp", now["totals"]["xp"], then["totals"]["xp"])
+
+
+def mean_difference_gini(values: list[float]) -> float:
+    """Gini as half the relative mean absolute difference (another formula than the one under test)."""
+    n, mean = len(values), sum(values) / len(values)
+    return sum(abs(a - b) for a in values for b in values) / (2 * n * n * mean)
+
+
+@needs_the_data
+@pytest.mark.parametrize("quarter", ["2017-Q2", "2017-Q4"])
+def test_the_gini_of_revenue_per_rep_in_a_quarter_is_the_csvs(pipeline: Runtime, quarter: str) -> None:
+    active = {a for a, days in TRUTH.calls.items() if any(quarter_of(d) == quarter for d in days)}
+    with (REAL / "sales_pipeline.csv").open(newline="", encoding="utf-8") as f:
+        closed = [r for r in csv.DictReader(f) if r["deal_stage"] in ("Won", "Lost") and r["close_date"]]
+    active |= {
+        sales.slug(r["sales_agent"]) for r in closed if quarter_of(dt.date.fromisoformat(r["close_date"])) == quarter
+    }
+    revenue = {a: sum(v for d, _, v in TRUTH.won[a] if quarter_of(d) == quarter) for a in active}
+    with pipeline.db.read() as connection:
+        record = programs.find(connection, PROGRAM)
+        body = fairness(
+            connection, record, pipeline.programs.compiled(connection, record), metric="revenue", period=quarter
+        )
+    assert body["participants"] == len(active)
+    assert body["gini"] == round(mean_difference_gini(list(revenue.values())), 4)
+    top = sorted(revenue.values(), reverse=True)[: -(-len(active) // 10)]
+    assert body["top10_share"] == round(sum(top) / sum(revenue.values()), 4)

@@ -90,20 +90,35 @@ class Subject:
             query = select(m.subject_id, m.value).where(*base, m.period == period)
             return {int(p): float(v) for p, v in connection.execute(query)}
         dates = period_dates(period)
-        if kept is None or not kept.holds("2000-01-01", "p") or dates is None:
+        parts = _parts(period, kept.person if kept else ())
+        if dates is None or parts is None:
             grains = [g for i, g in enumerate(GRAINS) if kept and i in kept.person]
             raise Invalid(
                 f"metric {self.metric!r} is not kept by {grain_of(period)}",
                 errors=[FieldError("period", f"the program keeps {self.metric} by {grains or 'nothing'}")],
             )
-        query = (
-            select(m.subject_id, func.sum(m.value))
-            .where(
-                *base, func.length(m.period) == 10, m.period >= dates[0].isoformat(), m.period <= dates[1].isoformat()
-            )
-            .group_by(m.subject_id)
-        )
+        query = select(m.subject_id, func.sum(m.value)).where(*base).group_by(m.subject_id)
+        if parts == "day":
+            days = (func.length(m.period) == 10, m.period >= dates[0].isoformat(), m.period <= dates[1].isoformat())
+            query = query.where(*days)
+        else:
+            query = query.where(m.period.in_(sorted(parts)))
         return {int(p): float(v) for p, v in connection.execute(query)}
+
+
+def _parts(period: str, kept: tuple[int, ...]) -> set[str] | str | None:
+    """The stored rows that add up to a period the metric is not kept by: the keys of the coarsest kept
+    grain that tiles it (months of a quarter, quarters of a year), or "day" for its days; None if none does."""
+    dates = period_dates(period)
+    grain = grain_of(period)
+    tiling = {"week": ("day",), "month": ("day",), "quarter": ("day", "month"), "year": ("day", "month", "quarter")}
+    usable = [g for g in tiling.get(grain, ()) if GRAINS.index(g) in kept]
+    if dates is None or not usable:
+        return None
+    if usable[-1] == "day":
+        return "day"
+    days = (dates[0] + dt.timedelta(days=i) for i in range((dates[1] - dates[0]).days + 1))
+    return {period_key(usable[-1], day) for day in days}
 
 
 def _active(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime) -> set[int]:
