@@ -96,3 +96,21 @@ def test_cases_redemptions_and_links_from_the_studio(game: Game) -> None:
     link_id = url.group(1).split("token=")[1].split(".")[0]
     revoked = game.client.post(f"/admin/p/acme-sales/links/{link_id}/revoke", data={"csrf": csrf})
     assert f"Link {link_id} revoked." in text(revoked.text) and game.client.get(url.group(1)).status_code == 404
+
+
+def test_participants_events_and_adjustments_in_the_studio(game: Game) -> None:
+    csrf = sign_in(game.client)
+    found = text(game.client.get("/admin/p/acme-sales/participants?q=marl").text)
+    assert "Bob Marley rep-9 active" in found and "Dana" not in found
+    body = {"csrf": csrf, "participant": "rep-9", "currency": "coins", "amount": "-10", "note": "duplicate deal"}
+    adjusted = text(game.client.post("/admin/p/acme-sales/adjustments", data=body).text)
+    assert "Adjusted rep-9 by -10 coins." in adjusted
+    assert "-10 Coins — manual adjustment by bootstrap-admin: duplicate deal" in text(
+        game.client.get(game.bob["url"]).text
+    )
+    assert game.client.post("/admin/p/acme-sales/adjustments", data=body | {"csrf": "x"}).status_code == 403
+    listed = text(game.client.get("/admin/p/acme-sales/events?participant=rep-17&type=deal.won").text)
+    assert "d-4 deal.won rep-17" in listed and "b-1" not in listed
+    explained = text(game.client.get("/admin/p/acme-sales/events/d-4").text)
+    assert "+1,300 xp" in explained and "(rule deal-won v1)" in explained and "deals_won: 1 (all time)" in explained
+    assert game.client.get("/admin/p/acme-sales/events/nope").status_code == 404

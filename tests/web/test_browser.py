@@ -151,7 +151,13 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
         "rules": re.sub(r"/me\?", "/rules?", game.dana["url"]),
         "admin-sign-in": f"{base}/admin",
     }
-    signed_in = {"admin-programs": f"{base}/admin", "admin-program": f"{base}/admin/p/acme-sales"}
+    signed_in = {
+        "admin-programs": f"{base}/admin",
+        "admin-program": f"{base}/admin/p/acme-sales",
+        "admin-participants": f"{base}/admin/p/acme-sales/participants",
+        "admin-events": f"{base}/admin/p/acme-sales/events",
+        "admin-event": f"{base}/admin/p/acme-sales/events/d-1",
+    }
     found = {}
     for viewport in (TV, PHONE):
         page = browser.new_context(viewport=viewport).new_page()  # type: ignore[attr-defined]

@@ -15,9 +15,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from levelup import listing
 from levelup.cases import service as cases
 from levelup.errors import LevelupError, Unauthorized
+from levelup.events.explain import explain_event
 from levelup.keys.service import Principal, authenticate
+from levelup.ledger import service as ledger
 from levelup.links import service as links
 from levelup.programs import service as programs
 from levelup.programs.validation import MAX_DOCUMENT_BYTES, load_document
@@ -277,3 +280,115 @@ async def revoke_link(program: str, link_id: str, request: Request) -> Response:
 
     await run_in_threadpool(write)
     return _back(program, f"Link {link_id} revoked.")
+
+
+@router.get("/admin/p/{program}/participants", response_class=HTMLResponse)
+async def participants_page(
+    program: str,
+    request: Request,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    notice: Notice = None,
+) -> HTMLResponse:
+    """Participants by id, searchable by id or name, each with its events and an adjustment form."""
+    await _admin(request, program)
+    runtime = _runtime(request)
+
+    def read() -> tuple[list[dict[str, Any]], str | None, list[str]]:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, program)
+            found, last = listing.participants(connection, record.id, search=q or None, after=after, limit=50)
+            currencies = [c.key for c in runtime.programs.compiled(connection, record).doc.currencies]
+            return found, last, currencies
+
+    found, last, currencies = await run_in_threadpool(read)
+    following = f"/admin/p/{program}/participants?" + urlencode({"q": q or "", "after": last}) if last else None
+    return page(
+        "admin_participants.html",
+        program=program,
+        participants=found,
+        q=q or "",
+        following=following,
+        currencies=currencies,
+        **_context(request, notice),
+    )
+
+
+@router.post("/admin/p/{program}/adjustments")
+async def adjust(program: str, request: Request) -> Response:
+    """A manual credit or debit with its note (audited), as ``POST …/adjustments``."""
+    principal = await _admin(request, program)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    amount = whole(fields, "amount", low=-(10**12), high=10**12)
+    who = fields.get("participant", "")
+
+    def write() -> None:
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            ledger.adjust(
+                connection,
+                record,
+                runtime.programs.compiled(connection, record),
+                participant=who,
+                currency=fields.get("currency", ""),
+                amount=amount,
+                note=fields.get("note", "").strip() or "by the studio",
+                actor=principal.key_id,
+                idempotency_key=fields.get("key") or None,
+            )
+
+    await run_in_threadpool(write)
+    said = f"Adjusted {who} by {amount:+,} {fields.get('currency', '')}."
+    return RedirectResponse(
+        f"/admin/p/{program}/participants?" + urlencode({"q": who, "notice": said}), status_code=303
+    )
+
+
+@router.get("/admin/p/{program}/events", response_class=HTMLResponse)
+async def events_page(
+    program: str,
+    request: Request,
+    participant: Annotated[str | None, Query(max_length=200)] = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    before: Annotated[int | None, Query(ge=0)] = None,
+) -> HTMLResponse:
+    """The event explorer: newest first, by participant and type, each opening what it caused."""
+    await _admin(request, program)
+    runtime = _runtime(request)
+
+    def read() -> tuple[list[dict[str, Any]], int | None]:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, program)
+            return listing.events(
+                connection, record.id, participant=participant or None, kind=type or None, before=before, limit=50
+            )
+
+    found, cursor = await run_in_threadpool(read)
+    query = {"participant": participant or "", "type": type or ""}
+    following = f"/admin/p/{program}/events?" + urlencode(query | {"before": cursor}) if cursor else None
+    return page(
+        "admin_events.html",
+        program=program,
+        events=found,
+        query=query,
+        following=following,
+        **_context(request, None),
+    )
+
+
+@router.get("/admin/p/{program}/events/{event_id}", response_class=HTMLResponse)
+async def event_page(program: str, event_id: str, request: Request) -> HTMLResponse:
+    """One event and everything it caused: ledger entries (rule and version), metrics, problems, notes."""
+    await _admin(request, program)
+    runtime = _runtime(request)
+
+    def read() -> dict[str, Any]:
+        with runtime.db.read() as connection:
+            record = programs.find(connection, program)
+            return explain_event(
+                connection, record, lambda version: runtime.programs.compiled(connection, record, version), event_id
+            )
+
+    explained = await run_in_threadpool(read)
+    return page("admin_event.html", program=program, event=explained, **_context(request, None))
