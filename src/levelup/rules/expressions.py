@@ -33,6 +33,7 @@ import cel
 MACROS = re.compile(r"\.(map|filter|exists|exists_one|all)\s*\(")
 MACRO_NAMES = frozenset({"map", "filter", "exists", "exists_one", "all"})
 MAX_MACROS = 3
+MAX_PLUSES = 16
 METER = "__levelup_meter"
 
 # cel logs every failed Python function call; a stopped evaluation is reported as a problem instead
@@ -56,6 +57,7 @@ class Budget:
 
 
 BUDGET = Budget()
+YIELD_EVERY = 0.001  # seconds of evaluation between two chances for other threads (/healthz) to run
 
 
 class OverBudget(Exception):
@@ -119,8 +121,12 @@ def _metered(source: str) -> str:
 
 
 def check_cost(source: str) -> None:
-    """Refuse, when a document is applied, comprehensions nested in one another: their steps multiply,
-    so the run-time budget would stop them on ordinary data. (Stored versions still compile, metered.)"""
+    """Refuse, when a document is applied, what the run-time budget cannot stop in time: comprehensions
+    nested in one another (their steps multiply) and long chains of ``+``, whose concatenations copy a
+    quadratic amount of text inside one uninterruptible call. (Stored versions still compile, metered.)"""
+    pluses = sum(1 for m in _TOKEN.finditer(source) if m.group(0) == "+")
+    if pluses > MAX_PLUSES:
+        raise ExpressionError(f"at most {MAX_PLUSES} + operators (each copies what it joins)")
     spans = [(commas[0], close) for commas, close in _macro_arguments(source) if commas]
     for start, end in spans:
         if any(start < other_start and other_end < end for other_start, other_end in spans):
@@ -133,16 +139,17 @@ class _Meter:
     """Counts the comprehension steps of one event's expressions, what they built and how long they
     ran; raises :class:`OverBudget` past :data:`BUDGET`."""
 
-    __slots__ = ("bytes", "seconds", "started", "steps")
+    __slots__ = ("bytes", "seconds", "started", "steps", "yielded")
 
     def __init__(self) -> None:
         self.steps = 0
         self.bytes = 0
         self.seconds = 0.0  # spent by the evaluations that ended
         self.started = 0.0  # when the running evaluation began
+        self.yielded = 0.0  # when it last let other threads run
 
     def __enter__(self) -> None:
-        self.started = time.perf_counter()
+        self.started = self.yielded = time.perf_counter()
 
     def __exit__(self, *_: object) -> None:
         self.seconds += time.perf_counter() - self.started
@@ -155,8 +162,12 @@ class _Meter:
             raise OverBudget(f"more than {BUDGET.steps} comprehension steps")
         if self.bytes > BUDGET.bytes:
             raise OverBudget(f"comprehension steps built more than {BUDGET.bytes} bytes")
-        if self.seconds + time.perf_counter() - self.started > BUDGET.seconds:
+        now = time.perf_counter()
+        if self.seconds + now - self.started > BUDGET.seconds:
             raise OverBudget(f"ran longer than {BUDGET.seconds * 1000:g} ms")
+        if now - self.yielded > YIELD_EVERY:
+            time.sleep(0)  # hands the GIL over now, not at the interpreter's next switch (5 ms)
+            self.yielded = now
         return value
 
 
