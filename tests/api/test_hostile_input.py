@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from levelup.jobs import registry as jobs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from tests.conftest import EXAMPLES, event
@@ -488,3 +489,31 @@ def test_a_yaml_boolean_key_is_named_where_it_is(brew: TestClient, admin: dict[s
     response = brew.put(B, content=text, headers={**admin, "Content-Type": "application/yaml"})
     refused(response, "rules[0].True")
     assert "Keys should be strings" not in response.text
+
+
+@HOSTILE
+@given(
+    when=out_of_range_instants,
+    value=st.one_of(too_big, non_finite),
+    where=st.sampled_from(sorted(NUMBERS)),
+    id_=bad_ids,
+)
+def test_after_hostile_input_every_job_runs_for_every_program(
+    brew: TestClient, admin: dict[str, str], when: str, value: Any, where: str, id_: str
+) -> None:
+    """What was refused left nothing behind that could make a periodic job fail, here or elsewhere."""
+    other = "/api/v1/programs/other-shop"
+    doc = brewhouse()
+    doc["program"] = "other-shop"
+    assert brew.put(other, json=doc, headers=admin).status_code in (200, 201)
+    bad_time = event("t-1", "purchase.completed", "cus-1", data={"amount": 5}, occurred_at=when)
+    refused(brew.post(f"{B}/events", json=bad_time, headers=admin))
+    bad_id = event(id_, "purchase.completed", id_, data={"amount": 5})
+    refused(brew.post(f"{B}/events", json=bad_id, headers=admin))
+    poisoned = brewhouse()
+    NUMBERS[where](poisoned, value)
+    refused(brew.put(B, content=yaml.safe_dump(poisoned), headers={**admin, "Content-Type": "application/yaml"}))
+    runtime: Runtime = brew.app.state.runtime  # type: ignore[attr-defined]
+    ran = jobs.run(runtime, now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    assert {r.program for r in ran} == {"brewhouse-rewards", "other-shop"}
+    assert [r for r in ran if r.error is not None] == []
