@@ -43,11 +43,14 @@ def test_a_participant_home_explains_every_line_and_shows_no_one_else(game: Game
     shown = text(home.text)
     assert "Hi Dana Scully" in shown and "Level: Closer" in shown and "to Legend" in shown
     assert "rule deal-won v1, event d-4" in shown and "five-a-week" in shown and "Top Closer — Bronze" in shown
-    assert "Bob" not in shown and "SECRET-B" not in shown and "rep-9" not in shown
-    for page in ("me", "store", "rules"):  # the link opens its own pages, each of them Dana's alone
+    assert "SECRET-B" not in shown and "rep-9" not in shown and "event b-" not in shown
+    # Bob only as the neighbour above on a board (WEB.md: the top and one's own neighbourhood)
+    assert shown.count("Bob") == 1 and "Xp all all : 2 of 2 with 6,500 — 1,770 behind Bob Marley (1)" in shown
+    for page in ("store", "rules"):  # the link opens its own pages, each of them Dana's alone
         assert "Bob Marley" not in game.client.get(at(game.dana["url"], page)).text
     bob = text(game.client.get(game.bob["url"]).text)
-    assert "Hi Bob Marley" in bob and "event d-4" not in bob
+    assert "Hi Bob Marley" in bob and "event d-4" not in bob and "Dana" not in bob  # the one below is never named
+    assert "Xp all all : 1 of 2 with 8,270 — you lead!" in bob
 
 
 def test_links_open_their_own_program_and_kind_only(game: Game, acme_text: str) -> None:

@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from levelup.cases import service as cases
 from levelup.errors import FieldError, Invalid, NotFound
 from levelup.kudos.service import give
+from levelup.leaderboards.service import leaderboard
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
-from levelup.metrics.periods import local_date, period_dates, period_key
+from levelup.metrics.periods import local_date, period_dates, period_key, rolling_days
 from levelup.participants.profile import profile
 from levelup.rewards import service as rewards
 from levelup.rules.catalog import how_to_play
@@ -90,6 +91,37 @@ def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, 
     return {"given": given, "left": settings.budget.amount - int(spent), "settings": settings}
 
 
+def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
+    """Where the participant stands on each board ranked by index (the neighbourhood, never the bottom of a
+    board): rank of total, value and the gap to the one above. Normalised and rolling boards rank every
+    participant in Python, too slow for a page at scale: they are left to the TV and the API."""
+    shown = []
+    for board in opened.compiled.doc.leaderboards:
+        if board.by != "participant" or board.normalize or rolling_days(board.window) is not None:
+            continue
+        try:
+            body = leaderboard(
+                connection, opened.program, opened.compiled, board.key, around=opened.participant, limit=1
+            )
+        except NotFound:  # not on this board for the period yet
+            continue
+        entries = body["entries"]
+        at = next(i for i, e in enumerate(entries) if e["id"] == opened.participant)
+        above = entries[at - 1] if at > 0 and entries[at - 1]["rank"] < entries[at]["rank"] else None
+        shown.append(
+            {
+                "name": board.name or board.key.replace("-", " ").capitalize(),
+                "period": body["period"],
+                "rank": entries[at]["rank"],
+                "total": body["total"],
+                "value": entries[at]["value"],
+                "above": above,
+                "gap": above["value"] - entries[at]["value"] if above else None,
+            }
+        )
+    return shown
+
+
 def _home(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     with runtime.db.read() as connection:
@@ -105,6 +137,7 @@ def _home(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
             "expiring": lots.expiring(connection, opened.participant_id, now),
             "kudos": _kudos(connection, opened, today),
             "cases": cases.of_participant(connection, opened.program, opened.participant_id),
+            "boards": _boards(connection, opened),
             "received": [e for e in entries if e["kind"] == "kudos"],
         }
 
@@ -124,6 +157,7 @@ async def home(program: str, request: Request, token: Token = None, notice: Noti
         kudos=read["kudos"],
         received=read["received"],
         cases=read["cases"],
+        boards=read["boards"],
         currencies={c.key: c for c in doc.currencies},
         badges={b.key: b for b in doc.badges},
         challenges={c.key: c for c in doc.challenges},
