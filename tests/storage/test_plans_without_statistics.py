@@ -3,6 +3,7 @@ and ``analyze`` gives it some: after migrations, and when a bulk load asks for i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 
+from levelup.ledger import lots
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
@@ -21,6 +23,7 @@ from levelup.storage.db import MIGRATIONS, Database, analyze
 from levelup.storage.sql import fetch_by_keys
 from tests.conftest import EXAMPLES
 
+NOW = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 ROWS = 20_000  # metric rows of one program: enough for a plan that reads them all to show
 
 
@@ -160,3 +163,50 @@ def test_a_fresh_database_gets_no_statistics(empty_db_url: str) -> None:
                 assert connection.execute(text(analyzed)).scalar_one() == 0
     finally:
         database.dispose()
+
+
+def test_the_maturing_job_reads_pending_lots_only(runtime: Runtime) -> None:
+    """``lots.mature`` reads through the partial index of pending lots (migration 0008): a few pages for
+    the lots due, not every lot the program ever made (it used to read them all through ix_lots_expiry)."""
+    with runtime.db.write() as connection:
+        record, _ = programs.apply(
+            connection, load_document((EXAMPLES / "brewhouse-rewards.yaml").read_bytes()), actor="test"
+        )
+        connection.execute(
+            t.participants.insert().values(program_id=record.id, external_id="cus-1", attributes={}, created_at=NOW)
+        )
+        participant = connection.execute(select(t.participants.c.id)).scalar_one()
+        connection.execute(
+            t.lots.insert(),
+            [
+                {
+                    "program_id": record.id,
+                    "participant_id": participant,
+                    "currency": "beans",
+                    "amount": 10,
+                    "remaining": 10,
+                    "earned_at": NOW,
+                    "available_at": NOW + dt.timedelta(days=n % 30),
+                    "matured": n >= 50,  # 50 pending lots among ROWS
+                    "source_key": f"lot-{n}",
+                }
+                for n in range(ROWS)
+            ],
+        )
+    with runtime.db.read() as connection:
+        assert _no_statistics(connection)
+        statement = lots.pending_due(record.id, NOW + dt.timedelta(days=40))
+        assert len(connection.execute(statement).all()) == 50
+        compiled = statement.compile(connection)
+        if connection.dialect.name == "sqlite":
+            parameters = tuple(compiled.params[name] for name in compiled.positiontup or ())
+            plan = [r[3] for r in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), parameters)]
+            assert any("USING INDEX ix_lots_pending" in step for step in plan), plan
+            return
+        explained = connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + str(compiled), compiled.params
+        )
+        plan = explained.scalar_one()
+        (top,) = json.loads(plan) if isinstance(plan, str) else plan
+        assert "ix_lots_pending" in json.dumps(top["Plan"]), json.dumps(top["Plan"], indent=1)
+        assert top["Plan"]["Shared Hit Blocks"] + top["Plan"]["Shared Read Blocks"] <= 10, top["Plan"]

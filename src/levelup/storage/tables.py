@@ -292,7 +292,7 @@ lots = Table(
         "program_id",
         "available_at",
         postgresql_where=text("NOT matured"),
-        sqlite_where=text("NOT matured"),
+        sqlite_where=text("matured = 0"),  # SQLite matches a partial index by the query's own term
     ),
 )
 

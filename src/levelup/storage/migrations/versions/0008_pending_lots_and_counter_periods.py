@@ -26,7 +26,7 @@ def upgrade() -> None:
         "lots",
         ["program_id", "available_at"],
         postgresql_where=sa.text("NOT matured"),
-        sqlite_where=sa.text("NOT matured"),
+        sqlite_where=sa.text("matured = 0"),  # as SQLAlchemy writes NOT matured for SQLite: the query must match
     )
     op.create_index("ix_rule_counters_period", "rule_counters", ["participant_id", "period"])
 
