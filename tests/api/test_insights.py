@@ -181,3 +181,33 @@ def test_segments_and_churn(acme: TestClient, admin: dict[str, str]) -> None:
         (rep, round(1 - math.exp(-days / 7), 4), days, 7.0) for rep, days in expected
     ]
     assert acme.get(f"{P}/insights/segments", params={"segment": "Whales"}, headers=admin).status_code == 422
+
+
+def test_suggested_personal_targets(acme: TestClient, admin: dict[str, str]) -> None:
+    for rep, team in (("ann", "east"), ("bob", "east"), ("cat", "west")):
+        acme.put(f"{P}/participants/{rep}", json={"name": rep.title(), "teams": [team]}, headers=admin)
+    days = {"W41": (5, 6), "W42": (12, 13, 14, 15), "W43": (19, 20, 21, 22, 23, 24)}  # ann: 2, 4, 6 deals; W44 none
+    send(
+        acme,
+        admin,
+        [
+            event(f"a-{day}", participant="ann", occurred_at=f"2026-10-{day:02d}T15:00:00Z")
+            for week in days.values()
+            for day in week
+        ],
+    )
+    body = get(acme, admin, "targets", challenge="five-a-week", as_of="2026-11-02T15:00:00Z", periods=4)
+    assert body["periods"] == ["2026-W41", "2026-W42", "2026-W43", "2026-W44"]
+    # ann: median of 2, 4, 6, 0 = 3, × 1.1 → 4; bob has no history: east's median 3 → 4; cat: the challenge's 5
+    assert [(r["id"], r["median"], r["target"], r["source"]) for r in body["participants"]] == [
+        ("ann", 3.0, 4, "own"),
+        ("bob", 3.0, 4, "team"),
+        ("cat", None, 5, "challenge"),
+    ]
+    assert (
+        body["sentence"]
+        == "the median suggested target is 4 (the challenge asks 5); 2 of 3 participants would get a lower, "
+        "reachable one"
+    )
+    wrong = acme.get(f"{P}/insights/targets", params={"challenge": "october-blitz"}, headers=admin)
+    assert wrong.status_code == 422

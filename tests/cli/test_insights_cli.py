@@ -60,5 +60,10 @@ def test_insights_as_a_table_json_and_csv(db_url: str) -> None:
     assert sorted(r.split(",")[0] for r in rows[1:]) == ["rep-17", "rep-9"]
     segments = run("insights", "segments", "--as-of", "2026-12-01", "--json", *common)
     assert json.loads(segments.stdout)["participants"] == 2
+    suggested = json.loads(run("insights", "targets", "--challenge", "five-a-week", "--json", *common).stdout)
+    assert {(r["id"], r["target"], r["source"]) for r in suggested["participants"]} == {
+        ("rep-17", 5, "challenge"),
+        ("rep-9", 5, "challenge"),
+    }  # no history, no team: the challenge's own target
     assert run("insights", "weather", *common).exit_code == 1
     assert run("insights", "fairness", *common).exit_code == 1  # no --period

@@ -6,7 +6,6 @@ Registered by :mod:`levelup.cli.main`, whose helpers (database option, progress 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console, errors
 from levelup.errors import FieldError, Invalid, LevelupError
-from levelup.insights import common, engagement, fairness, segments
+from levelup.insights import common, engagement, fairness, segments, targets
 from levelup.insights import simulate as sim
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
@@ -124,11 +123,11 @@ def print_simulation(report: dict[str, Any]) -> None:
         console.print(f"• {change['text']}")
 
 
-KINDS = ("engagement", "fairness", "segments", "churn")
+KINDS = ("engagement", "fairness", "segments", "churn", "targets")
 
 
 def insights(
-    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments or churn")],
+    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments, churn or targets")],
     program: Annotated[str, typer.Option(help="the program")],
     start: Annotated[str | None, typer.Option("--from", help="engagement: window start (default 13 weeks ago)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="engagement: window end (default now)")] = None,
@@ -138,18 +137,21 @@ def insights(
     currency: Annotated[str | None, typer.Option(help="fairness: a currency instead of a metric")] = None,
     as_of: Annotated[str | None, typer.Option(help="segments, churn: measured from (default now)")] = None,
     segment: Annotated[str | None, typer.Option(help="segments: list this segment's members")] = None,
+    challenge: Annotated[str | None, typer.Option(help="targets: a recurring individual goal")] = None,
+    periods: Annotated[int, typer.Option(min=1, max=52, help="targets: periods of history")] = 8,
+    factor: Annotated[float, typer.Option(min=1, max=3, help="targets: the stretch")] = 1.1,
     limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
     database: DatabaseOption = None,
 ) -> None:
-    """Analytics of a program: engagement, fairness, RFM segments, churn risk (SPEC §12)."""
+    """Analytics of a program: engagement, fairness, RFM segments, churn risk, suggested personal targets."""
     if kind not in KINDS or grain not in engagement.GRAINS:
         errors.print(f"[red]error:[/red] KIND is one of {', '.join(KINDS)}; --grain day, week or month")
         raise typer.Exit(1)
     runtime = _runtime(database)
     try:
-        moment = common.parse_instant(as_of, "as_of") if as_of else dt.datetime.now(dt.UTC)
+        moment = common.instant(common.parse_instant(as_of, "as_of") if as_of else None, "as_of")
         with runtime.db.read() as connection:
             record = programs.find(connection, program)
             compiled = runtime.programs.compiled(connection, record)
@@ -167,8 +169,19 @@ def insights(
                 body = segments.rfm(
                     connection, record, compiled, metric=metric, as_of=moment, segment=segment, limit=limit
                 )
-            else:
+            elif kind == "churn":
                 body = segments.churn(connection, record, as_of=moment, limit=limit)
+            else:
+                body = targets.targets(
+                    connection,
+                    record,
+                    compiled,
+                    challenge=challenge or "",
+                    as_of=moment,
+                    periods=periods,
+                    factor=factor,
+                    limit=limit,
+                )
     except LevelupError as exc:
         _fail(exc)
     if as_json:
@@ -207,6 +220,8 @@ def _main_table(kind: str, body: dict[str, Any]) -> tuple[str, list[dict[str, An
         return "segment members", body["members"]
     if kind == "segments":
         return f"RFM segments on {body['metric']}", body["segments"]
+    if kind == "targets":
+        return f"suggested targets for {body['challenge']} (it asks {body['target']:g})", body["participants"]
     return f"churn risk ({body['total']:,} participants, riskiest first)", body["participants"]
 
 

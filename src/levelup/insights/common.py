@@ -11,6 +11,8 @@ from levelup.metrics.periods import local_date, period_key
 
 MAX_WINDOW = dt.timedelta(days=3660)  # ten years: every input is bounded
 DEFAULT_WINDOW = dt.timedelta(days=91)
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)
 AWARD_KINDS = ("rule", "challenge", "prize", "referral")  # what play pays (not adjustments, kudos or refunds)
 
 
@@ -23,13 +25,22 @@ def parse_instant(text: str, what: str) -> dt.datetime:
     return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
 
 
+def instant(value: dt.datetime | None, what: str) -> dt.datetime:
+    """An instant with an offset, in the years events may have (1900–2999); None: now."""
+    if value is None:
+        return dt.datetime.now(dt.UTC)
+    if value.tzinfo is None:
+        raise Invalid("times need an offset", errors=[FieldError(what, "RFC 3339 with an offset")])
+    if not EARLIEST <= value < LATEST:
+        raise Invalid(f"{what} out of range", errors=[FieldError(what, "between the years 1900 and 2999")])
+    return value
+
+
 def window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) checked: both with an offset, start first, at most ten years; by default the 13 weeks
-    up to now (or up to ``end``)."""
-    end = end or dt.datetime.now(dt.UTC)
-    start = start or end - DEFAULT_WINDOW
-    if start.tzinfo is None or end.tzinfo is None:
-        raise Invalid("times need an offset", errors=[FieldError("from", "RFC 3339 with an offset")])
+    """[start, end) checked: offsets, years 1900–2999, start first, at most ten years apart; by default the
+    13 weeks up to now (or up to ``end``)."""
+    end = instant(end, "to")
+    start = instant(start or max(EARLIEST, end - DEFAULT_WINDOW), "from")
     if not start < end <= start + MAX_WINDOW:
         raise Invalid("bad window", errors=[FieldError("to", f"after from, at most {MAX_WINDOW.days} days after it")])
     return start, end

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select
 
 from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid
-from levelup.insights.common import AWARD_KINDS, gini, percent, top_share
+from levelup.insights.common import AWARD_KINDS, EARLIEST, LATEST, gini, percent, top_share
 from levelup.metrics.periods import GRAINS, grain_of, period_dates, period_key, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
@@ -260,9 +260,11 @@ def fairness(
     currency: str | None = None,
 ) -> dict[str, Any]:
     try:
-        grain_of(period)
+        dates = period_dates(period)
     except ValueError as exc:
         raise Invalid(str(exc), errors=[FieldError("period", str(exc))]) from None
+    if dates is not None and not EARLIEST.year <= dates[0].year <= LATEST.year - 1:
+        raise Invalid("period out of range", errors=[FieldError("period", "in the years 1900 to 2999")])
     subject = Subject(compiled, metric, currency)
     start, end = instants(period, compiled.timezone)
     active = _active(connection, program.id, start, end)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -11,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from levelup.api.deps import AdminAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.leaderboards import BoardEntry
-from levelup.insights import common, engagement, fairness, segments
+from levelup.insights import common, engagement, fairness, segments, targets
 from levelup.insights import simulate as sim
 from levelup.programs.validation import validate_document
 
@@ -289,7 +288,13 @@ def get_segments(
         record = access.record(connection)
         compiled = access.compiled(connection, record)
         body = segments.rfm(
-            connection, record, compiled, metric=metric, as_of=as_of or _now(), segment=segment, limit=limit
+            connection,
+            record,
+            compiled,
+            metric=metric,
+            as_of=common.instant(as_of, "as_of"),
+            segment=segment,
+            limit=limit,
         )
     return as_is(Segments, body)
 
@@ -314,9 +319,54 @@ class Churn(Out):
 def get_churn(access: ReadAccess, as_of: AsOf = None, limit: Limit = 100) -> Response:
     """Churn risk in [0, 1]: the days since each participant's last event against their own usual gap."""
     with access.runtime.db.read() as connection:
-        body = segments.churn(connection, access.record(connection), as_of=as_of or _now(), limit=limit)
+        body = segments.churn(connection, access.record(connection), as_of=common.instant(as_of, "as_of"), limit=limit)
     return as_is(Churn, body)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+class Suggested(Out):
+    id: str
+    name: str | None
+    history: int = Field(description="periods with a value among those looked at")
+    median: float | None = Field(description="the median the target stretches (own, or the team's)")
+    target: int
+    source: Literal["own", "team", "challenge"]
+
+
+class Targets(Out):
+    challenge: str
+    metric: str
+    target: float = Field(description="the challenge's own target")
+    periods: list[str] = Field(description="the complete periods looked at, oldest first")
+    factor: float
+    floor: float
+    cap: float
+    total: int
+    participants: list[Suggested] = Field(description="lowest target first")
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/targets", response_model=Targets)
+def get_targets(
+    access: ReadAccess,
+    challenge: Annotated[str, Query(max_length=64, description="a recurring individual goal")],
+    as_of: AsOf = None,
+    periods: Annotated[int, Query(ge=1, le=52)] = 8,
+    factor: Annotated[float, Query(ge=1, le=3)] = 1.1,
+    limit: Limit = 100,
+) -> Response:
+    """A suggested personal target for each participant on a recurring individual goal: the median of their
+    last periods × ``factor`` between a floor and a cap (newcomers: their team's), so every rep has a reachable
+    goal. A suggestion: the challenge's target is what the engine judges."""
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        body = targets.targets(
+            connection,
+            record,
+            access.compiled(connection, record),
+            challenge=challenge,
+            as_of=common.instant(as_of, "as_of"),
+            periods=periods,
+            factor=factor,
+            limit=limit,
+        )
+    return as_is(Targets, body)
