@@ -8,7 +8,9 @@ effects it keeps for reversals are a chunk's, not the log's: the events reversed
 kept aside (a set read first), and memory is bounded by the participants, not the events.
 
 Periods of team goals and competitions that end inside the window are closed at the end as
-``challenges.closing.settle`` would, from the simulated totals: rewards and prizes go to the balances.
+``challenges.closing.settle`` would, from the simulated totals: rewards and prizes go to the balances (a
+race places its finishers by the event time they reached the target). Redemptions, adjustments, kudos,
+expiry and referral payments are not events: they are not simulated.
 Boards are shown as of the day of the window's last event. Tiers are taken as each event recorded them
 (a draft's multipliers apply to them; its thresholds are not re-rated), as replay does. A reversal of an
 event before the window has nothing to undo and is skipped.
