@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from levelup.api.deps import AdminAccess
+from levelup.api.deps import AdminAccess, Cursor, NumberPath
 from levelup.api.responses import Out
 from levelup.webhooks import service
 from levelup.webhooks.service import Format, NotificationType
@@ -95,7 +95,7 @@ def list_webhooks(access: AdminAccess) -> dict[str, Any]:
     response_class=Response,
     responses={204: {"description": "deleted; what was waiting to be sent is cancelled"}},
 )
-def delete_webhook(access: AdminAccess, webhook_id: int) -> Response:
+def delete_webhook(access: AdminAccess, webhook_id: NumberPath) -> Response:
     with access.runtime.db.write() as connection:
         record = access.record(connection)
         service.unsubscribe(connection, record, webhook_id, actor=access.principal.key_id)
@@ -106,8 +106,8 @@ def delete_webhook(access: AdminAccess, webhook_id: int) -> Response:
 @router.get("/programs/{program}/webhooks/{webhook_id}/deliveries", response_model=Deliveries)
 def list_deliveries(
     access: AdminAccess,
-    webhook_id: int,
-    before: int | None = None,
+    webhook_id: NumberPath,
+    before: Cursor = None,
     limit: int = Query(default=50, ge=1, le=200),
 ) -> dict[str, Any]:
     """Notifications newest first with every attempt; ``next`` is the URL of the next page, or null."""
