@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from levelup.api.app import create_app
+from levelup.cli.main import app as cli
 from levelup.leaderboards import ranks, redis_board
 from levelup.leaderboards import service as boards
 from levelup.observability.metrics import REDIS_FALLBACKS
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
+from levelup.storage import tables as t
 from tests.conftest import ADMIN_KEY, EXAMPLES, REDIS_URL, event, fresh_database
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -169,3 +173,23 @@ def test_redis_down_events_are_taken_and_boards_answered_from_the_database(
         assert fallbacks() > before
         runtime.db.dispose()
         sql_only.db.dispose()
+
+
+def test_levelup_rebuild_leaderboards_copies_every_program(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEVELUP_ADMIN_KEY", ADMIN_KEY)
+    for url in fresh_database("sqlite", tmp_path):
+        runtime = Runtime.from_url(url, migrate=False)
+        with TestClient(create_app(runtime)) as client:
+            load(client)
+        runtime.db.dispose()
+        result = CliRunner().invoke(cli, ["rebuild-leaderboards", "--database", url, "--redis", redis_url])
+        assert result.exit_code == 0, result.output
+        copied = int(result.output.split(": ")[1].split()[0])
+        with runtime.db.read() as connection:
+            assert copied == connection.execute(select(func.count()).select_from(t.rank_rows)).scalar() > 0
+        assert redis.Redis.from_url(redis_url).exists(redis_board.ready_key(1))
+        monkeypatch.delenv("LEVELUP_REDIS_URL", raising=False)
+        refused = CliRunner().invoke(cli, ["rebuild-leaderboards", "--database", url])
+        assert refused.exit_code == 1 and "no Redis" in refused.output

@@ -7,7 +7,10 @@ import datetime as dt
 import json
 import os
 import socket
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -26,7 +29,12 @@ from levelup.events.replay import replay as run_replay
 from levelup.events.schema import MAX_BATCH
 from levelup.jobs import registry as jobs
 from levelup.keys import service as keys
+from levelup.leaderboards import redis_board
 from levelup.leaderboards.service import leaderboard as board_of
+from levelup.links import service as links
+from levelup.links.service import DEFAULT_EXPIRES_IN as DEFAULT_LINK_EXPIRY
+from levelup.links.service import DEFAULT_TOP
+from levelup.observability.metrics import MULTIPROCESS_ENV
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
@@ -38,10 +46,12 @@ program_app = typer.Typer(help="Program documents: validate, apply, show.", no_a
 events_app = typer.Typer(help="Events: import from files.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(help="The periodic jobs: closing, expiry, tiers, referrals.", no_args_is_help=True)
+links_app = typer.Typer(help="Signed links to the web pages.", no_args_is_help=True)
 app.add_typer(program_app, name="program")
 app.add_typer(events_app, name="events")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(links_app, name="links")
 console = Console()
 errors = Console(stderr=True)
 
@@ -111,15 +121,41 @@ def serve(
             soft_wrap=True,
         )
     console.print(f"Levelup on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", soft_wrap=True)
-    uvicorn.run(
-        "levelup.api.server:app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        http=NoDelayH11Protocol,
-    )
+    with _metrics_folder(workers):
+        uvicorn.run(
+            "levelup.api.server:app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            http=NoDelayH11Protocol,
+            # live-feed streams never end by themselves: cut them then (clients resume by Last-Event-ID)
+            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+        )
+
+
+SHUTDOWN_SECONDS = 5
+
+
+@contextmanager
+def _metrics_folder(workers: int) -> Iterator[None]:
+    """Where several workers add up their Prometheus metrics (``PROMETHEUS_MULTIPROC_DIR``): the one
+    given, emptied of a past run's values, else a temporary folder made for this run. One worker needs none."""
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+    elif workers > 1:
+        with tempfile.TemporaryDirectory(prefix="levelup-metrics-") as folder:
+            os.environ[MULTIPROCESS_ENV] = folder  # inherited by the workers uvicorn spawns
+            try:
+                yield
+            finally:
+                del os.environ[MULTIPROCESS_ENV]
+    else:
+        yield
 
 
 @program_app.command("validate")
@@ -378,6 +414,28 @@ def _when(now: str | None) -> dt.datetime | None:
     return when
 
 
+@app.command("rebuild-leaderboards")
+def rebuild_leaderboards(
+    program: ProgramsOption = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", envvar="LEVELUP_REDIS_URL", help="Redis URL (LEVELUP_REDIS_URL)")
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Copy the leaderboards from the database to Redis afresh (they are also rebuilt when found stale)."""
+    if not redis_url:
+        errors.print("[red]error:[/red] no Redis: set LEVELUP_REDIS_URL or pass --redis")
+        raise typer.Exit(1)
+    runtime = _runtime(database)
+    boards = redis_board.of(runtime.db.engine) or redis_board.Boards.connect(redis_url, runtime.db)
+    with runtime.db.read() as connection:
+        chosen = programs.selected(connection, program or None)
+    for record in chosen:
+        copied = boards.rebuild(record.id)
+        done = "another process is rebuilding it" if copied is None else f"{copied} rows copied"
+        console.print(f"{record.key}: {done}")
+
+
 @app.command()
 def launch(
     program: str,
@@ -453,6 +511,39 @@ def keys_create(
     print(secret)
 
 
+@links_app.command("create")
+def links_create(
+    program: Annotated[str, typer.Argument(help="the program key")],
+    kind: Annotated[str, typer.Option(help="tv or participant")] = "tv",
+    participant: Annotated[str | None, typer.Option(help="a participant link's participant")] = None,
+    expires_in: Annotated[int, typer.Option(help="seconds until it expires")] = DEFAULT_LINK_EXPIRY,
+    top: Annotated[int, typer.Option(help="a tv link: rows shown per board")] = DEFAULT_TOP,
+    base_url: Annotated[str, typer.Option(help="where the server answers")] = "http://127.0.0.1:8000",
+    database: DatabaseOption = None,
+) -> None:
+    """Make a signed link to the TV board or a participant's home; its URL is printed once."""
+    if kind not in ("tv", "participant"):
+        errors.print(f"[red]error:[/red] kind must be tv or participant, not {kind!r}")
+        raise typer.Exit(1)
+    runtime = _runtime(database)
+    try:
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            made = links.create(
+                connection,
+                record,
+                runtime.programs.compiled(connection, record),
+                kind="tv" if kind == "tv" else "participant",
+                participant=participant,
+                expires_in=expires_in,
+                options=links.TvOptions(top=top) if kind == "tv" else None,
+            )
+    except LevelupError as error:
+        _fail(error)
+    console.print(f"link {made['id']} ({kind}), expires {made['expires_at']}")
+    print(base_url.rstrip("/") + links.page_path(program, kind, made["token"]))
+
+
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -470,3 +561,10 @@ def demo(
     if serve_after:
         before_serving(runtime, console, f"http://{host}:{port}", secret)
         serve(host=host, port=port, workers=1, database=url)
+
+
+# registered last: the module uses the helpers above
+from levelup.cli import insights as _insights  # noqa: E402
+
+app.command()(_insights.simulate)
+app.command()(_insights.insights)

@@ -218,6 +218,7 @@ class Boards:
             if program_id in self._building:
                 return
             self._building.add(program_id)
+        logger.warning("the Redis copy of program %d is missing or stale: the database answers meanwhile", program_id)
 
         def run() -> None:
             try:
@@ -236,6 +237,7 @@ class Boards:
         """Whether the copy may answer: built for this version and format, and no write missed here."""
         if marker == f"{FORMAT}:{version}".encode() and program_id not in self._stale:
             return True
+        REDIS_FALLBACKS.labels("stale").inc()
         self.rebuild_later(program_id)
         return False
 
