@@ -39,6 +39,7 @@ def make_game(client: TestClient, admin: dict[str, str], acme_text: str) -> Game
     client.put(f"{P}/participants/rep-9", json={"name": "Bob Marley"}, headers=admin)
     made = Game(client, admin, {}, {}, {})
     deals = [event(f"d-{i}", data={"amount": 120_000, "deal_id": f"D-{i}"}) for i in range(5)]
+    deals[0]["occurred_at"] = "2026-11-19T15:04:05Z"  # two days of points: a chart to draw
     made.post(*deals, event("b-1", participant="rep-9", data={"amount": 30_000, "deal_id": "B-1"}))
     return Game(
         client,

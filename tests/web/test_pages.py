@@ -10,6 +10,7 @@ import pytest
 from levelup.cases import service as cases
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
+from levelup.web.charts import liability_by_month
 from levelup.web.render import csrf_token
 from tests.conftest import event
 from tests.web.conftest import KUDOS, Game, P
@@ -154,3 +155,17 @@ def test_pages_have_landmarks_labels_and_local_assets_only(game: Game, page: str
     labelled = set(re.findall(r'<label for="([^"]+)"', html))
     assert ids <= labelled, ids - labelled
     assert game.client.get("/static/web/web.css").status_code == 200
+
+
+def test_charts_are_drawn_on_the_server_with_a_text_alternative(game: Game) -> None:
+    home = game.client.get(game.dana["url"]).text
+    assert home.count("<svg") == 1 and "<script" not in home.split("<svg")[1].split("</svg>")[0]
+    assert "Points over time, day by day" in home and "XP now 6,500" in text(home)
+    report = {
+        "currencies": [
+            {"currency": "coins", "redeemed_by_month": {"2026-10": 500, "2026-11": 1000}, "expired_by_month": {}}
+        ]
+    }
+    drawn = liability_by_month(report)
+    assert drawn is not None and drawn.count("<path") >= 2 and "Oct 2026" in drawn
+    assert liability_by_month({"currencies": [report["currencies"][0] | {"redeemed_by_month": {}}]}) is None

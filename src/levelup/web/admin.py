@@ -21,12 +21,14 @@ from levelup.errors import LevelupError, Unauthorized
 from levelup.events.explain import explain_event
 from levelup.keys.service import Principal, authenticate
 from levelup.ledger import service as ledger
+from levelup.ledger.liability import liability
 from levelup.links import service as links
 from levelup.programs import service as programs
 from levelup.programs.validation import MAX_DOCUMENT_BYTES, load_document
 from levelup.rewards import service as rewards
 from levelup.runtime import Runtime
 from levelup.web import editor, sessions
+from levelup.web.charts import liability_by_month
 from levelup.web.render import MAX_FORM_BYTES, PageRoute, csrf_token, form, page, whole
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -125,13 +127,17 @@ async def sign_out(request: Request) -> Response:
 def _program_page(runtime: Runtime, program: str) -> dict[str, Any]:
     with runtime.db.read() as connection:
         record = programs.find(connection, program)
+        compiled = runtime.programs.compiled(connection, record)
+        report = liability(connection, record, compiled)
         return {
             "record": record,
             "document": editor.as_yaml(programs.document_of(connection, record)),
             "cases": cases.listed(connection, record),
             "redemptions": rewards.list_redemptions(connection, record, status="pending")["redemptions"],
             "links": links.listed(connection, record),
-            "currencies": [c.key for c in runtime.programs.compiled(connection, record).doc.currencies],
+            "currencies": [c.key for c in compiled.doc.currencies],
+            "liability": report,
+            "chart": liability_by_month(report),
         }
 
 

@@ -28,6 +28,7 @@ from levelup.rules.catalog import how_to_play
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.web.access import Opened, open_page
+from levelup.web.charts import balances_over_time
 from levelup.web.render import PageRoute, csrf_token, form, page, whole
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -128,12 +129,12 @@ def _home(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
         opened = open_page(runtime, connection, program, token, "participant")
         today = local_date(now, opened.compiled.timezone)
         found = profile(connection, opened.program, opened.compiled, opened.participant, now)
-        entries, more = ledger.entries(connection, opened.program, opened.participant, before=None, limit=LEDGER_LINES)
+        # the newest lines: the first ones listed, all of them drawn
+        entries, _ = ledger.entries(connection, opened.program, opened.participant, before=None, limit=ledger.MAX_PAGE)
         return {
             "opened": opened,
             "profile": found | {"challenges": [_pace(c, today) for c in found["challenges"]]},
             "entries": entries,
-            "more": more,
             "expiring": lots.expiring(connection, opened.participant_id, now),
             "kudos": _kudos(connection, opened, today),
             "cases": cases.of_participant(connection, opened.program, opened.participant_id),
@@ -151,8 +152,12 @@ async def home(program: str, request: Request, token: Token = None, notice: Noti
         "me.html",
         **_common(opened, read["profile"]["name"], notice),
         me=read["profile"],
-        entries=read["entries"],
-        more=read["more"],
+        entries=read["entries"][:LEDGER_LINES],
+        chart=balances_over_time(
+            read["entries"],
+            {c: n - read["profile"]["arrears"].get(c, 0) for c, n in read["profile"]["balances"].items()},
+            {c.key: c.name for c in doc.currencies},
+        ),
         expiring=read["expiring"],
         kudos=read["kudos"],
         received=read["received"],

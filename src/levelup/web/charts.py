@@ -1,0 +1,65 @@
+"""Charts drawn on the server as inline SVG by leather (a registry package without dependencies): no
+script, nothing fetched, and a text alternative beside each one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import leather
+from markupsafe import Markup
+
+COLORS = ("#1f5fbf", "#17663a", "#8a4b00", "#a3202b")
+WIDTH, HEIGHT = 640, 280
+
+
+def _svg(chart: Any) -> Markup:
+    """The chart as inline SVG, hidden from screen readers (the figure's caption says it in words)."""
+    svg: str = chart.to_svg(width=WIDTH, height=HEIGHT)
+    return Markup(svg.replace("<svg ", f'<svg aria-hidden="true" focusable="false" viewBox="0 0 {WIDTH} {HEIGHT}" ', 1))
+
+
+def _lines(title: str, series: Mapping[str, Sequence[tuple[dt.datetime, float]]], label: str) -> Markup:
+    """Lines over dates, their ticks written with ``label`` (a strftime format)."""
+    chart = leather.Chart(title)
+    chart.add_x_axis(tick_formatter=lambda day, _i, _n: day.strftime(label))
+    for (name, points), color in zip(series.items(), COLORS * 4, strict=False):
+        chart.add_line(list(points), name=name, stroke_color=color)
+    return _svg(chart)
+
+
+def balances_over_time(
+    entries: Sequence[Mapping[str, Any]], totals: Mapping[str, int], names: Mapping[str, str]
+) -> Markup | None:
+    """Each currency's total (available − arrears) at the end of each day the newest ``entries`` cover,
+    counted back from ``totals`` (what it is now); None with fewer than two days to draw."""
+    by_day: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for entry in entries:  # leather's time scale wants datetimes: each day's midnight
+        by_day[dt.datetime.fromisoformat(entry["at"][:10])][entry["currency"]] += entry["amount"]
+    days = sorted(by_day)
+    if len(days) < 2:
+        return None
+    series = {}
+    for currency, now in totals.items():
+        points, running = [], now
+        for day in reversed(days):  # the total at the end of a day is now less what came after it
+            points.append((day, running))
+            running -= by_day[day][currency]
+        series[names.get(currency, currency)] = list(reversed(points))
+    return _lines("Points over time", series, "%d %b")
+
+
+def liability_by_month(report: Mapping[str, Any]) -> Markup | None:
+    """Redeemed and expired points per month, per spendable currency; None with fewer than two months."""
+    months = sorted({m for c in report["currencies"] for m in (*c["redeemed_by_month"], *c["expired_by_month"])})
+    if len(months) < 2:
+        return None
+    first = {m: dt.datetime.fromisoformat(f"{m}-01") for m in months}
+    series = {
+        f"{c['currency']} {what}": [(first[m], c[f"{what}_by_month"].get(m, 0)) for m in months]
+        for c in report["currencies"]
+        for what in ("redeemed", "expired")
+    }
+    return _lines("Redeemed and expired by month", series, "%b %Y")
