@@ -92,6 +92,10 @@ def test_forms_need_their_csrf_token(game: Game) -> None:
     assert sent.status_code == 303 and "notice=" in sent.headers["location"]
     bob = text(game.client.get(game.bob["url"]).text)
     assert "kudos from rep-17: great demo" in bob
+    over = game.client.post(url, data=body | {"amount": "46", "csrf": csrf_token(game.dana["token"])})
+    assert "Not done: rep-17 has 45 of 50 kudos left this week" in text(over.text)
+    nobody = game.client.post(url, data=body | {"to": "rep-404", "csrf": csrf_token(game.dana["token"])})
+    assert "Not done: no participant" in text(nobody.text)
     assert "You can give 45 more Coins this week" in text(game.client.get(game.dana["url"]).text)
 
 
@@ -143,7 +147,8 @@ def test_something_missing_opens_a_case_the_admin_resolves_with_an_adjustment(ga
     assert "resolved I closed D-91 on 20 Nov Answer: Found it, sorry! +120 Coins added" in shown
     assert "820 Coins" in shown and "case 1: Found it, sorry!" in shown  # the ledger line says why
     bob_line = body | {"entry": "1", "csrf": csrf_token(game.bob["token"])}  # a line of Dana's, from Bob's link
-    assert game.client.post(at(game.bob["url"], "me/cases"), data=bob_line).status_code == 404
+    refused = game.client.post(at(game.bob["url"], "me/cases"), data=bob_line)
+    assert "Not done: no ledger line 1 of yours" in text(refused.text) and "Found it" not in text(refused.text)
 
 
 @pytest.mark.parametrize("page", ["me", "store", "rules"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -16,12 +17,13 @@ from sqlalchemy import Connection, func, select
 from starlette.concurrency import run_in_threadpool
 
 from levelup.cases import service as cases
-from levelup.errors import FieldError, Invalid, NotFound
+from levelup.errors import FieldError, Invalid, LevelupError, NotFound
 from levelup.kudos.service import give
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
 from levelup.metrics.periods import local_date, period_dates, period_key, rolling_days
+from levelup.participants import repository as participants
 from levelup.participants.profile import profile
 from levelup.rewards import service as rewards
 from levelup.rules.catalog import how_to_play
@@ -189,23 +191,29 @@ async def _posted(request: Request, program: str, token: str | None) -> tuple[Ru
     return runtime, found, await form(request, found.token)
 
 
+async def _attempt(opened: Opened, page_name: str, write: Callable[[], str]) -> RedirectResponse:
+    """Run ``write`` (one transaction) and go back to the page saying what it did, or why it did nothing
+    (a refusal such as a spent budget or balance is news for the person, not an error page)."""
+    try:
+        said = await run_in_threadpool(write)
+    except LevelupError as refused:
+        why = refused.errors[0].message if refused.errors else ""
+        said = f"Not done: {refused.detail}" + (f" ({why})" if why else "")
+    return _after_post(opened, page_name, said)
+
+
 @router.post("/p/{program}/me/kudos")
 async def post_kudos(program: str, request: Request, token: Token = None) -> Response:
     runtime, opened, fields = await _posted(request, program, token)
     receiver = fields.get("to", "").strip()
     message = fields.get("message", "").strip()
-    if not receiver or not message or len(message) > 500:
-        raise Invalid("kudos need someone and a message", errors=[FieldError("message", "1..500 characters")])
-    amount = whole(fields, "amount")
 
-    def write() -> None:
+    def write() -> str:
+        if not receiver or not 1 <= len(message) <= 500:
+            raise Invalid("kudos need someone and a message", errors=[FieldError("message", "1..500 characters")])
+        amount = whole(fields, "amount")
         with runtime.db.write() as connection:
-            if not connection.execute(
-                select(t.participants.c.id).where(
-                    t.participants.c.program_id == opened.program.id, t.participants.c.external_id == receiver
-                )
-            ).first():
-                raise NotFound(f"nobody called {receiver!r} plays here")
+            participants.find_id(connection, opened.program.id, receiver)  # kudos to someone who plays
             give(
                 connection,
                 opened.program,
@@ -216,24 +224,24 @@ async def post_kudos(program: str, request: Request, token: Token = None) -> Res
                 message=message,
                 idempotency_key=fields.get("key") or None,
             )
+        return f"Kudos sent to {receiver}."
 
-    await run_in_threadpool(write)
-    return _after_post(opened, "me", f"Kudos sent to {receiver}.")
+    return await _attempt(opened, "me", write)
 
 
 @router.post("/p/{program}/me/cases")
 async def post_case(program: str, request: Request, token: Token = None) -> Response:
     runtime, opened, fields = await _posted(request, program, token)
-    entry = whole(fields, "entry", low=1, high=2**62) if fields.get("entry") else None
 
-    def write() -> None:
+    def write() -> str:
+        entry = whole(fields, "entry", low=1, high=2**62) if fields.get("entry") else None
         with runtime.db.write() as connection:
             cases.open_case(
                 connection, opened.program, opened.participant_id, fields.get("message", ""), entry_id=entry
             )
+        return "Thanks: your case is open, the answer will show here."
 
-    await run_in_threadpool(write)
-    return _after_post(opened, "me", "Thanks: your case is open, the answer will show here.")
+    return await _attempt(opened, "me", write)
 
 
 def _store(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
@@ -281,6 +289,7 @@ async def store(
 @router.post("/p/{program}/store/redeem")
 async def post_redeem(program: str, request: Request, token: Token = None) -> Response:
     runtime, opened, fields = await _posted(request, program, token)
+    names = {r.key: r.name for r in opened.compiled.doc.rewards}
 
     def write() -> str:
         with runtime.db.write() as connection:
@@ -292,11 +301,9 @@ async def post_redeem(program: str, request: Request, token: Token = None) -> Re
                 reward_key=fields.get("reward", ""),
                 idempotency_key=f"web-{fields.get('key') or uuid.uuid4().hex}"[:200],
             )
-        return str(made["reward"])
+        return f"Redeemed: {names.get(made['reward'], made['reward'])}. It is on its way."
 
-    reward = await run_in_threadpool(write)
-    names = {r.key: r.name for r in opened.compiled.doc.rewards}
-    return _after_post(opened, "store", f"Redeemed: {names.get(reward, reward)}. It is on its way.")
+    return await _attempt(opened, "store", write)
 
 
 @router.get("/p/{program}/rules", response_class=HTMLResponse)
