@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from levelup.errors import LevelupError
@@ -28,25 +29,28 @@ TICKER = 8
 HEARTBEAT_SECONDS = 15.0
 
 
-def _boards(runtime: Runtime, opened: Opened) -> list[dict[str, Any]]:
+def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
     """The link's boards, each its top N (never the bottom of a board)."""
     wanted = opened.link.options.boards or [b.key for b in opened.compiled.doc.leaderboards]
     by_key = {b.key: b for b in opened.compiled.doc.leaderboards}
-    with runtime.db.read() as connection:
-        return [
-            leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top)
-            | {"name": by_key[key].name or key.replace("-", " ").capitalize()}
-            for key in wanted
-            if key in by_key  # a board the program has since dropped is skipped
-        ]
+    return [
+        leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top)
+        | {"name": by_key[key].name or key.replace("-", " ").capitalize()}
+        for key in wanted
+        if key in by_key  # a board the program has since dropped is skipped
+    ]
 
 
 def _read(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
     with runtime.db.read() as connection:
         opened = open_page(runtime, connection, program, token, "tv")
-        said = moments(connection, opened.program.id, opened.compiled, recent(connection, opened.program.id, TICKER))
-        newest = feed.latest_id(connection, opened.program.id)
-    return {"opened": opened, "boards": _boards(runtime, opened), "moments": said, "newest": newest}
+        latest = recent(connection, opened.program.id, TICKER)
+        return {
+            "opened": opened,
+            "boards": _boards(connection, opened),
+            "moments": moments(connection, opened.program.id, opened.compiled, latest),
+            "newest": feed.latest_id(connection, opened.program.id),
+        }
 
 
 @router.get("/p/{program}/tv", response_class=HTMLResponse)
