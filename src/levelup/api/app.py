@@ -22,6 +22,7 @@ from levelup import __version__, web
 from levelup.api.deps import BoundedRequests
 from levelup.api.responses import Out
 from levelup.api.routes import (
+    audit,
     challenges,
     events,
     home,
@@ -164,6 +165,7 @@ def create_app(
         webhooks,
         links,
         insights,
+        audit,
     )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from levelup.api.server import NoDelayH11Protocol
+from levelup.audit import service as audit
 from levelup.cli.importer import count_records, import_file
 from levelup.errors import LevelupError
 from levelup.events.ingest import Outcome, batches, ingest
@@ -481,6 +482,32 @@ def leaderboard(
     except LevelupError as exc:
         _fail(exc)
     print_board(board)
+
+
+@app.command("audit")
+def audit_log(
+    program: str,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines instead of a table")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Who changed what in a program, newest first: documents applied, adjustments, overrides, webhooks."""
+    runtime = _runtime(database)
+    try:
+        with runtime.db.read() as connection:
+            entries = audit.page(connection, programs.find(connection, program).id, before=None, limit=limit)
+    except LevelupError as exc:
+        _fail(exc)
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+        return
+    table = Table(title=f"{program} · audit · newest first")
+    for column in ("at", "actor", "action", "detail"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry["at"], entry["actor"], entry["action"], json.dumps(entry["detail"], ensure_ascii=False))
+    console.print(table)
 
 
 def print_board(board: dict[str, Any]) -> None:
