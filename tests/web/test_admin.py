@@ -114,3 +114,19 @@ def test_participants_events_and_adjustments_in_the_studio(game: Game) -> None:
     explained = text(game.client.get("/admin/p/acme-sales/events/d-4").text)
     assert "+1,300 xp" in explained and "(rule deal-won v1)" in explained and "deals_won: 1 (all time)" in explained
     assert game.client.get("/admin/p/acme-sales/events/nope").status_code == 404
+
+
+def test_the_editor_simulates_a_draft_on_past_events_and_writes_nothing(game: Game) -> None:
+    csrf = sign_in(game.client)
+    found = re.search(
+        r'<textarea id="document"[^>]*>(.*?)</textarea>', game.client.get("/admin/p/acme-sales").text, re.S
+    )
+    assert found is not None
+    document = html.unescape(found.group(1))
+    draft = document.replace("100 + data.amount / 100", "200 + data.amount / 100")
+    assert draft != document
+    shown = game.client.post("/admin/p/acme-sales/simulate", data={"csrf": csrf, "document": draft, "days": "366"})
+    said = text(shown.text)
+    assert shown.status_code == 200 and "The draft on 6 events of the last 366 days" in said
+    assert "XP in all: 6,900 → 7,500 (+600) Dana Scully: +500 XP Bob Marley: +100 XP" in said
+    assert game.client.get(P, headers=game.admin).json()["version"] == 1

@@ -7,6 +7,7 @@ adjustment); pending redemptions to fulfil or cancel; the program's links to mak
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
@@ -19,6 +20,7 @@ from levelup import listing
 from levelup.cases import service as cases
 from levelup.errors import LevelupError, Unauthorized
 from levelup.events.explain import explain_event
+from levelup.insights import simulate as sim
 from levelup.keys.service import Principal, authenticate
 from levelup.ledger import service as ledger
 from levelup.ledger.liability import liability
@@ -154,7 +156,7 @@ def _back(program: str, notice: str) -> RedirectResponse:
 
 
 def _context(request: Request, notice: str | None) -> dict[str, Any]:
-    return {"csrf": csrf_token(_secret(request)), "notice": notice, "made": None}
+    return {"csrf": csrf_token(_secret(request)), "notice": notice, "made": None, "simulation": None, "days": 30}
 
 
 @router.post("/admin/p/{program}/check")
@@ -195,6 +197,29 @@ async def apply(program: str, request: Request) -> Response:
     record, changed = await run_in_threadpool(write)
     said = f"Applied: version {record.version} is in force." if changed else "Nothing changed: the same document."
     return _back(program, said)
+
+
+@router.post("/admin/p/{program}/simulate", response_class=HTMLResponse)
+async def simulate(program: str, request: Request) -> HTMLResponse:
+    """The draft scored over the last ``days`` of stored events beside the version in force (nothing is
+    written), its changes in words, with the draft kept in the editor."""
+    await _admin(request, program)
+    fields = await form(request, _secret(request), FORM_LIMIT)
+    runtime, draft = _runtime(request), fields.get("document", "")
+    days = whole(fields, "days", low=1, high=366)
+    errors = await run_in_threadpool(editor.check, draft, program)
+    result = None
+    if not errors:
+        end = dt.datetime.now(dt.UTC)
+        doc = load_document(draft, program=program)
+        result = await run_in_threadpool(sim.run, runtime, program, doc, end - dt.timedelta(days=days), end)
+    read = await run_in_threadpool(_program_page, runtime, program)
+    return page(
+        "admin_program.html",
+        422 if errors else 200,
+        **read | {"draft": draft, "errors": errors, "diff": editor.diff(read["document"], draft)},
+        **_context(request, None) | {"simulation": result, "days": days},
+    )
 
 
 @router.post("/admin/p/{program}/cases/{case_id}")
