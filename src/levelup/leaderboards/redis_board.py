@@ -53,6 +53,17 @@ BUILD_SECONDS = 600  # a rebuild's claim expires (its process died) after this l
 Row = tuple[int, str, str, str, int]  # program id, source, key, period, subject id
 
 
+def grain_of(period: str) -> str:
+    """The calendar grain of a period key, as ``ranks.GRAIN_OF_PERIOD`` tells it in SQL."""
+    if period == "all":
+        return "all"
+    if len(period) == 4:
+        return "year"
+    if len(period) == 10:
+        return "day"
+    return {"W": "week", "Q": "quarter"}.get(period[5:6], "month")
+
+
 def board_key(board: ranks.Board) -> str:
     return f"levelup:{{{board.program_id}}}:board:{board.source}:{board.key}:{board.period}"
 
@@ -125,11 +136,21 @@ class Boards:
         by_program: dict[int, list[tuple[str, str, str, int]]] = defaultdict(list)
         for program_id, source, key, period, subject_id in rows:
             by_program[program_id].append((source, key, period, subject_id))
-        for program_id, keys in by_program.items():
+        for program_id, touched_keys in by_program.items():
             if program_id in self._stale:
                 continue
-            if len(keys) > MANY:  # a whole program rewritten (an apply, a replay): rebuilt in one go instead
+            if len(touched_keys) > MANY:  # a whole program rewritten (an apply, a replay): rebuilt in one go instead
                 self._stale.add(program_id)
+                continue
+            b = t.rank_boards.c
+            boards = {
+                (source, key, grain)
+                for source, key, grain in connection.execute(
+                    select(b.source, b.key, b.grain).where(b.program_id == program_id)
+                )
+            }
+            keys = [k for k in touched_keys if (k[0], k[1], grain_of(k[2])) in boards]  # rows on no board: skipped
+            if not keys:
                 continue
             found = fetch_by_keys(
                 connection,
