@@ -130,3 +130,20 @@ def test_the_editor_simulates_a_draft_on_past_events_and_writes_nothing(game: Ga
     assert shown.status_code == 200 and "The draft on 6 events of the last 366 days" in said
     assert "XP in all: 6,900 → 7,500 (+600) Dana Scully: +500 XP Bob Marley: +100 XP" in said
     assert game.client.get(P, headers=game.admin).json()["version"] == 1
+
+
+def test_keys_are_made_shown_once_and_revoked_in_the_studio(game: Game) -> None:
+    csrf = sign_in(game.client)
+    body = {"csrf": csrf, "role": "read", "programs": "acme-sales", "note": "wallboard"}
+    assert game.client.post("/admin/keys", data=body | {"csrf": "no"}).status_code == 403
+    made = game.client.post("/admin/keys", data=body)
+    secret = re.search(r'<code id="new-key">([^<]+)</code>', made.text)
+    assert made.status_code == 200 and secret is not None and "Key made: read on acme-sales." in text(made.text)
+    reader = {"Authorization": f"Bearer {secret.group(1)}"}
+    assert game.client.get(f"{P}/participants/rep-17", headers=reader).status_code == 200
+    key_id = secret.group(1).split("_")[1]
+    assert secret.group(1) not in game.client.get("/admin").text  # shown that once
+    assert "wallboard" in game.client.get("/admin").text
+    revoked = game.client.post(f"/admin/keys/{key_id}/revoke", data={"csrf": csrf})
+    assert f"Key {key_id} revoked." in text(revoked.text)
+    assert game.client.get(f"{P}/participants/rep-17", headers=reader).status_code == 401

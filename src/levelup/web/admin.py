@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 
 from levelup import listing
 from levelup.cases import service as cases
-from levelup.errors import LevelupError, Unauthorized
+from levelup.errors import FieldError, Invalid, LevelupError, Unauthorized
 from levelup.events.explain import explain_event
 from levelup.insights import simulate as sim
+from levelup.keys import service as keys
 from levelup.keys.service import Principal, authenticate
 from levelup.ledger import service as ledger
 from levelup.ledger.liability import liability
@@ -68,18 +69,63 @@ async def _admin(request: Request, program: str | None = None) -> Principal:
 
 @router.get("/admin", response_class=HTMLResponse)
 async def studio(request: Request, notice: Notice = None) -> HTMLResponse:
-    """The programs this admin may change, or the sign-in form."""
+    """The programs and keys this admin may change, or the sign-in form."""
     principal = await _principal(request)
     if principal is None:
         return page("admin_signin.html", notice=notice)
+    return await _studio(request, principal, notice, None)
+
+
+async def _studio(request: Request, principal: Principal, notice: str | None, secret: str | None) -> HTMLResponse:
     runtime = _runtime(request)
 
-    def read() -> list[programs.ProgramRecord]:
+    def read() -> tuple[list[programs.ProgramRecord], list[dict[str, Any]]]:
         with runtime.db.read() as connection:
-            return [p for p in programs.selected(connection) if principal.can("admin", p.key)]
+            listed = [p for p in programs.selected(connection) if principal.can("admin", p.key)]
+            return listed, keys.listed(connection, by=principal)
 
-    listed = await run_in_threadpool(read)
-    return page("admin_programs.html", programs=listed, csrf=csrf_token(_secret(request)), notice=notice)
+    listed, known = await run_in_threadpool(read)
+    return page(
+        "admin_programs.html",
+        programs=listed,
+        keys=known,
+        secret=secret,
+        csrf=csrf_token(_secret(request)),
+        notice=notice,
+    )
+
+
+@router.post("/admin/keys", response_class=HTMLResponse)
+async def make_key(request: Request) -> HTMLResponse:
+    """A new API key within this admin's programs; its secret is shown on the page this once."""
+    principal = await _admin(request)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    scope = sorted({p.strip() for p in fields.get("programs", "").split(",") if p.strip()})
+    role = fields.get("role", "")
+
+    def write() -> str:
+        if role not in keys.RANK or not scope:
+            raise Invalid("bad key", errors=[FieldError("programs", "a role and at least one program (or *)")])
+        with runtime.db.write() as connection:
+            note = fields.get("note", "").strip()[:200] or None
+            return keys.create(connection, role=role, programs=scope, creator=principal, note=note)[1]
+
+    return await _studio(request, principal, f"Key made: {role} on {', '.join(scope)}.", await run_in_threadpool(write))
+
+
+@router.post("/admin/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    principal = await _admin(request)
+    await form(request, _secret(request))
+    runtime = _runtime(request)
+
+    def write() -> None:
+        with runtime.db.write() as connection:
+            keys.revoke(connection, key_id, by=principal)
+
+    await run_in_threadpool(write)
+    return RedirectResponse("/admin?" + urlencode({"notice": f"Key {key_id} revoked."}), status_code=303)
 
 
 @router.post("/admin/sign-in")
