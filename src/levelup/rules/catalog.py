@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from levelup.programs.compiled import CompiledProgram
+from levelup.programs.compiled import PERIOD_WORDS, CompiledProgram
 from levelup.programs.document import Badge, Challenge, Criterion, Currency, Tiers
 
 WINDOW_WORDS = {
@@ -73,6 +73,11 @@ def _challenge(c: Challenge) -> str:
     return f"Reach {_num(c.target or 0)} {c.metric} ({who}) {when}{reward}"
 
 
+def _per(period: str) -> str:
+    """ "a month", or "in all" for the all-time period."""
+    return "in all" if period == "all" else PERIOD_WORDS[period]
+
+
 def _currency(c: Currency) -> str:
     parts = [f"{c.name}: {'spendable on rewards' if c.spendable else 'measures progress, not spendable'}"]
     if c.pending:
@@ -80,7 +85,7 @@ def _currency(c: Currency) -> str:
     if c.expires_after:
         parts.append(f"each credit expires {c.expires_after} after it was earned, the soonest-expiring spent first")
     if c.velocity:
-        parts.append(f"at most {c.velocity.max:,} earned from rules per {c.velocity.per}")
+        parts.append(f"at most {c.velocity.max:,} earned from rules {_per(c.velocity.per)}")
     return "; ".join(parts)
 
 
@@ -90,7 +95,7 @@ def _tiers(tiers: Tiers) -> str:
         + (f" (×{', ×'.join(f'{m:g} {c}' for c, m in s.multiplier.items())})" if s.multiplier else "")
         for s in tiers.steps
     )
-    drop = "follows the window" if tiers.demotion == "rerate" else f"drops at most one tier per {tiers.review}"
+    drop = "follows the window" if tiers.demotion == "rerate" else f"drops at most one tier {_per(tiers.review)}"
     return f"Tier on {tiers.metric} {_window(tiers.window)}: {steps}; it {drop}; multipliers apply to each rule's award"
 
 
