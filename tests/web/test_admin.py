@@ -109,6 +109,10 @@ def test_participants_events_and_adjustments_in_the_studio(game: Game) -> None:
         game.client.get(game.bob["url"]).text
     )
     assert game.client.post("/admin/p/acme-sales/adjustments", data=body | {"csrf": "x"}).status_code == 403
+    suspend = {"csrf": csrf, "status": "suspended", "note": "under review"}
+    suspended = game.client.post("/admin/p/acme-sales/participants/rep-9/status", data=suspend)
+    assert "rep-9 is suspended." in text(suspended.text)
+    assert "Your account is paused" in text(game.client.get(game.bob["url"]).text)
     listed = text(game.client.get("/admin/p/acme-sales/events?participant=rep-17&type=deal.won").text)
     assert "d-4 deal.won rep-17" in listed and "b-1" not in listed
     explained = text(game.client.get("/admin/p/acme-sales/events/d-4").text)

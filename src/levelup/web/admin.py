@@ -26,6 +26,7 @@ from levelup.keys.service import Principal, authenticate
 from levelup.ledger import service as ledger
 from levelup.ledger.liability import liability
 from levelup.links import service as links
+from levelup.participants import repository as participant_repository
 from levelup.programs import service as programs
 from levelup.programs.validation import MAX_DOCUMENT_BYTES, load_document
 from levelup.rewards import service as rewards
@@ -419,6 +420,31 @@ async def adjust(program: str, request: Request) -> Response:
     said = f"Adjusted {who} by {amount:+,} {fields.get('currency', '')}."
     return RedirectResponse(
         f"/admin/p/{program}/participants?" + urlencode({"q": who, "notice": said}), status_code=303
+    )
+
+
+@router.post("/admin/p/{program}/participants/{participant}/status")
+async def set_status(program: str, participant: str, request: Request) -> Response:
+    """Suspend (earns and spends nothing, visibly) or reactivate a participant, with a note; audited."""
+    principal = await _admin(request, program)
+    fields = await form(request, _secret(request))
+    runtime = _runtime(request)
+    status = "suspended" if fields.get("status") == "suspended" else "active"
+
+    def write() -> None:
+        note = fields.get("note", "").strip()
+        if not note:
+            raise Invalid("a note is needed", errors=[FieldError("note", "say why")])
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            participant_repository.set_status(
+                connection, record.id, participant, status, note=note[:500], actor=principal.key_id
+            )
+
+    await run_in_threadpool(write)
+    said = f"{participant} is {status}."
+    return RedirectResponse(
+        f"/admin/p/{program}/participants?" + urlencode({"q": participant, "notice": said}), status_code=303
     )
 
 
