@@ -80,7 +80,7 @@ def test_the_tv_board_updates_live_and_celebrates(site: tuple[str, Game], browse
     expect(banner).to_be_visible(timeout=2_000)
     expect(banner).to_contain_text("Bob Marley")
     expect(page.locator("#moments")).to_contain_text("Bob Marley won Top Closer — Bronze")
-    expect(page.locator(".board .row.leader .name")).to_have_text("Bob Marley", timeout=3_000)
+    expect(page.locator(".board .row.leader .name")).to_have_text("Bob Marley ▲1", timeout=3_000)  # he climbed
     shot(page, "tv-celebration")
     page.close()
 

@@ -31,10 +31,34 @@
       }).then(function (html) {
         refreshing = null;
         if (html === null) return;
+        var before = ranks();
         boards.innerHTML = html;
+        climbed(before);
         show(shown);
       }).catch(function () { refreshing = null; });
     }, 300);
+  }
+
+  // Who climbed since the last refresh: "▲2" beside their name until the next one.
+  function ranks() {
+    var seen = {};
+    boards.querySelectorAll(".board").forEach(function (b) {
+      b.querySelectorAll(".row").forEach(function (r) { seen[b.dataset.board + "/" + r.dataset.id] = Number(r.dataset.rank); });
+    });
+    return seen;
+  }
+  function climbed(before) {
+    boards.querySelectorAll(".board").forEach(function (b) {
+      b.querySelectorAll(".row").forEach(function (r) {
+        var was = before[b.dataset.board + "/" + r.dataset.id];
+        var up = was === undefined ? 0 : was - Number(r.dataset.rank);
+        if (up > 0) {
+          var mark = r.querySelector(".moved");
+          mark.textContent = "▲" + up;
+          mark.setAttribute("aria-label", "up " + up);
+        }
+      });
+    });
   }
 
   var hide = null;
