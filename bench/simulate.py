@@ -8,7 +8,7 @@ acme-sales, then, in the same run and process:
    without scoring;
 2. the **simulation**: :func:`levelup.insights.simulate.run` with a draft doubling every XP award, so
    every event is scored twice (the document in force and the draft), then the periods closed and the
-   report built.
+   report built: once in this process, once with a worker process per document (``parallel=True``).
 
 It prints events/s of each, the time extrapolated to 1,000,000 events (linear: the work is per event,
 the memory per participant) and, with ``--profile``, the cProfile top functions of the simulation.
@@ -104,26 +104,33 @@ def floor(runtime: Runtime) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
-def bench(url: str, args: argparse.Namespace) -> None:
-    runtime = fill(url, args)
-    n, read_s = floor(runtime)
-    profiler = cProfile.Profile() if args.profile else None
+def timed(runtime: Runtime, n: int, *, parallel: bool, profile: bool) -> tuple[float, cProfile.Profile | None]:
+    profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    report = sim.run(runtime, PROGRAM_KEY, draft(), *WINDOW)
+    report = sim.run(runtime, PROGRAM_KEY, draft(), *WINDOW, parallel=parallel)
     if profiler is not None:
         profiler.disable()
-    sim_s = time.perf_counter() - started
-    runtime.db.dispose()
     assert report["window"]["events"] == n
-    print(f"\n  {n:,} events, {len(report['current']['participants']):,} participants, {load()}")
-    print(f"  floor (read the events, no scoring): {read_s:7.2f} s  {n / read_s:10,.0f} events/s")
-    print(f"  simulation (two documents scored):   {sim_s:7.2f} s  {n / sim_s:10,.0f} events/s")
-    print(f"  per document (simulation - floor)/2: {(sim_s - read_s) / 2:7.2f} s")
+    return time.perf_counter() - started, profiler
+
+
+def bench(url: str, args: argparse.Namespace) -> None:
+    runtime = fill(url, args)
+    n, read_s = floor(runtime)
+    one_s, profiler = timed(runtime, n, parallel=False, profile=args.profile)
+    two_s, _ = timed(runtime, n, parallel=True, profile=False)
+    runtime.db.dispose()
+    print(f"\n  {n:,} events, {args.participants:,} participants, {load()}")
+    print(f"  floor (read the events, no scoring):      {read_s:7.2f} s  {n / read_s:10,.0f} events/s")
+    print(f"  simulation, one process (two documents):  {one_s:7.2f} s  {n / one_s:10,.0f} events/s")
+    print(f"  simulation, a worker per document:        {two_s:7.2f} s  {n / two_s:10,.0f} events/s")
+    print(f"  scoring one document, an event: {(one_s - read_s) / 2 / n * 1e6:,.0f} µs")
     print(
         f"  1,000,000 events, extrapolated: floor {read_s * MILLION / n:,.0f} s, "
-        f"simulation {sim_s * MILLION / n:,.0f} s (target 60 s); peak RSS {peak_rss_mb():,.0f} MB"
+        f"one process {one_s * MILLION / n:,.0f} s, workers {two_s * MILLION / n:,.0f} s (target 60 s); "
+        f"peak RSS of this process {peak_rss_mb():,.0f} MB"
     )
     if profiler is not None:
         print_profile(profiler, args.profile_top, None)
@@ -136,7 +143,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--postgres", default=os.environ.get("LEVELUP_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
     parser.add_argument("--keep", type=Path, help="SQLite file to load once and reuse (default: a temporary one)")
-    parser.add_argument("--profile", action="store_true", help="cProfile the simulation (slows it down)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the one-process simulation (slower)")
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args()
     print(

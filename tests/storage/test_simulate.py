@@ -132,14 +132,17 @@ def counts(runtime: Runtime) -> dict[str, int]:
         }
 
 
-@pytest.mark.parametrize("chunk", [sim.CHUNK, 3])  # 3: a new world every three events, reversals across them
+@pytest.mark.parametrize(
+    ("chunk", "parallel"),
+    [(sim.CHUNK, False), (3, False), (7, True)],  # a new world every 3 events (reversals across); two workers
+)
 def test_the_document_in_force_gives_what_is_stored(
-    played: Runtime, monkeypatch: pytest.MonkeyPatch, chunk: int
+    played: Runtime, monkeypatch: pytest.MonkeyPatch, chunk: int, parallel: bool
 ) -> None:
-    monkeypatch.setattr(sim, "CHUNK", chunk)
+    monkeypatch.setattr(sim, "CHUNK", chunk)  # a spawned worker keeps its own: the parent's chunks drive it
     balances, badges, done = stored(played)
     before = counts(played)
-    report = sim.run(played, PROGRAM, doc(played), START, END)
+    report = sim.run(played, PROGRAM, doc(played), START, END, parallel=parallel)
     assert counts(played) == before  # nothing written
     for side in ("current", "draft"):
         r = report[side]
