@@ -19,6 +19,7 @@ from levelup.errors import Invalid
 from levelup.events.ingest import ingest
 from levelup.insights import simulate as sim
 from levelup.insights.fairness import fairness
+from levelup.insights.segments import rfm, segment_of
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.document import ProgramDocument
@@ -265,3 +266,32 @@ def test_the_gini_of_revenue_per_rep_in_a_quarter_is_the_csvs(pipeline: Runtime,
     assert body["gini"] == round(mean_difference_gini(list(revenue.values())), 4)
     top = sorted(revenue.values(), reverse=True)[: -(-len(active) // 10)]
     assert body["top10_share"] == round(sum(top) / sum(revenue.values()), 4)
+
+
+@needs_the_data
+def test_rfm_segments_of_the_reps_are_the_csvs(pipeline: Runtime) -> None:
+    """Recency, frequency and revenue of each rep's won deals from the CSV, scored by quintile here."""
+    as_of = dt.datetime(2018, 1, 1, tzinfo=dt.UTC)
+    won = {a: deals for a, deals in TRUTH.won.items() if deals}
+    recency = {
+        a: (as_of - dt.datetime.combine(max(d for d, _, _ in deals), dt.time(16), sales.TIMEZONE))
+        for a, deals in won.items()
+    }
+    values = {
+        "r": {a: -r.total_seconds() for a, r in recency.items()},
+        "f": {a: float(len(deals)) for a, deals in won.items()},
+        "m": {a: float(sum(v for _, _, v in deals)) for a, deals in won.items()},
+    }
+    score = {
+        k: {a: 1 + 5 * sum(1 for w in vs.values() if w < v) // len(vs) for a, v in vs.items()}
+        for k, vs in values.items()
+    }
+    expected = Counter(segment_of(score["r"][a], score["f"][a], score["m"][a]) for a in won)
+    with pipeline.db.read() as connection:
+        record = programs.find(connection, PROGRAM)
+        body = rfm(connection, record, pipeline.programs.compiled(connection, record), as_of=as_of, segment="At risk")
+    assert body["participants"] == len(won) == 30
+    assert {s["name"]: s["participants"] for s in body["segments"] if s["participants"]} == dict(expected)
+    at_risk = {a for a in won if segment_of(score["r"][a], score["f"][a], score["m"][a]) == "At risk"}
+    assert len(expected) >= 4 and len(at_risk) >= 5  # the data: five segments, eight reps at risk
+    assert {m["id"] for m in body["members"]} == at_risk
