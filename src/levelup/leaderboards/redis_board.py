@@ -225,7 +225,10 @@ class Boards:
         """Rebuild every program whose copy is missing, of another version or format, or missed a write."""
         with self.db.read() as connection:
             programs = list(connection.execute(select(t.programs.c.id, t.programs.c.version)))
-        markers = self.client.mget([ready_key(p) for p, _ in programs]) if programs else []
+        with self.client.pipeline(transaction=False) as pipe:  # a GET each, not an MGET: one slot a command
+            for program_id, _ in programs:
+                pipe.get(ready_key(program_id))
+            markers = pipe.execute()
         stale = [p for (p, v), m in zip(programs, markers, strict=True) if m != f"{FORMAT}:{v}".encode()]
         with self._lock:
             stale = sorted({*stale, *(self._stale & {p for p, _ in programs})})
