@@ -174,3 +174,11 @@ def test_charts_are_drawn_on_the_server_with_a_text_alternative(game: Game) -> N
     drawn = liability_by_month(report)
     assert drawn is not None and drawn.count("<path") >= 2 and "Oct 2026" in drawn
     assert liability_by_month({"currencies": [report["currencies"][0] | {"redeemed_by_month": {}}]}) is None
+
+
+def test_the_rules_page_says_how_to_play_in_words_linkable_by_anchor(game: Game) -> None:
+    page = game.client.get(at(game.dana["url"], "rules")).text
+    shown = text(page)
+    assert 'id="rule-call-logged"' in page and 'id="badge-top-closer"' in page and 'id="challenge-five-a-week"' in page
+    assert "5 XP per call of a minute or more, up to 20 calls a day" in shown and "at most 20 a day" in shown
+    assert "Bronze: " in shown and "Levels climb on the lifetime xp earned" in shown
