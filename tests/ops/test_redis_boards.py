@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -18,7 +19,6 @@ from levelup.api.app import create_app
 from levelup.cli.main import app as cli
 from levelup.leaderboards import ranks, redis_board
 from levelup.leaderboards import service as boards
-from levelup.observability.metrics import REDIS_FALLBACKS
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
@@ -53,7 +53,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def fallbacks() -> float:
-    return sum(REDIS_FALLBACKS.labels(use)._value.get() for use in ("read", "write", "rebuild"))
+    """Answers and writes that Redis failed, or could not serve (its copy stale), so far in this process."""
+    uses = ("read", "write", "rebuild", "stale")
+    return sum(REGISTRY.get_sample_value("levelup_redis_fallbacks_total", {"use": use}) or 0 for use in uses)
 
 
 def answers(runtime: Runtime) -> list[Any]:
