@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from levelup.cli.main import app as cli
+from levelup.programs.validation import load_document
 from tests.conftest import event
 
 PROBLEM = "application/problem+json"
@@ -56,6 +57,8 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
         "amount": 1,
         "note": "x",
     },
+    ("post", "/api/v1/programs/{program}/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["badge.awarded"]},
+    ("post", "/api/v1/programs/{program}/links"): {"kind": "participant", "participant": "rep-17"},
 }
 
 
@@ -65,8 +68,19 @@ def program_routes(client: TestClient) -> list[tuple[str, str]]:
     return sorted((m, p) for p, methods in paths.items() if "{program}" in p for m in methods)
 
 
-def send(client: TestClient, method: str, template: str, program: str, acme_text: str, key: dict[str, str]) -> Any:
-    """A valid request to one route of ``program``: path parameters filled, a body where one is needed."""
+def send(
+    client: TestClient,
+    method: str,
+    template: str,
+    program: str,
+    acme_text: str,
+    key: dict[str, str],
+    ids: dict[str, str] | None = None,
+) -> Any:
+    """A valid request to one route of ``program``: path parameters filled (``ids``: those of things made
+    for the test, by their placeholder), a body where one is needed."""
+    for placeholder, value in (ids or {}).items():
+        template = template.replace(placeholder, value)
     url = (
         template.replace("{program}", program)
         .replace("{event_id}", "won-1")
@@ -78,9 +92,14 @@ def send(client: TestClient, method: str, template: str, program: str, acme_text
     )
     if template.endswith("/stream"):
         url += "?since=0&limit=1"  # the feed is endless: take the first message (the fixture's events made some)
+    url += REQUIRED_QUERIES.get(template, "")
+    document = acme_text.replace("program: acme-sales", f"program: {program}")
     if (method, template) == ("put", "/api/v1/programs/{program}"):
-        document = acme_text.replace("program: acme-sales", f"program: {program}")
         return client.request(method, url, content=document, headers={**key, "Content-Type": "application/yaml"})
+    if (method, template) == ("post", "/api/v1/programs/{program}/simulate"):
+        draft = load_document(document).model_dump(mode="json", by_alias=True, exclude_none=True)
+        body = {"document": draft, "from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z"}
+        return client.request(method, url, json=body, headers=key)
     return client.request(method, url, json=WRITE_BODIES.get((method, template)), headers=key)
 
 
@@ -163,8 +182,19 @@ def test_ingest_key_posts_events_but_cannot_apply_programs_or_adjust(
     assert acme.get(f"{A}/participants/rep-17", headers=admin).json()["balances"] == {"xp": 220, "coins": 12}
 
 
+REQUIRED_QUERIES = {
+    "/api/v1/programs/{program}/insights/fairness": "?period=2026-11&currency=xp",
+    "/api/v1/programs/{program}/insights/targets": "?challenge=five-a-week",
+}
+
+# Routes a CRM calls with its own scheme (a signature, Basic credentials, a token), not an API key:
+# tests/api/test_sources.py checks that one program's source never takes another's deliveries.
+VENDOR_AUTH = {("post", "/api/v1/programs/{program}/sources/{source}")}
+
+
 def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict[str, str], acme_text: str) -> None:
-    routes = program_routes(two_programs)
+    routes = [r for r in program_routes(two_programs) if r not in VENDOR_AUTH]
+    routes.sort(key=lambda route: route[0] == "delete")  # deletes last: the others still find what they delete
     assert len(routes) >= 11  # every route under /programs/{program}, as the OpenAPI document lists them
     key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
     draft = "  - {key: trial, metric: deals_won, target: 2, every: week, reward: {coins: 5}, draft: true}\n"
@@ -181,11 +211,19 @@ def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict
             headers=admin,
         )
         assert made.status_code == 201 and made.json()["id"] == n, made.text
+    made_ids = {}  # A's webhook and link, deleted below by A's admin
+    for path, body in (
+        ("webhooks", {"url": "http://127.0.0.1:9/first", "events": ["level.changed"]}),
+        ("links", {"kind": "tv"}),
+    ):
+        made = two_programs.post(f"{A}/{path}", json=body, headers=admin)
+        assert made.status_code == 201, made.text
+        made_ids[f"{{{path[:-1]}_id}}"] = str(made.json()["id"])
     for method, template in routes:
-        denied = send(two_programs, method, template, "acme-west", with_kudos, key)
+        denied = send(two_programs, method, template, "acme-west", with_kudos, key, made_ids)
         assert denied.status_code == 403, (method, template, denied.text)
         assert denied.headers["content-type"] == PROBLEM
-        allowed = send(two_programs, method, template, "acme-sales", with_kudos, key)
+        allowed = send(two_programs, method, template, "acme-sales", with_kudos, key, made_ids)
         assert allowed.status_code < 300, (method, template, allowed.text)
     # B is untouched: no version, no event, no participant change, no team, no adjustment
     state = two_programs.get(B, headers=admin).json()
