@@ -31,6 +31,7 @@ CHANNEL = "levelup:feed"
 POLL_SECONDS = 0.5  # how often a stream looks when no message can wake it
 SAFETY_SECONDS = 5.0  # how often it looks anyway, when messages can
 RECONNECT_SECONDS = 1.0
+TIMEOUT_SECONDS = 0.5  # a Redis that does not answer by then is treated as down: a commit never waits longer
 
 _ATTACHED: weakref.WeakKeyDictionary[Engine, FanOut] = weakref.WeakKeyDictionary()
 
@@ -58,6 +59,7 @@ class FanOut:
 
     def __init__(self, client: redis.Redis | None) -> None:
         self.client = client
+        self._down_until = 0.0  # after a failed publish, none is tried until then (a commit waits on none)
         self._lock = threading.Lock()
         self._waiters: dict[int, set[Waiter]] = defaultdict(set)
         self._subscribed = threading.Event()  # the Redis subscription is live
@@ -67,7 +69,13 @@ class FanOut:
     @classmethod
     def attach(cls, db: Database, url: str | None) -> FanOut:
         """Wake ``db``'s streams on its commits (and, with Redis at ``url``, other processes' commits)."""
-        client = redis.Redis.from_url(url, health_check_interval=10) if url else None
+        client = (
+            redis.Redis.from_url(
+                url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS, health_check_interval=10
+            )
+            if url
+            else None
+        )
         fanout = cls(client)
         _ATTACHED[db.engine] = fanout
         return fanout
@@ -91,12 +99,17 @@ class FanOut:
     def notify(self, program_id: int) -> None:
         """Wake this process's streams of the program, and every other process's through Redis."""
         self._wake(program_id)
-        if self.client is not None:
-            try:
-                self.client.publish(CHANNEL, str(program_id))
-            except redis.RedisError as exc:  # the others look every POLL_SECONDS meanwhile
-                REDIS_FALLBACKS.labels("feed").inc()
-                logger.warning("Redis failed (feed): %s: %s; streams elsewhere poll", type(exc).__name__, exc)
+        if self.client is None:
+            return
+        if time.monotonic() < self._down_until:
+            REDIS_FALLBACKS.labels("feed").inc()
+            return
+        try:
+            self.client.publish(CHANNEL, str(program_id))
+        except redis.RedisError as exc:  # the others look every SAFETY_SECONDS (POLL_SECONDS if they lost Redis too)
+            self._down_until = time.monotonic() + RECONNECT_SECONDS * 5
+            REDIS_FALLBACKS.labels("feed").inc()
+            logger.warning("Redis failed (feed): %s: %s; streams elsewhere poll", type(exc).__name__, exc)
 
     def _wake(self, program_id: int) -> None:
         with self._lock:

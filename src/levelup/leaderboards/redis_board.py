@@ -18,13 +18,15 @@ they wrote (:func:`touched`) and, as the transaction commits, those rows are rea
 participants are still locked, so two transactions on one participant update Redis in their commit
 order. A Redis failure never fails a request: a write marks the program stale in this process (read
 from the database and rebuilt once Redis answers), a read falls back to SQL; both log and count
-``levelup_redis_fallbacks_total``.
+``levelup_redis_fallbacks_total``, and Redis is left alone for :data:`RETRY_SECONDS` (an unreachable
+host costs its time-out once, not on every request).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable
@@ -48,6 +50,7 @@ CHUNK = 10_000  # members sent a pipeline while rebuilding
 TOUCHED = "levelup.redis.touched"  # connection.info: (program id, source, key, period, subject id) written
 MANY = 10_000  # rows touched in one transaction beyond which the program is rebuilt instead (an apply)
 TIMEOUT_SECONDS = 0.5  # a Redis that does not answer by then is treated as down
+RETRY_SECONDS = 5  # after a failure, the database answers alone this long
 BUILD_SECONDS = 600  # a rebuild's claim expires (its process died) after this long
 
 Row = tuple[int, str, str, str, int]  # program id, source, key, period, subject id
@@ -110,6 +113,7 @@ class Boards:
         self._stale: set[int] = set()  # programs whose copy missed a write here: not read until rebuilt
         self._lock = threading.Lock()
         self._building: set[int] = set()
+        self._down_until = 0.0  # after a failure, Redis is not asked again until then (a hung one costs once)
 
     @classmethod
     def connect(cls, url: str, db: Database) -> Boards:
@@ -138,6 +142,9 @@ class Boards:
             by_program[program_id].append((source, key, period, subject_id))
         for program_id, touched_keys in by_program.items():
             if program_id in self._stale:
+                continue
+            if self._down():
+                self._stale.add(program_id)  # this write misses the copy: read from the database until rebuilt
                 continue
             if len(touched_keys) > MANY:  # a whole program rewritten (an apply, a replay): rebuilt in one go instead
                 self._stale.add(program_id)
@@ -268,6 +275,9 @@ class Boards:
     def standing(self, board: ranks.Board, version: int, subject_id: int) -> Standing | bool | None:
         """Rank, value and total of one subject (None: not on the board), or False when Redis cannot answer."""
         name = board_key(board)
+        if self._down():
+            REDIS_FALLBACKS.labels("read").inc()
+            return False
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(ready_key(board.program_id))
@@ -291,6 +301,9 @@ class Boards:
         of the values :func:`ranks.needed` asks for and the total; None when ``around`` is not on the board,
         False when Redis cannot answer."""
         name = board_key(board)
+        if self._down():
+            REDIS_FALLBACKS.labels("read").inc()
+            return False
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(ready_key(board.program_id))
@@ -318,6 +331,16 @@ class Boards:
             return False
         return entries, {v: 1 + int(n) for v, n in zip(values, counted, strict=True)}, int(total)
 
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
+
     def _fell_back(self, use: str, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + RETRY_SECONDS
         REDIS_FALLBACKS.labels(use).inc()
-        logger.warning("Redis failed (%s): %s: %s; the database answers", use, type(exc).__name__, exc)
+        logger.warning(
+            "Redis failed (%s): %s: %s; the database answers, Redis is tried again in %d s",
+            use,
+            type(exc).__name__,
+            exc,
+            RETRY_SECONDS,
+        )
