@@ -123,7 +123,11 @@ class Cluster:
             self.folder / f"server-{self._starts}.log",
             env={"LEVELUP_CLOSE_EVERY": "0", "LEVELUP_DELIVER": "0"},
         )
-        server.wait_ready(60)
+        try:
+            server.wait_ready(120)  # a loaded 2-core machine has taken over 60 s to start two workers
+        except RuntimeError:
+            server.stop()  # not left running behind the run's back
+            raise
         return server
 
     @property
