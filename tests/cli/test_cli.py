@@ -12,7 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
+from levelup.api.app import create_app
+from levelup.cli.demo import demo_links
 from levelup.cli.main import app
+from levelup.runtime import Runtime
 from tests.conftest import EXAMPLES, ROOT
 
 P = "/api/v1/programs/acme-sales"
@@ -249,9 +252,18 @@ def _demo_expectations() -> tuple[int, list[tuple[str, int]]]:
 def test_demo_loads_the_pipeline_and_prints_the_boards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LEVELUP_ADMIN_KEY", raising=False)
     count, top = _demo_expectations()
-    result = run("demo", "--no-serve", "--database", f"sqlite:///{tmp_path / 'demo.db'}")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = run("demo", "--no-serve", "--database", url)
     assert result.exit_code == 0, result.output
     out = result.stdout
+    # the links levelup demo prints before it serves open their pages
+    runtime = Runtime.from_url(url, migrate=False)
+    made = demo_links(runtime)
+    assert [label.split(" ", 1)[1] for label, _ in made][::2] == ["TV board", "TV board"]
+    assert sum(" home of " in label for label, _ in made) == 2
+    pages = TestClient(create_app(runtime))
+    for label, path in made:
+        assert pages.get(path).status_code == 200, (label, path)
     assert f"{count:,} accepted, 0 duplicate, 0 rejected" in out
     assert "revenue-month · 2017-12" in out
     assert "team-revenue · 2017-Q4" in out

@@ -24,6 +24,7 @@ from levelup.keys import service as keys
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import expiry
 from levelup.ledger.liability import liability
+from levelup.links import service as links
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
@@ -108,8 +109,11 @@ def before_serving(runtime: Runtime, console: Console, base: str, secret: str) -
             "\nPeriodic jobs (closing, expiry, tiers) are off while the demo serves, so the 2011 loyalty "
             "data stays as of its last day; LEVELUP_CLOSE_EVERY=60 turns them on."
         )
+    console.print(f"Serving on {base}; pages to open (links valid for 30 days):")
+    for label, path in demo_links(runtime):
+        console.print(f"  {label}: {base}{path}", soft_wrap=True)
     auth = f"-H 'Authorization: Bearer {secret}'"
-    console.print(f"Serving on {base}, try:")
+    console.print("and the API, try:")
     for path in (
         f"{sales.PROGRAM}/leaderboards/revenue-month?period=2017-12",
         f"{retail.PROGRAM}/leaderboards/spend-all",
@@ -117,6 +121,25 @@ def before_serving(runtime: Runtime, console: Console, base: str, secret: str) -
         f"{retail.PROGRAM}/rewards?participant=14646",
     ):
         console.print(f"  curl {auth} '{base}/api/v1/programs/{path}'", soft_wrap=True)  # one line to copy
+
+
+def demo_links(runtime: Runtime) -> list[tuple[str, str]]:
+    """Signed links to the pages (docs/web.md): each program's TV board, the sales leader's home and a
+    loyalty customer's home with the store."""
+    with runtime.db.write() as connection:
+        out = []
+        for key, who in ((sales.PROGRAM, None), (retail.PROGRAM, "14646")):
+            record = programs.find(connection, key)
+            compiled = runtime.programs.compiled(connection, record)
+            if who is None:
+                board = leaderboard(connection, record, compiled, "xp-all", limit=1)  # the pipeline is 2017's
+                who = board["entries"][0]["id"] if board["entries"] else None
+            tv = links.create(connection, record, compiled, kind="tv", note="demo")
+            out.append((f"{key} TV board", links.page_path(key, "tv", tv["token"])))
+            if who is not None:
+                home = links.create(connection, record, compiled, kind="participant", participant=who, note="demo")
+                out.append((f"{key} home of {who}", links.page_path(key, "participant", home["token"])))
+    return out
 
 
 # --------------------------------------------------------------------------- the loyalty demo
