@@ -1,1 +1,1 @@
-"""Insight: a draft scored over past events (simulation), and analytics over what is stored (SPEC §12)."""
+"""Insight: a draft scored over past events (simulation), and analytics over what is stored (docs/insights.md)."""

@@ -1,7 +1,7 @@
 """Fairness and over-gamification: how a metric or currency is shared in a period, who keeps the top,
 who never earns, whether points inflate, how rare each badge is. Each with a plain sentence.
 
-The population of a period (SPEC §12) is everyone with an event in it; someone with nothing on the
+The population of a period (docs/insights.md) is everyone with an event in it; someone with nothing on the
 metric counts as 0. Values are SQL aggregates: metric totals as stored (the period itself when the
 program keeps it, else the sum of its days) or the currency earned in the period from the ledger.
 """

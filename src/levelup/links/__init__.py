@@ -1,1 +1,1 @@
-"""Signed links to the web pages (SPEC §10): a TV board, or one participant's home."""
+"""Signed links to the web pages (docs/web.md): a TV board, or one participant's home."""

@@ -22,7 +22,7 @@ from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 
 Kind = Literal["tv", "participant"]
-DEFAULT_EXPIRES_IN = 30 * 24 * 3600  # SPEC §10: 30 days
+DEFAULT_EXPIRES_IN = 30 * 24 * 3600  # docs/web.md: 30 days
 MAX_EXPIRES_IN = 366 * 24 * 3600
 DEFAULT_TOP = 10
 DEFAULT_ROTATE = 15

@@ -1,4 +1,4 @@
-"""The web pages (SPEC §10, WEB.md): server-rendered HTML under ``/p/{program}/…``, opened by signed links,
+"""The web pages (docs/web.md): server-rendered HTML under ``/p/{program}/…``, opened by signed links,
 with every asset served from this package (no CDN, no external font)."""
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Links(Out):
 
 @router.post("/programs/{program}/links", status_code=201, response_model=LinkCreated)
 def create_link(access: AdminAccess, body: LinkIn, request: Request) -> dict[str, Any]:
-    """A signed link to the TV board or a participant's home; the token is shown this once (SPEC §10)."""
+    """A signed link to the TV board or a participant's home; the token is shown this once (docs/web.md)."""
     options = links.TvOptions(**body.tv.model_dump()) if body.tv is not None else None
     with access.runtime.db.write() as connection:
         record = access.record(connection)
