@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from levelup import __version__, web
 from levelup.api.deps import BoundedRequests
+from levelup.api.limits import Limiter
 from levelup.api.responses import Out
 from levelup.api.routes import (
     audit,
@@ -123,6 +124,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.limiter = Limiter.from_environment()
     app.state.close_every = close_every
     app.add_middleware(BoundedRequests)
     app.add_middleware(observed.Observed)  # outermost: it sees every answer, a 503 of BoundedRequests too
@@ -131,7 +133,10 @@ def create_app(
 
     @app.exception_handler(LevelupError)
     async def _levelup_error(_request: Request, exc: LevelupError) -> JSONResponse:
-        return _problem(exc.problem())
+        response = _problem(exc.problem())
+        if "retry_after" in exc.extra:  # overloaded, rate limited, a CRM's API out of time: when to come back
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,14 +51,15 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     presented = token.strip() if scheme.lower() == "bearer" else None
     admin_key = os.environ.get("LEVELUP_ADMIN_KEY")
     found = bootstrap(presented, admin_key)
-    if found is not None:
-        return found
+    if found is None:
 
-    def lookup() -> Principal:
-        with runtime.db.read() as connection:
-            return authenticate(connection, presented, admin_key)
+        def lookup() -> Principal:
+            with runtime.db.read() as connection:
+                return authenticate(connection, presented, admin_key)
 
-    return await run_in_threadpool(lookup)
+        found = await run_in_threadpool(lookup)
+    request.app.state.limiter.take(f"key:{found.key_id}")
+    return found
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from levelup import listing
@@ -21,7 +20,7 @@ from levelup.api.deps import Cursor, IdPath, IngestAccess, ReadAccess, read_body
 from levelup.api.responses import Out, as_is
 from levelup.errors import FieldError, Invalid, TooLarge
 from levelup.events.explain import explain_event
-from levelup.events.group_commit import Overloaded, group_commit
+from levelup.events.group_commit import group_commit
 from levelup.events.schema import MAX_BATCH
 
 
@@ -149,11 +148,7 @@ async def post_events(access: IngestAccess, request: Request) -> Response:
         raise Invalid("events must be a list", errors=[FieldError("events", "expected a list")])
     if len(events) > MAX_BATCH:
         raise TooLarge(f"at most {MAX_BATCH} events a batch", errors=[FieldError("events", f"{len(events)} events")])
-    try:
-        outcomes = await group_commit(request.app.state).submit(access.key, events)
-    except Overloaded as exc:
-        retry = {"Retry-After": str(exc.extra["retry_after"])}
-        return JSONResponse(exc.problem(), exc.status, headers=retry, media_type="application/problem+json")
+    outcomes = await group_commit(request.app.state).submit(access.key, events)  # Overloaded: 503, Retry-After
     if not single:
         return as_is(BatchResults, {"results": [o.as_dict() for o in outcomes]})
     if outcomes[0].error is not None:

@@ -16,13 +16,11 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from levelup.api.deps import IdPath
 from levelup.api.responses import as_is
 from levelup.api.routes.events import BatchResults
 from levelup.errors import TooLarge
-from levelup.events.group_commit import Overloaded
 from levelup.sources import service, vendors
 
 MAX_DELIVERY_BYTES = 2 * 1024 * 1024
@@ -100,11 +98,8 @@ async def post_delivery(program: IdPath, source: IdPath, request: Request) -> Re
         body=await _raw_body(request),
         now=time.time(),
     )
-    try:
-        answer = await service.deliver(request.app.state.runtime, request.app.state, source, delivery, _http(request))
-    except Overloaded as exc:
-        retry = {"Retry-After": str(exc.extra["retry_after"])}
-        return JSONResponse(exc.problem(), exc.status, headers=retry, media_type="application/problem+json")
+    request.app.state.limiter.take(f"source:{program}:{source}")
+    answer = await service.deliver(request.app.state.runtime, request.app.state, source, delivery, _http(request))
     if answer.soap:
         return Response(vendors.SOAP_ACK, media_type="text/xml")
     return as_is(BatchResults, {"results": answer.results})
