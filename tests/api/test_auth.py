@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from levelup.cli.main import app as cli
+from levelup.keys.service import RANK
 from levelup.programs.validation import load_document
 from tests.conftest import event
 
@@ -192,11 +195,42 @@ REQUIRED_QUERIES = {
 VENDOR_AUTH = {("post", "/api/v1/programs/{program}/sources/{source}")}
 
 
-def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict[str, str], acme_text: str) -> None:
+def required_roles(client: TestClient) -> dict[tuple[str, str], str]:
+    """Each program route's role, read from the dependency that checks it (``deps.program_access(role)``)."""
+    found: dict[tuple[str, str], str] = {}
+
+    def walk(route: APIRoute, dependant: Any) -> None:
+        for sub in dependant.dependencies:
+            call = sub.call
+            if getattr(call, "__qualname__", "") == "program_access.<locals>.dependency":
+                cells = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__), strict=True))
+                for method in route.methods:
+                    found[(method.lower(), route.path)] = cells["role"]
+            walk(route, sub)
+
+    def routes(found_in: Any) -> Iterator[APIRoute]:  # routers included in the app, however FastAPI wraps them
+        for route in found_in:
+            if isinstance(route, APIRoute):
+                yield route
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                yield from routes(inner.routes)
+
+    for route in routes(client.app.routes):  # type: ignore[attr-defined]
+        walk(route, route.dependant)
+    return {(m, p if p.startswith("/api/v1/") else "/api/v1" + p): role for (m, p), role in found.items()}
+
+
+def test_the_isolation_matrix(two_programs: TestClient, admin: dict[str, str], acme_text: str) -> None:
+    """Every route under /programs/{program} × who calls (no key, a TV or participant link's token, a read,
+    ingest or admin key of A) × A or B: B's routes refuse A's keys (403, never confirming what exists),
+    a key below the route's role gets 403, no key or a link token 401, and the rest succeed."""
     routes = [r for r in program_routes(two_programs) if r not in VENDOR_AUTH]
     routes.sort(key=lambda route: route[0] == "delete")  # deletes last: the others still find what they delete
-    assert len(routes) >= 11  # every route under /programs/{program}, as the OpenAPI document lists them
-    key = bearer(create_key(two_programs, admin, "admin", ["acme-sales"])["key"])
+    assert len(routes) >= 30  # every route under /programs/{program}, as the OpenAPI document lists them
+    needed = required_roles(two_programs)
+    assert {needed[r] for r in routes} == {"read", "ingest", "admin"}, set(routes) - set(needed)
+    keys = {role: bearer(create_key(two_programs, admin, role, ["acme-sales"])["key"]) for role in RANK}
     draft = "  - {key: trial, metric: deals_won, target: 2, every: week, reward: {coins: 5}, draft: true}\n"
     with_kudos = acme_text.replace("challenges:\n", "challenges:\n" + draft, 1)
     with_kudos = with_kudos.replace("rewards:\n", "rewards:\n  - {key: sticker, name: Sticker, cost: {coins: 1}}\n", 1)
@@ -212,19 +246,32 @@ def test_a_key_for_a_touches_b_in_no_route(two_programs: TestClient, admin: dict
         )
         assert made.status_code == 201 and made.json()["id"] == n, made.text
     made_ids = {}  # A's webhook and link, deleted below by A's admin
+    tokens = []  # what links hand out: a page's token, never an API key
     for path, body in (
         ("webhooks", {"url": "http://127.0.0.1:9/first", "events": ["level.changed"]}),
         ("links", {"kind": "tv"}),
+        ("links", {"kind": "participant", "participant": "rep-17"}),
     ):
         made = two_programs.post(f"{A}/{path}", json=body, headers=admin)
         assert made.status_code == 201, made.text
-        made_ids[f"{{{path[:-1]}_id}}"] = str(made.json()["id"])
+        made_ids.setdefault(f"{{{path[:-1]}_id}}", str(made.json()["id"]))
+        tokens += [bearer(made.json()["token"])] if path == "links" else []
     for method, template in routes:
-        denied = send(two_programs, method, template, "acme-west", with_kudos, key, made_ids)
-        assert denied.status_code == 403, (method, template, denied.text)
-        assert denied.headers["content-type"] == PROBLEM
-        allowed = send(two_programs, method, template, "acme-sales", with_kudos, key, made_ids)
-        assert allowed.status_code < 300, (method, template, allowed.text)
+        where = (method, template)
+        for nobody in ({}, *tokens):
+            refused = send(two_programs, method, template, "acme-sales", with_kudos, nobody, made_ids)
+            assert refused.status_code == 401, (*where, nobody, refused.text)
+        for role, key in keys.items():
+            denied = send(two_programs, method, template, "acme-west", with_kudos, key, made_ids)
+            assert denied.status_code == 403, (*where, role, denied.text)
+            assert denied.headers["content-type"] == PROBLEM
+        for role, key in keys.items():  # read, ingest, admin: a route allowed to one is allowed to the next
+            answer = send(two_programs, method, template, "acme-sales", with_kudos, key, made_ids)
+            if RANK[role] >= RANK[needed[where]]:
+                assert answer.status_code < 300, (*where, role, answer.text)
+            else:
+                assert answer.status_code == 403, (*where, role, answer.text)
+    key = keys["admin"]
     # B is untouched: no version, no event, no participant change, no team, no adjustment
     state = two_programs.get(B, headers=admin).json()
     assert state["version"] == 1
