@@ -238,13 +238,18 @@ def bench(target: Target, size: int, args: argparse.Namespace) -> Run:
 def measure(runtime: Runtime, run: Run, args: argparse.Namespace) -> None:
     size = run.size
     values = board_values(size)
-    bare = re.sub(r"(?ms)^leaderboards:\n(  - .*\n)+", "", ACME)
+    # A goal on monthly revenue in both versions: the month's totals are kept before the boards come
+    # (a version that keeps other metric periods rebuilds them from the event log, and these rows have
+    # no events behind them).
+    keep = "challenges:\n  - {key: bench-month, metric: revenue, target: 1000000000000, every: month}\n"
+    full = ACME.replace("challenges:\n", keep, 1)
+    bare = re.sub(r"(?ms)^leaderboards:\n(  - .*\n)+", "", full)
     record = apply(runtime, bare)
     started = time.perf_counter()
     subjects = load(runtime, record.id, values)
     run.load_s = time.perf_counter() - started
     started = time.perf_counter()
-    record = apply(runtime, ACME)
+    record = apply(runtime, full)
     run.fill_s = time.perf_counter() - started
     if not runtime.db.is_sqlite:  # what autovacuum does after a bulk insert: statistics, visibility map
         with runtime.db.engine.connect() as connection:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from levelup.api.app import create_app
 from levelup.client import Client, Conflict, Forbidden, InvalidInput, NotFound
@@ -93,6 +94,8 @@ def test_subscriptions_are_admin_only_bounded_and_never_show_the_secret_again(le
 
 
 def test_a_badge_reaches_json_slack_and_teams_receivers(levelup: Client) -> None:
+    counted = {"program": P, "outcome": "delivered"}
+    delivered_before = REGISTRY.get_sample_value("levelup_webhook_deliveries_total", counted)
     levelup.put_participant(P, "rep-17", name="Dana", teams=["east"])
     with Receiver(SECRET) as plain, Receiver(SECRET) as slack, Receiver(SECRET) as teams:
         hook = levelup.create_webhook(P, plain.url, ["badge.awarded"], secret=SECRET)
@@ -128,6 +131,8 @@ def test_a_badge_reaches_json_slack_and_teams_receivers(levelup: Client) -> None
     newest = log.deliveries[0]
     assert (newest.id, newest.type, newest.body) == (notification["id"], "badge.awarded", notification)
     assert [[a.status_code for a in d.attempts] for d in log.deliveries] == [[200], [200]] and log.next is None
+    delivered = REGISTRY.get_sample_value("levelup_webhook_deliveries_total", counted)
+    assert (delivered or 0) - (delivered_before or 0) == 6  # two badges to three receivers (/metrics counts them)
     page = levelup.deliveries(P, hook.id, limit=1)
     assert [d.id for d in page.deliveries] == [notification["id"]] and page.next is not None
 

@@ -74,6 +74,17 @@ def test_metrics_count_requests_by_route_template_events_by_outcome_groups_and_a
     assert ("levelup_db_pool_in_use", frozenset()) in after
 
 
+def test_rules_that_fail_are_counted_by_rule(acme: TestClient, admin: dict[str, str]) -> None:
+    before = samples(acme)
+    answer = acme.post("/api/v1/programs/acme-sales/events", json=event("no-amount", data={}), headers=admin)
+    assert answer.json()["status"] == "accepted"  # stored, its failure shown with it
+    after = samples(acme)
+    name = "levelup_rule_errors_total"
+    for rule, failed in (("rule:deal-won", 2), ("metric:revenue", 1)):  # its xp and coins awards; the metric
+        labels = {"program": "acme-sales", "rule": rule}
+        assert value(after, name, **labels) - value(before, name, **labels) == failed, rule
+
+
 def test_readyz_is_ready_at_the_newest_migration_and_names_what_is_not(client: TestClient, runtime: Runtime) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
     with runtime.db.write() as connection:

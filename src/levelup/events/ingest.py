@@ -46,6 +46,7 @@ class Outcome:
     id: str
     status: str  # accepted | duplicate | rejected
     awards: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be evaluated ("rule:<key>"): a metric
     errors: list[FieldError] = field(default_factory=list)
     error: LevelupError | None = None
 
@@ -211,7 +212,7 @@ def _score_and_write(
             continue
         done.append(effects)
         accepted[event.id] = digests[i]
-        outcomes[i] = Outcome(event.id, "accepted", effects.awards())
+        outcomes[i] = Outcome(event.id, "accepted", effects.awards(), [p.source for p in effects.problems])
     seen = list(dict.fromkeys(p for e in done for p in (e.event.participant, referrals.named(compiled, e.event)) if p))
     moved_ids = _number_as_seen(connection, ids, created, seen)
     tiers_held = {moved_ids.get(pid, pid): held for pid, held in tiers_held.items()}

@@ -1,1 +1,1 @@
-"""What operators watch Levelup with: Prometheus metrics, readiness, and structured logs (SPEC §11)."""
+"""What operators watch Levelup with: Prometheus metrics, readiness, and structured logs (docs/deploy.md)."""

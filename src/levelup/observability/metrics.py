@@ -46,6 +46,16 @@ GROUP_SIZE = Histogram(
     "Events in one ingestion transaction (concurrent requests share one: group commit).",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+RULE_ERRORS = Counter(
+    "levelup_rule_errors_total",
+    "Rules and metrics that could not be evaluated for an accepted event (a problem shown with the event).",
+    ["program", "rule"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "levelup_webhook_deliveries_total",
+    "Webhook delivery attempts, by outcome: delivered, retry (to be tried again) or failed (the last try).",
+    ["program", "outcome"],
+)
 JOB_RUNS = Counter("levelup_job_runs_total", "Periodic job runs per program, by outcome.", ["job", "outcome"])
 POOL_IN_USE = Gauge(
     "levelup_db_pool_in_use", "Database connections checked out of the pool.", multiprocess_mode="livesum"
@@ -61,6 +71,8 @@ def observe_outcomes(program: str, outcomes: Iterable[Any]) -> None:
         EVENTS.labels(program, outcome.status).inc()
         for award in outcome.awards:
             AWARDS.labels(program, award["currency"]).inc(award["amount"])
+        for source in outcome.problems:
+            RULE_ERRORS.labels(program, source).inc()
 
 
 def watch_pool(engine: Engine) -> None:

@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import Connection, bindparam, exists, select, update
 
 from levelup import __version__
+from levelup.observability.metrics import WEBHOOK_DELIVERIES
 from levelup.programs.service import ProgramCache, ProgramRecord
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
@@ -103,6 +104,7 @@ class Claimed:
     """A notification this worker holds until its lease ends."""
 
     id: int
+    program: str
     notification: str
     attempts: int
     url: str
@@ -174,6 +176,7 @@ def claim(
     return [
         Claimed(
             r.id,
+            r.body["program"],
             r.notification,
             r.attempts,
             r.url,
@@ -232,6 +235,7 @@ def record(connection: Connection, token: str, results: list[Result], settings: 
     for r in results:
         attempts = r.claimed.attempts + 1
         status = "delivered" if r.ok else "failed" if attempts >= settings.attempts else "pending"
+        WEBHOOK_DELIVERIES.labels(r.claimed.program, "retry" if status == "pending" else status).inc()
         due = r.at + dt.timedelta(seconds=settings.delay(attempts)) if status == "pending" else r.at
         moves[status].append(
             {"oid": r.claimed.id, "n": attempts, "due": due, "done": None if status == "pending" else r.at}
