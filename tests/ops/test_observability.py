@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from levelup.api.app import create_app
+from levelup.events import ingest as ingestion
 from levelup.jobs import registry as jobs
 from levelup.observability import logs
 from levelup.runtime import Runtime
@@ -83,6 +85,25 @@ def test_rules_that_fail_are_counted_by_rule(acme: TestClient, admin: dict[str, 
     for rule, failed in (("rule:deal-won", 2), ("metric:revenue", 1)):  # its xp and coins awards; the metric
         labels = {"program": "acme-sales", "rule": rule}
         assert value(after, name, **labels) - value(before, name, **labels) == failed, rule
+
+
+def test_ingestion_runs_under_the_request_id(
+    acme: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit ingests in a worker thread: its log lines carry the request's id (a group's, all of them)."""
+    seen: list[str | None] = []
+    real = ingestion.ingest
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(logs.REQUEST_ID.get())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingestion, "ingest", spy)
+    answer = acme.post(
+        EVENTS.format(program="acme-sales"), json=event("rid-1"), headers={**admin, "X-Request-ID": "req-abc"}
+    )
+    assert answer.json()["status"] == "accepted" and answer.headers["X-Request-ID"] == "req-abc"
+    assert seen == ["req-abc"]
 
 
 def test_readyz_is_ready_at_the_newest_migration_and_names_what_is_not(client: TestClient, runtime: Runtime) -> None:

@@ -15,12 +15,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from levelup.errors import LevelupError
 from levelup.events import ingest as ingestion
 from levelup.events.schema import MAX_BATCH
+from levelup.observability.logs import REQUEST_ID
 from levelup.observability.metrics import GROUP_SIZE
 from levelup.runtime import Runtime
 from levelup.storage.db import pool_size
@@ -49,6 +50,7 @@ class _Request:
     events: Sequence[Any]
     answer: asyncio.Future[list[ingestion.Outcome]]
     result: list[ingestion.Outcome] | BaseException | None = None  # set by the worker thread
+    request_id: str | None = field(default_factory=REQUEST_ID.get)  # the HTTP request's, for the logs
 
 
 class GroupCommit:
@@ -171,7 +173,15 @@ class GroupCommit:
                 self._start_groups()
 
     def _ingest(self, program: str, group: list[_Request]) -> None:
-        """In a worker thread: one ``ingest`` for the group; if it fails, one per request (as alone)."""
+        """In a worker thread, under the request ids of the group (for the logs): one ``ingest`` for the
+        group; if it fails, one per request (as alone), each under its own id."""
+        token = REQUEST_ID.set(",".join(r.request_id for r in group if r.request_id) or None)
+        try:
+            self._ingest_group(program, group)
+        finally:
+            REQUEST_ID.reset(token)
+
+    def _ingest_group(self, program: str, group: list[_Request]) -> None:
         events = [e for request in group for e in request.events]
         GROUP_SIZE.observe(len(events))
         try:
@@ -185,6 +195,7 @@ class GroupCommit:
             if not isinstance(exc, LevelupError):  # an expected refusal of the whole group needs no trace
                 logger.warning("a group of %d requests failed; ingesting them one by one", len(group), exc_info=True)
             for request in group:
+                REQUEST_ID.set(request.request_id)
                 try:
                     request.result = ingestion.ingest(self.runtime, program, request.events)
                 except Exception as alone:
