@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from levelup.cli.main import app
 from levelup.runtime import Runtime
+from tests.conftest import EXAMPLES, event
 
 A = "/api/v1/programs/acme-sales"
 
@@ -56,3 +57,37 @@ def test_the_cli_prints_it(acme: TestClient, admin: dict[str, str]) -> None:
     assert table.exit_code == 0 and "program.apply" in table.output
     missing = CliRunner().invoke(app, ["audit", "nope", "--database", runtime.db.url])
     assert missing.exit_code != 0
+
+
+def test_keys_links_and_redemptions_are_audited(acme: TestClient, admin: dict[str, str]) -> None:
+    text = (
+        (EXAMPLES / "acme-sales.yaml")
+        .read_text()
+        .replace("rewards:\n", "rewards:\n  - {key: pin, name: Pin, cost: {coins: 1}}\n")
+    )
+    assert acme.put(A, content=text, headers={**admin, "Content-Type": "application/yaml"}).status_code == 200
+    key = acme.post("/api/v1/keys", json={"role": "read", "programs": ["acme-sales"]}, headers=admin).json()
+    assert acme.delete(f"/api/v1/keys/{key['id']}", headers=admin).status_code in (200, 204)
+    link = acme.post(f"{A}/links", json={"kind": "tv"}, headers=admin).json()
+    assert acme.delete(f"{A}/links/{link['id']}", headers=admin).status_code in (200, 204)
+    acme.post(f"{A}/events", json=event("won-1"), headers=admin)
+    for n, move in ((1, "cancel"), (2, "fulfil")):
+        made = acme.post(
+            f"{A}/redemptions",
+            json={"participant": "rep-17", "reward": "pin", "idempotency_key": f"k{n}"},
+            headers=admin,
+        )
+        assert made.status_code == 201, made.text
+        assert acme.post(f"{A}/redemptions/{made.json()['id']}/{move}", headers=admin).status_code == 200
+    entries = acme.get(f"{A}/audit", headers=admin).json()["entries"]
+    assert [e["action"] for e in entries][:6] == [
+        "redemption.fulfil",
+        "redemption.cancel",
+        "link.revoke",
+        "link.create",
+        "key.revoke",
+        "key.create",
+    ]
+    assert entries[0]["detail"] == {"id": 2, "participant": "rep-17", "reward": "pin"}
+    assert entries[5]["detail"] == {"id": key["id"], "role": "read", "programs": ["acme-sales"]}
+    assert entries[3]["detail"]["id"] == link["id"] and entries[3]["detail"]["kind"] == "tv"

@@ -152,7 +152,7 @@ class Simulation:
 
         def run() -> Any:
             with self.runtime.db.write() as connection:
-                return rewards.cancel(connection, self.record, redemption)["status"]
+                return rewards.cancel(connection, self.record, redemption, actor="sim")["status"]
 
         return run
 

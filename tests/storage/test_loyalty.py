@@ -512,7 +512,7 @@ class Journey:
         before = self.state
         status = before.redemptions[rid]
         try:
-            shaped = self.service(lambda c, r, comp: rewards.cancel(c, r, rid))
+            shaped = self.service(lambda c, r, comp: rewards.cancel(c, r, rid, actor="test"))
         except Conflict as refused:
             assert status == "fulfilled" and refused.extra.get("code") == "fulfilled"
             after = self.books()
@@ -548,7 +548,7 @@ class Journey:
         rid = self.redemptions[-1 - step.which % len(self.redemptions)]
         before = self.state
         try:
-            shaped = self.service(lambda c, r, comp: rewards.fulfil(c, r, rid))
+            shaped = self.service(lambda c, r, comp: rewards.fulfil(c, r, rid, actor="test"))
         except Conflict as refused:
             assert before.redemptions[rid] == "cancelled" and refused.extra.get("code") == "cancelled"
             return self.books()
@@ -660,7 +660,7 @@ def redeem_now(
 
 def cancel_now(runtime: Runtime, redemption_id: int) -> dict[str, Any]:
     with runtime.db.write() as connection:
-        return rewards.cancel(connection, programs.find(connection, "brewhouse-rewards"), redemption_id)
+        return rewards.cancel(connection, programs.find(connection, "brewhouse-rewards"), redemption_id, actor="test")
 
 
 def position(runtime: Runtime, program_id: int, participant: str, currency: str = "beans") -> Position:

@@ -564,6 +564,7 @@ def links_create(
                 participant=participant,
                 expires_in=expires_in,
                 options=links.TvOptions(top=top) if kind == "tv" else None,
+                actor="cli",
             )
     except LevelupError as error:
         _fail(error)

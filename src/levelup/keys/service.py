@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, select
 
+from levelup.audit import service as audit
 from levelup.errors import Forbidden, NotFound, Unauthorized
 from levelup.storage import tables as t
 
@@ -70,7 +71,18 @@ def create(
             note=note,
         )
     )
+    detail = {"id": key_id, "role": role, "programs": sorted(set(programs))}
+    _audit(connection, programs, creator.key_id if creator else "cli", "key.create", detail)
     return key_id, f"lvl_{key_id}_{secret}"
+
+
+def _audit(connection: Connection, scope: list[str], actor: str, action: str, detail: dict[str, Any]) -> None:
+    """A key action, in the audit log of every existing program of its scope (a key for every program,
+    or one whose programs do not exist yet: without a program)."""
+    p = t.programs.c
+    ids = [] if ALL_PROGRAMS in scope else list(connection.execute(select(p.id).where(p.key.in_(scope))).scalars())
+    for program_id in ids or [None]:
+        audit.record(connection, program_id, actor, action, detail, dt.datetime.now(dt.UTC))
 
 
 def admin_exists(connection: Connection) -> bool:
@@ -111,6 +123,7 @@ def revoke(connection: Connection, key_id: str, *, by: Principal) -> None:
     if ALL_PROGRAMS in row.programs and ALL_PROGRAMS not in by.programs:
         raise Forbidden("only a key for every program can revoke this key")
     connection.execute(t.api_keys.update().where(t.api_keys.c.id == key_id).values(revoked_at=dt.datetime.now(dt.UTC)))
+    _audit(connection, list(row.programs), by.key_id, "key.revoke", {"id": key_id})
 
 
 def bootstrap(presented: str | None, admin_key: str | None) -> Principal | None:

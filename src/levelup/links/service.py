@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, select
 
+from levelup.audit import service as audit
 from levelup.errors import FieldError, Forbidden, Invalid, NotFound
 from levelup.participants import repository as participants
 from levelup.programs.compiled import CompiledProgram
@@ -66,9 +67,10 @@ def create(
     expires_in: int = DEFAULT_EXPIRES_IN,
     options: TvOptions | None = None,
     note: str | None = None,
+    actor: str,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """A new link: its row as :func:`listed` shows it, plus the ``token``, shown this once."""
+    """A new link: its row as :func:`listed` shows it, plus the ``token``, shown this once. Audited."""
     if not 60 <= expires_in <= MAX_EXPIRES_IN:
         raise Invalid("bad expiry", errors=[FieldError("expires_in", f"60..{MAX_EXPIRES_IN} seconds")])
     if (kind == "participant") != (participant is not None):
@@ -81,6 +83,7 @@ def create(
         raise Invalid("unknown board", errors=[FieldError("boards", f"no leaderboard {unknown[0]!r}")])
     now = now or dt.datetime.now(dt.UTC)
     link_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    lifetime = dt.timedelta(seconds=expires_in)
     row = {
         "id": link_id,
         "program_id": program.id,
@@ -90,10 +93,12 @@ def create(
         "options": options.as_dict() if kind == "tv" else {},
         "note": note,
         "created_at": now,
-        "expires_at": now + dt.timedelta(seconds=expires_in),
+        "expires_at": now + lifetime,
         "revoked_at": None,
     }
     connection.execute(t.links.insert().values(**row))
+    detail = {"id": link_id, "kind": kind, "participant": participant, "expires_at": (now + lifetime).isoformat()}
+    audit.record(connection, program.id, actor, "link.create", detail, now)
     return _shape(row, participant) | {"token": f"{link_id}.{secret}"}
 
 
@@ -124,15 +129,19 @@ def listed(connection: Connection, program: ProgramRecord) -> list[dict[str, Any
     return [_shape(row, row.external_id) for row in rows]
 
 
-def revoke(connection: Connection, program: ProgramRecord, link_id: str, now: dt.datetime | None = None) -> None:
+def revoke(
+    connection: Connection, program: ProgramRecord, link_id: str, *, actor: str, now: dt.datetime | None = None
+) -> None:
     k = t.links.c
+    now = now or dt.datetime.now(dt.UTC)
     done = connection.execute(
         t.links.update()
         .where(k.id == link_id, k.program_id == program.id, k.revoked_at.is_(None))
-        .values(revoked_at=now or dt.datetime.now(dt.UTC))
+        .values(revoked_at=now)
     )
     if done.rowcount != 1:
         raise NotFound(f"no active link {link_id!r} in program {program.key!r}")
+    audit.record(connection, program.id, actor, "link.revoke", {"id": link_id}, now)
 
 
 def open_link(

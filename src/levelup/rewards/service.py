@@ -26,6 +26,7 @@ import orjson
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from levelup.audit import service as audit
 from levelup.engine.levels import level_of
 from levelup.engine.positions import PositionDelta
 from levelup.engine.tiers import index_of
@@ -290,8 +291,8 @@ def _find(connection: Connection, program: ProgramRecord, redemption_id: int) ->
     return row
 
 
-def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int) -> dict[str, Any]:
-    """Mark a pending redemption delivered (fulfilling twice is a no-op)."""
+def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str) -> dict[str, Any]:
+    """Mark a pending redemption delivered (fulfilling twice is a no-op). Audited."""
     row = _find(connection, program, redemption_id)
     if row.status == "cancelled":
         raise Conflict("a cancelled redemption cannot be fulfilled", code="cancelled")
@@ -305,10 +306,15 @@ def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int) -
     shaped = _shape(_find(connection, program, redemption_id), row.external_id)
     if changed:
         outbox.redemption(connection, program.id, "fulfilled", shaped)
+        audit.record(connection, program.id, actor, "redemption.fulfil", _audited(shaped), now)
     return shaped
 
 
-def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -> dict[str, Any]:
+def _audited(redemption: dict[str, Any]) -> dict[str, Any]:
+    return {k: redemption[k] for k in ("id", "participant", "reward") if k in redemption}
+
+
+def cancel(connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str) -> dict[str, Any]:
     """Cancel a pending redemption: the cost goes back into the lots it came from (paying arrears off first,
     like any credit), and the stock back on the shelf."""
     row = _find(connection, program, redemption_id)
@@ -357,6 +363,7 @@ def cancel(connection: Connection, program: ProgramRecord, redemption_id: int) -
     shaped = _shape(_find(connection, program, redemption_id), row.external_id)
     if changed:
         outbox.redemption(connection, program.id, "cancelled", shaped)
+        audit.record(connection, program.id, actor, "redemption.cancel", _audited(shaped), now)
     return shaped
 
 

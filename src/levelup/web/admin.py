@@ -298,14 +298,15 @@ async def answer_case(program: str, case_id: int, request: Request) -> Response:
 
 @router.post("/admin/p/{program}/redemptions/{redemption_id}")
 async def move_redemption(program: str, redemption_id: int, request: Request) -> Response:
-    await _admin(request, program)
+    principal = await _admin(request, program)
     fields = await form(request, _secret(request))
     runtime = _runtime(request)
     move = rewards.fulfil if fields.get("action") == "fulfil" else rewards.cancel
 
     def write() -> str:
         with runtime.db.write() as connection:
-            return str(move(connection, programs.find(connection, program), redemption_id)["status"])
+            record = programs.find(connection, program)
+            return str(move(connection, record, redemption_id, actor=principal.key_id)["status"])
 
     status = await run_in_threadpool(write)
     return _back(program, f"Redemption {redemption_id} {status}.")
@@ -314,7 +315,7 @@ async def move_redemption(program: str, redemption_id: int, request: Request) ->
 @router.post("/admin/p/{program}/links", response_class=HTMLResponse)
 async def make_link(program: str, request: Request) -> HTMLResponse:
     """A new link, shown on the page this once."""
-    await _admin(request, program)
+    principal = await _admin(request, program)
     fields = await form(request, _secret(request))
     runtime = _runtime(request)
     kind: links.Kind = "participant" if fields.get("kind") == "participant" else "tv"
@@ -331,6 +332,7 @@ async def make_link(program: str, request: Request) -> HTMLResponse:
                 participant=fields.get("participant", "").strip() or None,
                 expires_in=days * 86400,
                 options=links.TvOptions(top=whole(fields, "top", low=1, high=50)) if kind == "tv" else None,
+                actor=principal.key_id,
             )
 
     made = await run_in_threadpool(write)
@@ -348,13 +350,13 @@ async def make_link(program: str, request: Request) -> HTMLResponse:
 
 @router.post("/admin/p/{program}/links/{link_id}/revoke")
 async def revoke_link(program: str, link_id: str, request: Request) -> Response:
-    await _admin(request, program)
+    principal = await _admin(request, program)
     await form(request, _secret(request))
     runtime = _runtime(request)
 
     def write() -> None:
         with runtime.db.write() as connection:
-            links.revoke(connection, programs.find(connection, program), link_id)
+            links.revoke(connection, programs.find(connection, program), link_id, actor=principal.key_id)
 
     await run_in_threadpool(write)
     return _back(program, f"Link {link_id} revoked.")

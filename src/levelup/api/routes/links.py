@@ -76,6 +76,7 @@ def create_link(access: AdminAccess, body: LinkIn, request: Request) -> dict[str
             expires_in=body.expires_in,
             options=options,
             note=body.note,
+            actor=access.principal.key_id,
         )
     base = str(request.base_url).rstrip("/")
     return made | {"url": base + links.page_path(access.key, body.kind, made["token"])}
@@ -96,5 +97,5 @@ def list_links(access: AdminAccess) -> dict[str, Any]:
 def revoke_link(access: AdminAccess, link_id: LinkId) -> Response:
     """The link opens nothing from now on (its row stays, listed as revoked)."""
     with access.runtime.db.write() as connection:
-        links.revoke(connection, access.record(connection), link_id)
+        links.revoke(connection, access.record(connection), link_id, actor=access.principal.key_id)
     return Response(status_code=204)

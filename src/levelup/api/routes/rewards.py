@@ -120,14 +120,14 @@ def post_redemption(access: IngestAccess, body: RedemptionIn, response: Response
 @router.post("/programs/{program}/redemptions/{redemption_id}/fulfil", response_model=Redemption)
 def fulfil_redemption(access: AdminAccess, redemption_id: NumberPath) -> dict[str, Any]:
     with access.runtime.db.write() as connection:
-        return rewards.fulfil(connection, access.record(connection), redemption_id)
+        return rewards.fulfil(connection, access.record(connection), redemption_id, actor=access.principal.key_id)
 
 
 @router.post("/programs/{program}/redemptions/{redemption_id}/cancel", response_model=Redemption)
 def cancel_redemption(access: AdminAccess, redemption_id: NumberPath) -> dict[str, Any]:
     """Refund into the lots the cost came from (they keep their expiry) and put the stock back."""
     with access.runtime.db.write() as connection:
-        return rewards.cancel(connection, access.record(connection), redemption_id)
+        return rewards.cancel(connection, access.record(connection), redemption_id, actor=access.principal.key_id)
 
 
 @router.get("/programs/{program}/redemptions", response_model=RedemptionPage)
