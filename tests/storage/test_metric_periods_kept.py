@@ -90,6 +90,14 @@ def _stored(connection: Connection, program_id: int) -> dict[tuple[str, str, str
     }
 
 
+def _last_audit(connection: Connection, program_id: int) -> Any:
+    """The detail of the program's newest audit entry."""
+    a = t.audit_log.c
+    return (
+        connection.execute(select(a.detail).where(a.program_id == program_id).order_by(a.id.desc())).scalars().first()
+    )
+
+
 def _expected(events: list[dict[str, Any]], wanted: dict[tuple[str, str], set[str]]) -> dict[Any, float]:
     """Plain sums of the stream in the periods ``wanted[(metric, kind)]`` names (grains or ranges)."""
     reversed_ids = {e["reverses"] for e in events if e.get("reverses")}
@@ -137,16 +145,7 @@ def test_only_kept_periods_are_stored_and_a_version_that_reads_more_rebuilds_the
     with runtime.db.write() as connection:
         record, created = programs.apply(connection, load_document(_named(more, key), program=key), actor="test")
         assert created and record.version == 2
-        audit = (
-            connection.execute(
-                select(t.audit_log.c.detail)
-                .where(t.audit_log.c.program_id == record.id)
-                .order_by(t.audit_log.c.id.desc())
-            )
-            .scalars()
-            .first()
-        )
-        assert audit == {"version": 2, "metrics_rebuilt_from_events": len(events)}
+        assert _last_audit(connection, record.id) == {"version": 2, "metrics_rebuilt_from_events": len(events)}
     wants_more = {**ACME_WANTS, ("deals_won", "t"): {"week"}, ("calls", "p"): {"day", "month"}}
     with runtime.db.read() as connection:
         assert _stored(connection, record.id) == _expected(events, wants_more)
@@ -172,16 +171,7 @@ def test_only_kept_periods_are_stored_and_a_version_that_reads_more_rebuilds_the
     with runtime.db.write() as connection:
         record, created = programs.apply(connection, load_document(_named(same, key), program=key), actor="test")
         assert created and record.version == 3
-        audit = (
-            connection.execute(
-                select(t.audit_log.c.detail)
-                .where(t.audit_log.c.program_id == record.id)
-                .order_by(t.audit_log.c.id.desc())
-            )
-            .scalars()
-            .first()
-        )
-        assert audit == {"version": 3}
+        assert _last_audit(connection, record.id) == {"version": 3}
 
 
 def test_an_apply_during_ingestion_loses_nothing(runtime: Runtime) -> None:
