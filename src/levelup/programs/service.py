@@ -65,12 +65,19 @@ def find_for_scoring(connection: Connection, key: str) -> ProgramRecord:
     and the next ones wait for it, queued fairly behind it. Events are so never scored under one
     version and stored beside an apply that rebuilds metrics or fills a new board from the events it
     can see. SQLite has a single writer anyway."""
-    if connection.dialect.name != "sqlite":
-        # A statement of its own: a statement reads as of when it starts, so one that waited for the lock
-        # would still read the version an apply has just replaced.
-        c = t.programs.c
-        connection.execute(select(func.pg_advisory_xact_lock_shared(literal(SCORING_LOCK) + c.id)).where(c.key == key))
+    # A statement of its own: a statement reads as of when it starts, so one that waited for the lock
+    # would still read the version an apply has just replaced.
+    _scoring_lock(connection, key, shared=True)
     return find(connection, key)
+
+
+def _scoring_lock(connection: Connection, key: str, *, shared: bool) -> None:
+    """Take program ``key``'s scoring lock until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    if connection.dialect.name == "sqlite":
+        return
+    take = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
+    c = t.programs.c
+    connection.execute(select(take(literal(SCORING_LOCK) + c.id)).where(c.key == key))
 
 
 def selected(connection: Connection, keys: Iterable[str] | None = None) -> list[ProgramRecord]:
@@ -107,9 +114,7 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
     """
     now = dt.datetime.now(dt.UTC)
     document = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if connection.dialect.name != "sqlite":  # before the row lock: scoring holds the first, then the second
-        c = t.programs.c
-        connection.execute(select(func.pg_advisory_xact_lock(literal(SCORING_LOCK) + c.id)).where(c.key == doc.program))
+    _scoring_lock(connection, doc.program, shared=False)  # before the row lock, as scoring takes them
     row = connection.execute(
         select(t.programs.c.id, t.programs.c.version).where(t.programs.c.key == doc.program).with_for_update()
     ).first()
