@@ -249,6 +249,8 @@ api_keys = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("revoked_at", Timestamp),
     Column("note", String(200)),
+    Column("expires_at", Timestamp),  # null: never
+    Column("last_used_at", Timestamp),  # at most a minute stale per process (keys/service.py)
     CheckConstraint("role in ('admin', 'ingest', 'read')", name="role"),
 )
 
