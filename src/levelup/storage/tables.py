@@ -96,6 +96,8 @@ participants = Table(
     Column("status", String(16), nullable=False, server_default="active"),
     Column("tier", String(100)),
     Column("created_at", Timestamp, nullable=False),
+    Column("erased_at", Timestamp),  # pseudonymised (participants.erasure): name, attributes, id replaced
+    Column("hidden", Boolean, nullable=False, server_default=false()),  # opted out of public boards
     UniqueConstraint("program_id", "external_id"),
     CheckConstraint("status in ('active', 'suspended')", name="status"),
 )
