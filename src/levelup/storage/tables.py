@@ -639,3 +639,29 @@ admin_sessions = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("expires_at", Timestamp, nullable=False),
 )
+
+# A participant's RFM segment from a moment on (``levelup segments refresh`` writes a row when it changes).
+# The engine reads the one in force at an event's occurred_at, so replay finds what live scoring found.
+segment_assignments = Table(
+    "segment_assignments",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("effective_at", Timestamp, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("segment", String(32), nullable=False),
+    Index("ix_segment_assignments_program", "program_id", "effective_at"),
+)
+
+# A ``target: auto`` goal's target for one participant and period, frozen the first time it was needed
+# (it never moves mid-period, and replay reads it rather than recomputing from a history that late events moved).
+personal_targets = Table(
+    "personal_targets",
+    metadata,
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("challenge", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("target", Float, nullable=False),
+    Column("source", String(16), nullable=False),  # own | team | fallback
+    Column("created_at", Timestamp, nullable=False),
+)
