@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,18 +77,26 @@ def batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 
 def ingest(
-    runtime: Runtime, program_key: str, raw_events: Sequence[Any], *, now: dt.datetime | None = None
+    runtime: Runtime,
+    program_key: str,
+    raw_events: Sequence[Any],
+    *,
+    now: dt.datetime | None = None,
+    then: Callable[[Connection, list[Outcome]], None] | None = None,
 ) -> list[Outcome]:
     """Ingest events in order; each gets an outcome. Retries the batch if a concurrent writer raced us.
 
     ``now`` is the time of receipt (default: the clock): the default ``occurred_at``, the day tier
     windows are judged on, and when pending points mature. An import of history passes the time the
-    events would have been received, so tiers move as they would have then.
+    events would have been received, so tiers move as they would have then. ``then`` runs in the same
+    transaction once the batch is scored (a clawback's audit entry: both or neither are written).
     """
     for attempt in range(RETRIES):
         try:
             with runtime.db.write() as connection:
                 outcomes = _ingest(runtime, connection, program_key, raw_events, now or dt.datetime.now(dt.UTC))
+                if then is not None:
+                    then(connection, outcomes)
             observe_outcomes(program_key, outcomes)  # once committed: a rolled-back try counts nothing
             return outcomes
         except IntegrityError:
