@@ -22,6 +22,7 @@ stopped at the end, on error too. Figures are printed, never asserted.
     python bench/http_api.py --workers 2 --batches 80 --singles 2000 --concurrent 8000
     python bench/http_api.py --database postgresql://postgres@127.0.0.1:5432/test --fresh-schema
     python bench/http_api.py --database postgresql://...   # without --fresh-schema: written to as is
+    python bench/http_api.py --stored-key   # events sent with a stored ingest key (looked up each request)
 
 The clients run on the same machine as the servers and take CPU from them: on a small
 machine the figures are a lower bound of what a server alone can do.
@@ -318,6 +319,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrent", type=int, default=4_000, help="single-event POSTs from --clients clients (default 4,000)"
     )
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument(
+        "--stored-key", action="store_true", help="send events with a stored ingest key, not the bootstrap admin key"
+    )
     parser.add_argument("--participants", type=int, default=1_000, help="participants (default 1,000)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed single POSTs to each server (default 50)")
     parser.add_argument("--max-seconds", type=float, default=45.0, help="time bound of each phase (default 45)")
@@ -392,6 +396,11 @@ def run(args: argparse.Namespace, database: str, directory: Path) -> None:
                     f"  program applied, {registered:,} participants registered in {took:.1f} s"
                     f"{bounded if registered < args.participants else ''}"
                 )
+                if args.stored_key:  # what a CRM sends: a stored key, looked up (and its use noted) per request
+                    made = client.post("/api/v1/keys", json={"role": "ingest", "programs": [PROGRAM_KEY]})
+                    made.raise_for_status()
+                    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+                    client.headers.update(headers)
                 stream = generate(args.batches * args.batch_size, args.participants, prefix=f"b{tag}", seed=SEED)
                 if args.batches:
                     post_batches(client, stream, batches, args.batch_size, args.max_seconds)

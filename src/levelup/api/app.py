@@ -25,6 +25,7 @@ from levelup.api.responses import Out
 from levelup.api.routes import (
     audit,
     challenges,
+    clawback,
     events,
     home,
     insights,
@@ -41,6 +42,7 @@ from levelup.api.routes import (
 )
 from levelup.errors import FieldError, Invalid, LevelupError, path_of
 from levelup.jobs import registry as jobs
+from levelup.keys.service import LastUsed
 from levelup.leaderboards import redis_board
 from levelup.observability import http as observed
 from levelup.observability import logs
@@ -73,6 +75,7 @@ async def _job_loop(app: FastAPI) -> AsyncIterator[None]:
     if boards is not None:  # a copy missing or stale (Redis flushed, a version applied meanwhile) is rebuilt
         boards.rebuild_stale_later()
     with ExitStack() as stack:
+        stack.callback(app.state.key_use.close)  # the last uses noted are written before the process ends
         stop = threading.Event()
         if settings is not None:  # the worker blocks (see levelup.webhooks.delivery.Worker): a thread of its own
             worker = delivery.Worker(app.state.runtime, settings, stack.enter_context(httpx.Client()))
@@ -125,6 +128,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.limiter = Limiter.from_environment()
+    app.state.key_use = LastUsed(runtime.db)
     app.state.close_every = close_every
     app.add_middleware(BoundedRequests)
     app.add_middleware(observed.Observed)  # outermost: it sees every answer, a 503 of BoundedRequests too
@@ -159,6 +163,7 @@ def create_app(
     routers = (
         programs,
         events,
+        clawback,
         sources,
         participants,
         leaderboards,

@@ -45,7 +45,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller. The bootstrap admin key is judged on the event loop; a stored key is looked up in a
-    worker thread (a database read must not block the loop)."""
+    worker thread (a database read must not block the loop), and its use noted
+    (:class:`levelup.keys.service.LastUsed`)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
@@ -58,6 +59,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
                 return authenticate(connection, presented, admin_key)
 
         found = await run_in_threadpool(lookup)
+        request.app.state.key_use.note(found.key_id)  # written apart, at most once a minute a key
     request.app.state.limiter.take(f"key:{found.key_id}")
     return found
 

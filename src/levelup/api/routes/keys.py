@@ -1,7 +1,9 @@
-"""API keys: create (the secret is shown once) and revoke."""
+"""API keys: create (the secret is shown once, an expiry optional), list (with when each was last used) and
+revoke."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
@@ -23,6 +25,9 @@ class KeyIn(BaseModel):
         min_length=1, max_length=100, description="program keys, or * for every program"
     )
     note: Text | None = Field(default=None, max_length=200)
+    expires_at: dt.datetime | None = Field(
+        default=None, description="when the key stops working (RFC 3339 with an offset, in the future); null: never"
+    )
 
 
 class KeyCreated(Out):
@@ -30,15 +35,28 @@ class KeyCreated(Out):
     key: str = Field(description="the secret, shown this once")
     role: Literal["admin", "ingest", "read"]
     programs: list[str]
+    expires_at: str | None
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
 def create_key(body: KeyIn, runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     with runtime.db.write() as connection:
         key_id, secret = keys.create(
-            connection, role=body.role, programs=body.programs, creator=principal, note=body.note
+            connection,
+            role=body.role,
+            programs=body.programs,
+            creator=principal,
+            note=body.note,
+            expires_at=body.expires_at,
         )
-    return {"id": key_id, "key": secret, "role": body.role, "programs": sorted(set(body.programs))}
+    expires_at = body.expires_at.astimezone(dt.UTC).isoformat() if body.expires_at else None
+    return {
+        "id": key_id,
+        "key": secret,
+        "role": body.role,
+        "programs": sorted(set(body.programs)),
+        "expires_at": expires_at,
+    }
 
 
 class KeyListed(Out):
@@ -48,6 +66,8 @@ class KeyListed(Out):
     note: str | None
     created_at: str
     revoked_at: str | None
+    expires_at: str | None
+    last_used_at: str | None = Field(description="when it was last used, at most a minute behind; null: never")
 
 
 class KeyList(Out):
@@ -56,7 +76,8 @@ class KeyList(Out):
 
 @router.get("/keys", response_model=KeyList)
 def list_keys(runtime: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The keys this admin key could revoke, revoked ones included; never a secret."""
+    """The keys this admin key could revoke, revoked and expired ones included, with when each was last used;
+    never a secret."""
     with runtime.db.read() as connection:
         return {"keys": keys.listed(connection, by=principal)}
 
