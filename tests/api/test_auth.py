@@ -54,6 +54,7 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     },
     ("put", "/api/v1/programs/{program}/participants/{participant_id}/tier"): {"tier": "Pro", "note": "x"},
     ("put", "/api/v1/programs/{program}/participants/{participant_id}/status"): {"status": "active", "note": "x"},
+    ("put", "/api/v1/programs/{program}/participants/{participant_id}/visibility"): {"hidden": True},
     ("post", "/api/v1/programs/{program}/adjustments"): {
         "participant": "rep-17",
         "currency": "coins",
@@ -62,6 +63,7 @@ WRITE_BODIES: dict[tuple[str, str], Any] = {
     },
     ("post", "/api/v1/programs/{program}/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["badge.awarded"]},
     ("post", "/api/v1/programs/{program}/links"): {"kind": "participant", "participant": "rep-17"},
+    ("post", "/api/v1/programs/{program}/events/{event_id}/clawback"): {"note": "x"},
 }
 
 

@@ -54,7 +54,8 @@ def progress(
     shown = [
         c
         for c in (*program.goals, *program.quests)
-        if (include_drafts or not c.draft) and eligible(c, participant, program.eligibility.get(c.key))
+        if (include_drafts or not c.draft)
+        and eligible(c, participant, program.eligibility.get(c.key), program.challenge_holdouts.get(c.key, ()))
     ]
     periods = {c.key: p for c in shown if (p := goal_period(c, today)) is not None}
     keys = {(c.metric, period_key(c.window, today)) for b in doc.badges for g in b.grades for c in g.when}

@@ -119,7 +119,8 @@ def participants_taking_part(
     """Of these participant ids, those an individual challenge admits (teams, entrants, ``eligible``),
     judged on the participants as they are now."""
     wanted = list(candidates)
-    if not (challenge.teams or challenge.entrants or challenge.eligible):
+    holdouts = compiled.challenge_holdouts.get(challenge.key, ())
+    if not (challenge.teams or challenge.entrants or challenge.eligible or holdouts):
         return set(wanted)
     p = t.participants.c
     rows = {
@@ -143,6 +144,7 @@ def participants_taking_part(
             challenge,
             ParticipantState(r.external_id, r.name, tuple(teams.get(i, ())), r.attributes or {}),
             condition,
+            holdouts,
         )
     }
 

@@ -58,7 +58,9 @@ def _standings(
     )
     if kind == "t" and challenge.teams:
         query = query.where(subjects.c.external_id.in_(challenge.teams))
-    filtered = kind == "p" and bool(challenge.teams or challenge.entrants or challenge.eligible)
+    filtered = kind == "p" and bool(
+        challenge.teams or challenge.entrants or challenge.eligible or compiled.challenge_holdouts.get(challenge.key)
+    )
     if challenge.entrants:
         query = query.where(subjects.c.external_id.in_(challenge.entrants))
     rows = connection.execute(query if filtered else query.limit(limit)).all()

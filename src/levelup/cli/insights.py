@@ -17,6 +17,7 @@ from rich.table import Table
 from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console, errors
 from levelup.errors import FieldError, Invalid, LevelupError
 from levelup.insights import common, engagement, fairness, segments, targets
+from levelup.insights import experiments as holdouts
 from levelup.insights import simulate as sim
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
@@ -123,14 +124,16 @@ def print_simulation(report: dict[str, Any]) -> None:
         console.print(f"• {change['text']}")
 
 
-KINDS = ("engagement", "fairness", "segments", "churn", "targets")
+KINDS = ("engagement", "fairness", "segments", "churn", "targets", "experiments")
 
 
 def insights(
-    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments, churn or targets")],
+    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments, churn, targets or experiments")],
     program: Annotated[str, typer.Option(help="the program")],
-    start: Annotated[str | None, typer.Option("--from", help="engagement: window start (default 13 weeks ago)")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="engagement: window end (default now)")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="engagement, experiments: window start (default 13 weeks ago)")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="engagement, experiments: window end (default now)")] = None,
     grain: Annotated[str, typer.Option(help="engagement: day, week or month")] = "week",
     period: Annotated[str | None, typer.Option(help="fairness: e.g. 2026-10, 2026-Q4")] = None,
     metric: Annotated[str | None, typer.Option(help="fairness, segments: the metric")] = None,
@@ -140,6 +143,7 @@ def insights(
     challenge: Annotated[str | None, typer.Option(help="targets: a recurring individual goal")] = None,
     periods: Annotated[int, typer.Option(min=1, max=52, help="targets: periods of history")] = 8,
     factor: Annotated[float, typer.Option(min=1, max=3, help="targets: the stretch")] = 1.1,
+    experiment: Annotated[str | None, typer.Option(help="experiments: only this one")] = None,
     limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
@@ -171,6 +175,12 @@ def insights(
                 )
             elif kind == "churn":
                 body = segments.churn(connection, record, as_of=moment, limit=limit)
+            elif kind == "experiments":
+                window = common.window(
+                    common.parse_instant(start, "from") if start else None,
+                    common.parse_instant(end, "to") if end else None,
+                )
+                body = holdouts.experiments(connection, record, compiled, *window, key=experiment)
             else:
                 body = targets.targets(
                     connection,
@@ -200,6 +210,8 @@ def insights(
         table.add_row(*(_shown(v) for v in row.values()))
     console.print(table)
     console.print(body["sentence"])
+    for found in body["experiments"] if kind == "experiments" else ():
+        console.print(found["sentence"])
     if kind == "fairness":
         for part in ("top3", "never_rewarded", "inflation"):
             console.print(body[part]["sentence"])
@@ -220,9 +232,30 @@ def _main_table(kind: str, body: dict[str, Any]) -> tuple[str, list[dict[str, An
         return "segment members", body["members"]
     if kind == "segments":
         return f"RFM segments on {body['metric']}", body["segments"]
+    if kind == "experiments":
+        return "holdout experiments (treated − held out, 95% interval)", [
+            _experiment_row(e) for e in body["experiments"]
+        ]
     if kind == "targets":
         return f"suggested targets for {body['challenge']} (it asks {body['target']:g})", body["participants"]
     return f"churn risk ({body['total']:,} participants, riskiest first)", body["participants"]
+
+
+def _experiment_row(found: dict[str, Any]) -> dict[str, Any]:
+    """One experiment, flat: its groups' sizes and means, the difference and its interval."""
+    return {
+        "experiment": found["key"],
+        "applies_to": found["applies_to"],
+        "metric": found["metric"],
+        "treated": found["treated"]["participants"],
+        "treated_mean": found["treated"]["mean"],
+        "held_out": found["held_out"]["participants"],
+        "held_out_mean": found["held_out"]["mean"],
+        "difference": found["difference"],
+        "low": found["low"],
+        "high": found["high"],
+        "real": found["real"],
+    }
 
 
 def _cell(value: Any) -> Any:

@@ -8,11 +8,12 @@ competitions are settled when their period closes, not here.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
+from levelup.engine.experiments import held_out_by
 from levelup.engine.model import Completion, ParticipantState
 from levelup.metrics.periods import period_key, range_key
-from levelup.programs.document import Challenge
+from levelup.programs.document import Challenge, Experiment
 from levelup.rules.expressions import Activation, Expression, condition_holds
 
 MetricValue = Callable[[str, str], float]
@@ -27,20 +28,39 @@ def goal_period(challenge: Challenge, day: dt.date) -> str | None:
     return "all"
 
 
-def eligible(challenge: Challenge, state: ParticipantState, condition: Expression | None = None) -> bool:
-    """Whether a participant takes part: in one of ``teams``, among ``entrants``, and ``eligible`` holds.
+def eligible(
+    challenge: Challenge,
+    state: ParticipantState,
+    condition: Expression | None = None,
+    holdouts: Sequence[Experiment] = (),
+    moment: dt.datetime | None = None,
+) -> bool:
+    """Whether a participant takes part: in one of ``teams``, among ``entrants``, ``eligible`` holds, and no
+    holdout experiment holds them out (their metrics still count; the challenge just is not theirs).
 
     Judged on the participant as they are when it matters: at scoring time for goals,
-    quests and races, when the period closes for rankings and duels.
+    quests and races (their segment at the event's ``moment``), when the period closes for rankings
+    and duels (the segment at the period's end).
     """
     if challenge.teams and challenge.mode == "individual" and not set(challenge.teams) & set(state.teams):
         return False
     if challenge.entrants and state.id not in challenge.entrants:
         return False
+    if holdouts and held_out_by(holdouts, state.id) is not None:
+        return False
     if condition is None:
         return True
-    view = {"id": state.id, "name": state.name or "", "teams": list(state.teams), "attributes": dict(state.attributes)}
+    view = state.view(moment or dt.datetime.max.replace(tzinfo=dt.UTC))
     return condition_holds(condition, Activation({"participant": view}))[0]
+
+
+def target_for(goal: Challenge, state: ParticipantState, period: str) -> float | None:
+    """The target a participant is judged on: the goal's own, or with ``target: auto`` theirs for the
+    period as the shell froze it (``state.targets``), else the document's fallback."""
+    if not goal.auto_target:
+        return goal.target
+    frozen = state.targets.get((goal.key, period))
+    return frozen if frozen is not None else goal.auto.fallback if goal.auto else None
 
 
 def evaluate(
@@ -53,6 +73,8 @@ def evaluate(
     touched: set[str],
     *,
     may_undo: bool,
+    holdouts: Mapping[str, Sequence[Experiment]] | None = None,
+    moment: dt.datetime | None = None,
 ) -> list[Completion]:
     """Goals whose target is reached now and were not completed before in that period; and, after a
     reversal (``may_undo``), completed goals whose value fell back below the target."""
@@ -61,17 +83,18 @@ def evaluate(
         if (
             goal.metric not in touched
             or goal.metric is None
-            or goal.target is None
-            or not eligible(goal, state, conditions.get(goal.key))
+            or goal.target_ is None
+            or not eligible(goal, state, conditions.get(goal.key), (holdouts or {}).get(goal.key, ()), moment)
         ):
             continue
         period = goal_period(goal, day)
-        if period is None:
+        target = None if period is None else target_for(goal, state, period)
+        if period is None or target is None:
             continue
         reached = value(goal.metric, period)
         paid = completions.get((goal.key, period))
-        if paid is None and reached >= goal.target:
-            changes.append(Completion(goal.key, period, reached, goal.target))
-        elif paid is not None and reached < goal.target and may_undo:
-            changes.append(Completion(goal.key, period, reached, goal.target, completed=False, reward=paid))
+        if paid is None and reached >= target:
+            changes.append(Completion(goal.key, period, reached, target))
+        elif paid is not None and reached < target and may_undo:
+            changes.append(Completion(goal.key, period, reached, target, completed=False, reward=paid))
     return changes

@@ -7,6 +7,7 @@ Replay and simulation hold states in memory and never touch a database.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,27 @@ class ParticipantState:
     streaks: dict[str, tuple[list[int], int]] = field(default_factory=dict)  # key → (qualifying periods, best)
     # (quest, period) → per step begun: (its metric's value then, the seq of the event it began with)
     quests: dict[tuple[str, str], tuple[tuple[float, int], ...]] = field(default_factory=dict)
+    # RFM segment assignments, oldest first: (effective from, segment); an event reads the one in force then
+    segments: tuple[tuple[dt.datetime, str], ...] = ()
+    # (target: auto goal, period) → this participant's target, frozen by the shell (goals.target_for)
+    targets: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def segment_at(self, moment: dt.datetime) -> str:
+        """The segment in force at ``moment`` (the latest assignment effective by then), "" when none was."""
+        if not self.segments:
+            return ""
+        at = bisect.bisect_right(self.segments, moment, key=lambda s: s[0])
+        return self.segments[at - 1][1] if at else ""
+
+    def view(self, moment: dt.datetime) -> dict[str, Any]:
+        """The participant as CEL sees it (``participant``) for an event at ``moment``."""
+        return {
+            "id": self.id,
+            "name": self.name or "",
+            "teams": list(self.teams),
+            "attributes": dict(self.attributes),
+            "segment": self.segment_at(moment),
+        }
 
     def position(self, currency: str) -> Position:
         found = self.positions.get(currency)

@@ -18,11 +18,11 @@ as for a goal. The reward is paid the moment the last step is done, once per per
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from levelup.engine.goals import eligible, goal_period
 from levelup.engine.model import ParticipantState, QuestChange
-from levelup.programs.document import Challenge
+from levelup.programs.document import Challenge, Experiment
 from levelup.rules.expressions import Expression
 
 MetricValue = Callable[[str, str], float]
@@ -71,13 +71,18 @@ def evaluate(
     seq: int,
     undone: Mapping[tuple[str, str], float] | None = None,
     reversed_seq: int | None = None,
+    *,
+    holdouts: Mapping[str, Sequence[Experiment]] | None = None,
+    moment: dt.datetime | None = None,
 ) -> list[QuestChange]:
     """Quests whose progress changed with event ``seq``'s metric changes (``undone``: what its reversal of
     event ``reversed_seq`` took off each metric)."""
     changes: list[QuestChange] = []
     for quest in quests:
         steps = quest.steps or []
-        if not touched & {s.metric for s in steps} or not eligible(quest, state, conditions.get(quest.key)):
+        if not touched & {s.metric for s in steps} or not eligible(
+            quest, state, conditions.get(quest.key), (holdouts or {}).get(quest.key, ()), moment
+        ):
             continue
         period = goal_period(quest, day)
         if period is None:

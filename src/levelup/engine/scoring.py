@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
+from levelup.engine.experiments import held_out_by
 from levelup.engine.levels import level_name
 from levelup.engine.model import (
     WHOLE,
@@ -55,12 +56,7 @@ def activation_for(program: CompiledProgram, state: ParticipantState, event: Eve
     if "occurred_at" in wanted:
         variables["occurred_at"] = event.occurred_at
     if "participant" in wanted:
-        variables["participant"] = {
-            "id": state.id,
-            "name": state.name or "",
-            "teams": list(state.teams),
-            "attributes": dict(state.attributes),
-        }
+        variables["participant"] = state.view(event.occurred_at)
     return Activation(variables)
 
 
@@ -202,6 +198,10 @@ def _apply_rules(
         blocked = _blocked(rule, state, event, periods)
         if blocked:
             effects.notes.append(blocked)
+            continue
+        holdouts = program.rule_holdouts.get(rule.key) if program.rule_holdouts else None
+        if holdouts and (experiment := held_out_by(holdouts, state.id)) is not None:
+            effects.notes.append(f"rule {rule.key}: held out by experiment {experiment} (scored silently)")
             continue
         entries = [
             LedgerEffect(
@@ -464,7 +464,16 @@ def _mechanics(
     for when in dict.fromkeys(days):
         undo = reversed_event is not None
         done = goals.evaluate(
-            program.goals, program.eligibility, state, completions, when, after, touched, may_undo=undo
+            program.goals,
+            program.eligibility,
+            state,
+            completions,
+            when,
+            after,
+            touched,
+            may_undo=undo,
+            holdouts=program.challenge_holdouts,
+            moment=event.occurred_at,
         )
         for change in quests.evaluate(
             program.quests,
@@ -477,6 +486,8 @@ def _mechanics(
             event.seq,
             undone,
             reversed_event.event.seq if reversed_event is not None else None,
+            holdouts=program.challenge_holdouts,
+            moment=event.occurred_at,
         ):
             effects.quests.append(change)
             progress = progress if progress is not state.quests else dict(progress)

@@ -53,7 +53,7 @@ def quintiles(values: Sequence[float]) -> list[int]:
     return [1 + (5 * bisect.bisect_left(ordered, v)) // n for v in values]
 
 
-def _grain_rows(period: ColumnElement[str], grain: str) -> ColumnElement[bool]:
+def grain_rows(period: ColumnElement[str], grain: str) -> ColumnElement[bool]:
     """The metric rows of one calendar grain, told apart by the shape of their period key (portable SQL)."""
     shapes = {
         "day": func.length(period) == 10,
@@ -84,7 +84,7 @@ def _monetary(connection: Connection, program_id: int, compiled: CompiledProgram
     m = t.metric_totals.c
     query = (
         select(m.subject_id, func.sum(m.value))
-        .where(m.program_id == program_id, m.metric == metric, m.subject_kind == "p", _grain_rows(m.period, grain))
+        .where(m.program_id == program_id, m.metric == metric, m.subject_kind == "p", grain_rows(m.period, grain))
         .group_by(m.subject_id)
     )
     return {int(s): float(v) for s, v in connection.execute(query)}

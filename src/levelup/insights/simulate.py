@@ -198,7 +198,7 @@ class Scenario:
             values = {
                 k: v
                 for k, v in self.person.get((c.metric, period), {}).items()
-                if eligible(c, self.states[k], condition)
+                if eligible(c, self.states[k], condition, self.program.challenge_holdouts.get(c.key, ()))
             }
         if c.kind == "goal":
             winners = [(s, 0, _awards(c.reward)) for s in sorted(values) if c.target and values[s] >= c.target]

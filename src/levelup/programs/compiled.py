@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from levelup.metrics.periods import GRAINS, ROLLING, grain_of, period_keys, range_key
-from levelup.programs.document import Cap, Challenge, ProgramDocument, Rule, duration_seconds
+from levelup.programs.document import Cap, Challenge, Experiment, ProgramDocument, Rule, duration_seconds
 from levelup.rules.expressions import Expression
 
 PERIOD_WORDS = {
@@ -152,6 +152,14 @@ class CompiledProgram:
         self.challenge_rewards = {c.key: compile_award(c.reward) for c in doc.challenges if c.reward}
         self.challenges = {c.key: c for c in doc.challenges}
         self.eligibility = {c.key: Expression.compile(c.eligible) for c in doc.challenges if c.eligible}
+        # holdout experiments by what they hold participants out of (the whole program: every rule and challenge)
+        whole = tuple(e for e in doc.experiments if e.applies_to.program)
+        self.rule_holdouts: dict[str, tuple[Experiment, ...]] = {
+            r.key: found for r in doc.rules if (found := (*whole, *_aimed(doc, "rule", r.key)))
+        }
+        self.challenge_holdouts: dict[str, tuple[Experiment, ...]] = {
+            c.key: found for c in doc.challenges if (found := (*whole, *_aimed(doc, "challenge", c.key)))
+        }
 
     @cached_property
     def counter_grains(self) -> frozenset[str]:
@@ -211,6 +219,8 @@ class CompiledProgram:
             read(doc.levels.metric, "all")
         if doc.tiers is not None:
             read(doc.tiers.metric, doc.tiers.window)
+        for experiment in doc.experiments:
+            read(experiment.metric, "day")  # compared between groups over any window of days
         for board in doc.leaderboards:
             read(board.metric, board.window, "t" if board.by == "team" else "p")
         out: dict[str, Kept] = {}
@@ -282,3 +292,8 @@ class CompiledProgram:
             return 1.0
         step = next((s for s in self.doc.tiers.steps if s.name == tier), None)
         return (step.multiplier or {}).get(currency, 1.0) if step else 1.0
+
+
+def _aimed(doc: ProgramDocument, kind: str, key: str) -> tuple[Experiment, ...]:
+    """The experiments holding participants out of one rule or challenge."""
+    return tuple(e for e in doc.experiments if getattr(e.applies_to, kind) == key)

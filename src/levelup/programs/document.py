@@ -171,12 +171,29 @@ class Prize(Strict):
     award: Award
 
 
+class AutoTarget(Strict):
+    """How ``target: auto`` stretches each participant's own history into their target for a period."""
+
+    periods: int = Field(default=8, ge=1, le=52, description="complete periods of history looked at")
+    factor: float = Field(default=1.1, ge=1, le=3, description="the stretch: the median of those periods × this")
+    floor: float = Field(default=1, gt=0, le=MAX_VALUE, description="no target below this")
+    cap: float | None = Field(default=None, gt=0, le=MAX_VALUE, description="no target above this")
+    fallback: float = Field(
+        gt=0, le=MAX_VALUE, description="the target of someone without history (nor a team with history)"
+    )
+
+
 class Challenge(Strict):
     key: Key
     name: str | None = Field(default=None, max_length=100)
     kind: Literal["goal", "quest", "competition"] = "goal"
     metric: Key | None = None
-    target: float | None = Field(default=None, gt=0, le=MAX_VALUE)
+    target_: Annotated[float, Field(gt=0, le=MAX_VALUE)] | Literal["auto"] | None = Field(
+        default=None,
+        alias="target",
+        description="a number; or auto (a recurring individual goal): each participant's own, set as auto says",
+    )
+    auto: AutoTarget | None = Field(default=None, description="with target: auto, how each target is set")
     every: RepeatPeriod | None = None
     start: Date | None = None
     end: Date | None = Field(default=None, description="inclusive, in the program time zone")
@@ -196,6 +213,15 @@ class Challenge(Strict):
     steps: list[QuestStep] | None = Field(default=None, max_length=20)
     prizes: list[Prize] | None = Field(default=None, max_length=100)
     draft: bool = False
+
+    @property
+    def target(self) -> float | None:
+        """The one target everyone shares; None without one or with ``target: auto`` (see :attr:`auto_target`)."""
+        return None if self.target_ == "auto" else self.target_
+
+    @property
+    def auto_target(self) -> bool:
+        return self.target_ == "auto"
 
 
 class Leaderboard(Strict):
@@ -311,6 +337,27 @@ class Source(Strict):
     events: list[SourceMapping] = Field(min_length=1, max_length=50)
 
 
+class AppliesTo(Strict):
+    """What an experiment holds participants out of: one rule, one challenge, or the whole program."""
+
+    rule: Key | None = None
+    challenge: Key | None = None
+    program: bool = Field(default=False, description="true: the whole program (every rule and challenge)")
+
+
+class Experiment(Strict):
+    """A holdout: a stable random share of participants (by a hash of ``salt`` and their id) scored silently."""
+
+    key: Key
+    name: str | None = Field(default=None, max_length=100)
+    holdout: float = Field(gt=0, lt=1, description="the share of participants held out, e.g. 0.1")
+    applies_to: AppliesTo
+    metric: Key = Field(description="what the groups are compared on (its value per participant)")
+    salt: str | None = Field(
+        default=None, min_length=1, max_length=100, description="default: the key; a new salt draws new groups"
+    )
+
+
 class ProgramDocument(Strict):
     program: str = Field(pattern=PROGRAM_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -329,6 +376,7 @@ class ProgramDocument(Strict):
     kudos: Kudos | None = None
     referrals: Referrals | None = None
     sources: list[Source] = Field(default_factory=list, max_length=20)
+    experiments: list[Experiment] = Field(default_factory=list, max_length=20)
 
     @field_validator("timezone")
     @classmethod

@@ -166,6 +166,7 @@ def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
         "challenges",
         "leaderboards",
         "rewards",
+        "experiments",
     ):
         seen: set[str] = set()
         for i, item in enumerate(getattr(doc, name)):
@@ -229,6 +230,25 @@ def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
             yield FieldError(f"rewards[{i}].requires.level", f'unknown level "{reward.requires.level}"')
     if doc.kudos and doc.currency(doc.kudos.currency) is None:
         yield FieldError("kudos.currency", f'unknown currency "{doc.kudos.currency}"')
+    yield from _experiment_errors(doc)
+
+
+def _experiment_errors(doc: ProgramDocument) -> Iterator[FieldError]:
+    """Each holdout names exactly one thing it holds out of, that exists, and a count or sum metric to compare."""
+    rules, challenges = {r.key for r in doc.rules}, {c.key for c in doc.challenges}
+    for i, experiment in enumerate(doc.experiments):
+        path, target = f"experiments[{i}]", experiment.applies_to
+        if sum((target.rule is not None, target.challenge is not None, target.program)) != 1:
+            yield FieldError(f"{path}.applies_to", "give exactly one of rule, challenge or program: true")
+        if target.rule is not None and target.rule not in rules:
+            yield FieldError(f"{path}.applies_to.rule", f'unknown rule "{target.rule}"')
+        if target.challenge is not None and target.challenge not in challenges:
+            yield FieldError(f"{path}.applies_to.challenge", f'unknown challenge "{target.challenge}"')
+        metric = doc.metric(experiment.metric)
+        if metric is None:
+            yield FieldError(f"{path}.metric", f'unknown metric "{experiment.metric}"')
+        elif metric.aggregate not in ("count", "sum"):
+            yield FieldError(f"{path}.metric", "a count or sum metric (its value per participant is compared)")
 
 
 def _ascending(path: str, values: list[float]) -> Iterator[FieldError]:
@@ -250,10 +270,11 @@ def _challenge_errors(path: str, challenge: Any, doc: ProgramDocument, metric_re
     else:
         if challenge.metric is None:
             yield FieldError(f"{path}.metric", f"a {challenge.kind} needs a metric")
-        if challenge.kind == "goal" and challenge.target is None:
+        if challenge.kind == "goal" and challenge.target_ is None:
             yield FieldError(f"{path}.target", "a goal needs a target")
         if challenge.steps:
             yield FieldError(f"{path}.steps", "only a quest has steps")
+    yield from _auto_errors(path, challenge)
     if challenge.kind == "competition":
         if not challenge.prizes:
             yield FieldError(f"{path}.prizes", "a competition needs prizes")
@@ -268,6 +289,20 @@ def _challenge_errors(path: str, challenge: Any, doc: ProgramDocument, metric_re
         yield FieldError(f"{path}", "a competition needs every, or start and end")
     if challenge.start and challenge.end and challenge.end < challenge.start:
         yield FieldError(f"{path}.end", "ends before it starts")
+
+
+def _auto_errors(path: str, challenge: Any) -> Iterator[FieldError]:
+    """``target: auto`` is for a recurring individual goal, and says how (``auto``, with its fallback)."""
+    if not challenge.auto_target:
+        if challenge.auto is not None:
+            yield FieldError(f"{path}.auto", "only with target: auto")
+        return
+    if challenge.kind != "goal" or challenge.mode != "individual" or not challenge.every:
+        yield FieldError(f"{path}.target", "auto is for a recurring individual goal (kind goal, every)")
+    if challenge.auto is None:
+        yield FieldError(f"{path}.auto", "target: auto needs auto: {fallback: …} (periods, factor, floor, cap)")
+    elif challenge.auto.cap is not None and challenge.auto.cap < challenge.auto.floor:
+        yield FieldError(f"{path}.auto.cap", "below the floor")
 
 
 def _competition_errors(path: str, challenge: Any) -> Iterator[FieldError]:

@@ -11,6 +11,7 @@ from levelup.api.deps import AdminAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.leaderboards import BoardEntry
 from levelup.insights import common, engagement, fairness, segments, targets
+from levelup.insights import experiments as holdouts
 from levelup.insights import simulate as sim
 from levelup.programs.validation import validate_document
 
@@ -370,3 +371,48 @@ def get_targets(
             limit=limit,
         )
     return as_is(Targets, body)
+
+
+class Group(Out):
+    participants: int
+    mean: float | None = Field(description="the metric per participant over the window (0 without any)")
+
+
+class Compared(Out):
+    key: str
+    applies_to: str = Field(description='"rule KEY", "challenge KEY" or "program"')
+    metric: str
+    holdout: float = Field(description="the share held out")
+    salt: str
+    treated: Group = Field(description="everyone else: they had what the holdout group was kept out of")
+    held_out: Group
+    difference: float | None = Field(description="treated mean − held-out mean; null below two in a group")
+    low: float | None = Field(description="95% confidence interval of the difference (Welch's t)")
+    high: float | None
+    df: float | None = Field(description="Welch–Satterthwaite degrees of freedom")
+    confidence: float
+    method: Literal["welch"]
+    real: bool | None = Field(description="the interval excludes zero; null: not enough participants")
+    sentence: str
+
+
+class Experiments(Out):
+    window: dict[str, str]
+    experiments: list[Compared]
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/experiments", response_model=Experiments)
+def get_experiments(
+    access: ReadAccess,
+    start: From = None,
+    end: To = None,
+    experiment: Annotated[str | None, Query(max_length=64, description="one experiment (default: all)")] = None,
+) -> Response:
+    """Holdout experiments of the document in force: each one's metric, the rest against the held out, over the
+    participants active in the window, with a 95% interval and a plain verdict on whether the difference is real."""
+    window = common.window(start, end)
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        body = holdouts.experiments(connection, record, access.compiled(connection, record), *window, key=experiment)
+    return as_is(Experiments, body)

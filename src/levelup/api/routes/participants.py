@@ -17,6 +17,7 @@ from levelup.errors import ExternalId, Text
 from levelup.events.schema import BoundedData, in_event_range
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
+from levelup.participants import erasure, visibility
 from levelup.participants import repository as participants
 from levelup.participants.profile import profile
 from levelup.tiers import service as tier_service
@@ -289,6 +290,38 @@ def put_status(access: AdminAccess, participant_id: IdPath, body: StatusIn) -> R
         )
         found = profile(connection, record, access.compiled(connection, record), participant_id)
     return as_is(Profile, found)
+
+
+class Erasure(Out):
+    participant: str = Field(description="the pseudonym the participant has from now on")
+    rewritten: dict[str, int] = Field(description="stored rows rewritten, per table (empty: erased before)")
+
+
+@router.delete("/programs/{program}/participants/{participant_id}", response_model=Erasure)
+def delete_participant(access: AdminAccess, participant_id: IdPath) -> Response:
+    """Erase a participant: pseudonymised everywhere, every balance and the liability unchanged; audited
+    without the erased values. A later event for the old id makes a new participant (docs/security.md)."""
+    with access.runtime.db.write() as connection:
+        done = erasure.erase(connection, access.record(connection).id, participant_id, actor=access.principal.key_id)
+    return as_is(Erasure, {"participant": done.participant, "rewritten": done.rewritten})
+
+
+class VisibilityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden: bool = Field(description="true: masked on public boards (TV screens), still scored and ranked")
+
+
+class Visibility(Out):
+    participant: str
+    hidden: bool
+
+
+@router.put("/programs/{program}/participants/{participant_id}/visibility", response_model=Visibility)
+def put_visibility(access: IngestAccess, participant_id: IdPath, body: VisibilityIn) -> dict[str, Any]:
+    """Opt a participant out of (or back into) public boards: their row keeps its rank, with id and name masked."""
+    with access.runtime.db.write() as connection:
+        hidden = visibility.set_hidden(connection, access.record(connection).id, participant_id, body.hidden)
+    return {"participant": participant_id, "hidden": hidden}
 
 
 @router.put("/programs/{program}/teams/{team_id}", response_model=Team)

@@ -1,0 +1,44 @@
+"""Opting out of public boards: a participant still scored, but not shown by name where anyone can look.
+
+A hidden participant keeps their rank, their value and their place: the row stays on a public board (a TV
+link's screen) with its id and name masked, so nobody else moves up or down because one person opted out
+and the ranks of the others stay the truth. Authenticated readers (a read key, the participant's own link)
+still see everything; the flag only masks what a public screen shows (docs/security.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from levelup.participants import repository as participants
+from levelup.storage import tables as t
+
+HIDDEN_ID = "hidden"
+HIDDEN_NAME = "Hidden participant"
+
+
+def set_hidden(connection: Connection, program_id: int, external_id: str, hidden: bool) -> bool:
+    """Set the participant's opt-out from public boards; returns it. NotFound for an unknown participant."""
+    participant_id = participants.find_id(connection, program_id, external_id)
+    connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(hidden=hidden))
+    return hidden
+
+
+def masked(connection: Connection, program_id: int, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A participants' board's entries as a public screen shows them: a hidden participant's id and name
+    replaced, rank and value kept (a team board's entries are teams: pass them through unchanged)."""
+    rows = [dict(e) for e in entries]
+    ids = [r["id"] for r in rows]
+    p = t.participants.c
+    hidden = set(
+        connection.execute(
+            select(p.external_id).where(p.program_id == program_id, p.external_id.in_(ids), p.hidden)
+        ).scalars()
+    )
+    for row in rows:
+        if row["id"] in hidden:
+            row["id"], row["name"] = HIDDEN_ID, HIDDEN_NAME
+    return rows
