@@ -74,11 +74,8 @@ def test_held_out_participants_are_scored_silently_and_compared(
     one = client.get(f"{P}/insights/experiments", params={**WINDOW, "experiment": "nope"}, headers=admin)
     assert one.status_code == 422 and one.json()["errors"][0]["path"] == "experiment"
 
-    result = CliRunner().invoke(
-        app,
-        ["insights", "experiments", "--program", "acme-sales", "--from", "2026-11-01", "--to", "2026-12-01"]
-        + ["--database", db_url, "--json"],
-    )
+    window = ["--from", "2026-11-01", "--to", "2026-12-01", "--database", db_url]
+    result = CliRunner().invoke(app, ["insights", "experiments", "--program", "acme-sales", *window, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["experiments"] == body["experiments"]
     table = CliRunner().invoke(
