@@ -76,3 +76,37 @@ def events(
         for r in rows[:limit]
     ]
     return page, (rows[limit - 1].seq if len(rows) > limit else None)
+
+
+def teams(
+    connection: Connection, program_id: int, *, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Teams by id (after ``after``) with how many members each has; and the id to pass as ``after`` for
+    the next page, or None on the last."""
+    tm, m = t.teams.c, t.memberships.c
+    members = select(func.count()).where(m.team_id == tm.id).scalar_subquery()
+    query = select(tm.external_id, tm.name, members.label("members")).where(tm.program_id == program_id)
+    if after is not None:
+        query = query.where(tm.external_id > after)
+    rows = connection.execute(query.order_by(tm.external_id).limit(limit + 1)).all()
+    page = [{"id": r.external_id, "name": r.name, "members": r.members} for r in rows[:limit]]
+    return page, (page[-1]["id"] if len(rows) > limit else None)
+
+
+def members(connection: Connection, program_id: int, team: str, *, limit: int) -> dict[str, Any] | None:
+    """A team (id, name) and its first ``limit`` members by id; None when the program has no such team."""
+    tm, m, p = t.teams.c, t.memberships.c, t.participants.c
+    found = connection.execute(
+        select(tm.id, tm.external_id, tm.name).where(tm.program_id == program_id, tm.external_id == team)
+    ).first()
+    if found is None:
+        return None
+    rows = connection.execute(
+        select(p.external_id, p.name, p.status)
+        .join(t.memberships, m.participant_id == p.id)
+        .where(m.team_id == found.id)
+        .order_by(p.external_id)
+        .limit(limit)
+    )
+    people = [{"id": r.external_id, "name": r.name, "status": r.status} for r in rows]
+    return {"id": found.external_id, "name": found.name, "members": people}

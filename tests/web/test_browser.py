@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -65,6 +66,15 @@ def local(url: str, base: str) -> str:
     return re.sub(r"^https?://[^/]+", base, url)
 
 
+def signed_in(browser: object, base: str, viewport: dict[str, int]) -> Any:
+    """A page of a new browser context signed in to the studio (the programs' list)."""
+    page = browser.new_context(viewport=viewport).new_page()  # type: ignore[attr-defined]
+    page.goto(f"{base}/admin")
+    page.get_by_label("Admin key").fill(ADMIN_KEY)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
 def test_the_tv_board_updates_live_and_celebrates(site: tuple[str, Game], browser: object) -> None:
     from playwright.sync_api import expect
 
@@ -116,10 +126,7 @@ def test_an_admin_breaks_a_document_sees_the_error_at_its_line_fixes_and_applies
     from playwright.sync_api import expect
 
     base, game = site
-    page = browser.new_page(viewport=TV)  # type: ignore[attr-defined]
-    page.goto(f"{base}/admin")
-    page.get_by_label("Admin key").fill(ADMIN_KEY)
-    page.get_by_role("button", name="Sign in").click()
+    page = signed_in(browser, base, TV)
     page.get_by_role("link", name="acme-sales").click()
     editor = page.get_by_label("The document (YAML or JSON), checked as you type")
     document = editor.input_value()
@@ -134,7 +141,7 @@ def test_an_admin_breaks_a_document_sees_the_error_at_its_line_fixes_and_applies
     page.get_by_role("button", name="Apply").click()
     expect(page.get_by_role("status")).to_have_text("Applied: version 2 is in force.")
     shot(page, "admin-applied")
-    page.close()
+    page.context.close()
     assert game.client.get("/api/v1/programs/acme-sales", headers=game.admin).json()["version"] == 2
 
 
@@ -145,6 +152,9 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
     base, game = site
     axe = Axe()
     store = re.sub(r"/me\?", "/store?", game.dana["url"])
+    hook = {"url": "https://hooks.example.com/x", "events": ["badge.awarded", "level.changed"]}
+    webhook = game.client.post("/api/v1/programs/acme-sales/webhooks", json=hook, headers=game.admin).json()["id"]
+    game.post(*[event(f"b-more-{i}", participant="rep-9", data={"amount": 900_000}) for i in range(4)])
     phone = {
         "me": game.dana["url"],
         "store": store,
@@ -160,6 +170,11 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
         "admin-participants": f"{base}/admin/p/acme-sales/participants",
         "admin-events": f"{base}/admin/p/acme-sales/events",
         "admin-event": f"{base}/admin/p/acme-sales/events/d-1",
+        "admin-teams": f"{base}/admin/p/acme-sales/teams",
+        "admin-team": f"{base}/admin/p/acme-sales/teams/east",
+        "admin-webhooks": f"{base}/admin/p/acme-sales/webhooks",
+        "admin-deliveries": f"{base}/admin/p/acme-sales/webhooks/{webhook}",
+        "admin-audit": f"{base}/admin/p/acme-sales/audit",
     }
     found = {}
     for viewport, urls in ((PHONE, phone), (TV, screen)):
@@ -177,7 +192,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
                 if v["impact"] in ("serious", "critical")
             ]
         page.context.close()
-    assert len(found) == 11 and {name: v for name, v in found.items() if v} == {}
+    assert len(found) == 16 and {name: v for name, v in found.items() if v} == {}
 
 
 def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
@@ -191,10 +206,7 @@ def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
     rep.get_by_label("Tell us what").fill("I closed D-91 on 20 Nov")
     rep.get_by_role("button", name="Open a case").click()
     expect(rep.get_by_role("status")).to_contain_text("your case is open")
-    admin = browser.new_context(viewport=TV).new_page()  # type: ignore[attr-defined]
-    admin.goto(f"{base}/admin")
-    admin.get_by_label("Admin key").fill(ADMIN_KEY)
-    admin.get_by_role("button", name="Sign in").click()
+    admin = signed_in(browser, base, TV)
     admin.get_by_role("link", name="acme-sales").click()
     admin.get_by_label("Reply").fill("Found D-91, added")
     admin.get_by_label("Adjustment (optional)").fill("120")
@@ -208,3 +220,57 @@ def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
     expect(rep.get_by_text("820 Coins", exact=False).first).to_be_visible()
     shot(rep, "case-resolved")
     rep.close()
+
+
+def test_the_studio_teams_webhooks_audit_and_tier_pages(site: tuple[str, Game], browser: object) -> None:
+    """An admin opens a team, subscribes a webhook and reads its delivery log, holds a customer in a tier by
+    hand, and finds each change in the audit log under their key."""
+    from playwright.sync_api import expect
+
+    base, game = site
+    brewhouse = (ROOT / "examples" / "brewhouse-rewards.yaml").read_text()
+    loyalty = "/api/v1/programs/brewhouse-rewards"
+    game.client.put(loyalty, content=brewhouse, headers={**game.admin, "Content-Type": "application/yaml"})
+    game.client.put(f"{loyalty}/participants/cust-1", json={"name": "Ann Lee"}, headers=game.admin)
+    for viewport, size in ((TV, "desktop"), (PHONE, "phone")):
+        page = signed_in(browser, base, viewport)
+        page.goto(f"{base}/admin/p/acme-sales")
+        page.get_by_role("link", name="Teams").click()
+        page.get_by_role("link", name="east").click()
+        expect(page.get_by_role("heading", level=2)).to_have_text("1 member")
+        expect(page.locator("main ul.plain")).to_contain_text("Dana Scully")
+        shot(page, f"admin-team-{size}")
+        page.get_by_role("link", name="Webhooks").click()
+        page.get_by_label("URL (http:// or https://)").fill(f"https://hooks.example.com/{size}")
+        page.get_by_label("Format").select_option("slack")
+        page.get_by_label("badge.awarded").check()
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("status")).to_contain_text(f"Subscribed https://hooks.example.com/{size}")
+        expect(page.locator("#webhook-secret")).to_contain_text("whsec_")
+        shot(page, f"admin-webhooks-{size}")
+        page.context.close()
+    game.post(*[event(f"b-more-{i}", participant="rep-9", data={"amount": 900_000}) for i in range(4)])
+    page = signed_in(browser, base, TV)
+    page.goto(f"{base}/admin/p/acme-sales/webhooks")
+    page.get_by_role("link", name="Delivery log of webhook 1").click()
+    expect(page.locator("tbody")).to_contain_text("badge.awarded")
+    expect(page.locator("tbody")).to_contain_text("not tried yet")
+    shot(page, "admin-deliveries")
+    page.goto(f"{base}/admin/p/acme-sales/webhooks")
+    page.get_by_role("button", name="Delete webhook 2").click()
+    expect(page.get_by_role("status")).to_have_text("Webhook 2 deleted.")
+    page.goto(f"{base}/admin/p/brewhouse-rewards/participants")
+    page.get_by_text("Tier of Ann Lee by hand").click()
+    page.get_by_label("Tier", exact=True).select_option("Gold")
+    page.get_by_label("Why").last.fill("VIP guest")
+    page.get_by_role("button", name="Set the tier").click()
+    expect(page.get_by_role("status")).to_have_text("cust-1 is held in Gold by hand.")
+    page.get_by_role("link", name="Audit log").click()
+    newest = page.get_by_role("row").nth(1)  # under the header row
+    expect(newest).to_have_accessible_name(re.compile(r"bootstrap-admin tier\.override participant cust-1; tier Gold"))
+    page.goto(f"{base}/admin/p/acme-sales/audit")
+    expect(newest).to_have_accessible_name(re.compile(r"bootstrap-admin webhook\.delete id 2; url https://"))
+    shot(page, "admin-audit-desktop")
+    page.set_viewport_size(PHONE)
+    shot(page, "admin-audit-phone")
+    page.context.close()

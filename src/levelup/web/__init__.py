@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from levelup.web import admin, participant, tv
+from levelup.web import admin, participant, studio, tv
 
 STATIC = Path(__file__).parent / "static"
 
@@ -18,4 +18,5 @@ def mount(app: FastAPI) -> None:
     app.include_router(tv.router)
     app.include_router(participant.router)
     app.include_router(admin.router)
+    app.include_router(studio.router)
     app.mount("/static/web", StaticFiles(directory=STATIC), name="web-static")

@@ -28,6 +28,7 @@ from levelup.ledger.liability import liability
 from levelup.links import service as links
 from levelup.participants import repository as participant_repository
 from levelup.programs import service as programs
+from levelup.programs.document import ProgramDocument
 from levelup.programs.validation import MAX_DOCUMENT_BYTES, load_document
 from levelup.rewards import service as rewards
 from levelup.runtime import Runtime
@@ -40,17 +41,17 @@ Notice = Annotated[str | None, Query(max_length=300)]
 FORM_LIMIT = 2 * MAX_DOCUMENT_BYTES  # a document, URL-encoded
 
 
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _secret(request: Request) -> str:
+def session_secret(request: Request) -> str:
     return request.cookies.get(sessions.COOKIE, "")
 
 
 async def _principal(request: Request) -> Principal | None:
-    runtime, secret = _runtime(request), _secret(request)
+    runtime, secret = runtime_of(request), session_secret(request)
 
     def find() -> Principal | None:
         with runtime.db.read() as connection:
@@ -59,13 +60,22 @@ async def _principal(request: Request) -> Principal | None:
     return await run_in_threadpool(find) if secret else None
 
 
-async def _admin(request: Request, program: str | None = None) -> Principal:
+async def signed_in(request: Request, program: str | None = None) -> Principal:
     """The signed-in admin, allowed on ``program``; 401 (the sign-in page) without a live session."""
     principal = await _principal(request)
     if principal is None:
         raise Unauthorized("sign in with an admin key first")
     principal.require("admin", program)
     return principal
+
+
+async def posted(
+    request: Request, program: str | None = None, limit: int = MAX_FORM_BYTES
+) -> tuple[Principal, dict[str, str], Runtime]:
+    """A studio form, posted: the signed-in admin (allowed on ``program``), the form's fields once its CSRF
+    token is proven, and the runtime to act with."""
+    principal = await signed_in(request, program)
+    return principal, await form(request, session_secret(request), limit), runtime_of(request)
 
 
 @router.get("/admin", response_class=HTMLResponse)
@@ -78,7 +88,7 @@ async def studio(request: Request, notice: Notice = None) -> HTMLResponse:
 
 
 async def _studio(request: Request, principal: Principal, notice: str | None, secret: str | None) -> HTMLResponse:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
 
     def read() -> tuple[list[programs.ProgramRecord], list[dict[str, Any]]]:
         with runtime.db.read() as connection:
@@ -91,7 +101,7 @@ async def _studio(request: Request, principal: Principal, notice: str | None, se
         programs=listed,
         keys=known,
         secret=secret,
-        csrf=csrf_token(_secret(request)),
+        csrf=csrf_token(session_secret(request)),
         notice=notice,
     )
 
@@ -99,9 +109,7 @@ async def _studio(request: Request, principal: Principal, notice: str | None, se
 @router.post("/admin/keys", response_class=HTMLResponse)
 async def make_key(request: Request) -> HTMLResponse:
     """A new API key within this admin's programs; its secret is shown on the page this once."""
-    principal = await _admin(request)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request)
     scope = sorted({p.strip() for p in fields.get("programs", "").split(",") if p.strip()})
     role = fields.get("role", "")
 
@@ -117,9 +125,7 @@ async def make_key(request: Request) -> HTMLResponse:
 
 @router.post("/admin/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    principal = await _admin(request)
-    await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, _, runtime = await posted(request)
 
     def write() -> None:
         with runtime.db.write() as connection:
@@ -133,7 +139,7 @@ async def revoke_key(key_id: str, request: Request) -> Response:
 async def sign_in(request: Request) -> Response:
     body = (await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace")
     key = dict(parse_qsl(body)).get("key", "").strip()
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
 
     def start() -> str:
         with runtime.db.write() as connection:
@@ -159,9 +165,9 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/admin/sign-out")
 async def sign_out(request: Request) -> Response:
-    await _admin(request)
-    await form(request, _secret(request))
-    runtime, secret = _runtime(request), _secret(request)
+    await signed_in(request)
+    await form(request, session_secret(request))
+    runtime, secret = runtime_of(request), session_secret(request)
 
     def end() -> None:
         with runtime.db.write() as connection:
@@ -192,9 +198,11 @@ def _program_page(runtime: Runtime, program: str) -> dict[str, Any]:
 
 @router.get("/admin/p/{program}", response_class=HTMLResponse)
 async def program_page(program: str, request: Request, notice: Notice = None) -> HTMLResponse:
-    await _admin(request, program)
-    read = await run_in_threadpool(_program_page, _runtime(request), program)
-    return page("admin_program.html", **read, draft=read["document"], errors=[], diff="", **_context(request, notice))
+    await signed_in(request, program)
+    read = await run_in_threadpool(_program_page, runtime_of(request), program)
+    return page(
+        "admin_program.html", **read, draft=read["document"], errors=[], diff="", **page_context(request, notice)
+    )
 
 
 def _back(program: str, notice: str) -> RedirectResponse:
@@ -202,16 +210,14 @@ def _back(program: str, notice: str) -> RedirectResponse:
     return RedirectResponse(f"/admin/p/{program}?" + urlencode({"notice": notice}), status_code=303)
 
 
-def _context(request: Request, notice: str | None) -> dict[str, Any]:
-    return {"csrf": csrf_token(_secret(request)), "notice": notice, "made": None, "simulation": None, "days": 30}
+def page_context(request: Request, notice: str | None) -> dict[str, Any]:
+    return {"csrf": csrf_token(session_secret(request)), "notice": notice, "made": None, "simulation": None, "days": 30}
 
 
 @router.post("/admin/p/{program}/check")
 async def check(program: str, request: Request) -> JSONResponse:
     """The draft's errors at their lines and its diff against the version in force, as the editor types."""
-    await _admin(request, program)
-    fields = await form(request, _secret(request), FORM_LIMIT)
-    runtime = _runtime(request)
+    _, fields, runtime = await posted(request, program, FORM_LIMIT)
 
     def current() -> str:
         with runtime.db.read() as connection:
@@ -224,9 +230,8 @@ async def check(program: str, request: Request) -> JSONResponse:
 
 @router.post("/admin/p/{program}/apply", response_class=HTMLResponse)
 async def apply(program: str, request: Request) -> Response:
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request), FORM_LIMIT)
-    runtime, draft = _runtime(request), fields.get("document", "")
+    principal, fields, runtime = await posted(request, program, FORM_LIMIT)
+    draft = fields.get("document", "")
     errors = await run_in_threadpool(editor.check, draft, program)
     if errors:
         read = await run_in_threadpool(_program_page, runtime, program)
@@ -234,7 +239,7 @@ async def apply(program: str, request: Request) -> Response:
             "admin_program.html",
             422,
             **read | {"draft": draft, "errors": errors, "diff": editor.diff(read["document"], draft)},
-            **_context(request, "Not applied: fix the errors below."),
+            **page_context(request, "Not applied: fix the errors below."),
         )
 
     def write() -> tuple[programs.ProgramRecord, bool]:
@@ -250,9 +255,8 @@ async def apply(program: str, request: Request) -> Response:
 async def simulate(program: str, request: Request) -> HTMLResponse:
     """The draft scored over the last ``days`` of stored events beside the version in force (nothing is
     written), its changes in words, with the draft kept in the editor."""
-    await _admin(request, program)
-    fields = await form(request, _secret(request), FORM_LIMIT)
-    runtime, draft = _runtime(request), fields.get("document", "")
+    _, fields, runtime = await posted(request, program, FORM_LIMIT)
+    draft = fields.get("document", "")
     days = whole(fields, "days", low=1, high=366)
     errors = await run_in_threadpool(editor.check, draft, program)
     result = None
@@ -265,15 +269,13 @@ async def simulate(program: str, request: Request) -> HTMLResponse:
         "admin_program.html",
         422 if errors else 200,
         **read | {"draft": draft, "errors": errors, "diff": editor.diff(read["document"], draft)},
-        **_context(request, None) | {"simulation": result, "days": days},
+        **page_context(request, None) | {"simulation": result, "days": days},
     )
 
 
 @router.post("/admin/p/{program}/cases/{case_id}")
 async def answer_case(program: str, case_id: int, request: Request) -> Response:
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request, program)
     amount = whole(fields, "amount", low=-(10**12), high=10**12) if fields.get("amount", "").strip() else None
     status: cases.Answer = "declined" if fields.get("decision") == "decline" else "resolved"
 
@@ -298,9 +300,7 @@ async def answer_case(program: str, case_id: int, request: Request) -> Response:
 
 @router.post("/admin/p/{program}/redemptions/{redemption_id}")
 async def move_redemption(program: str, redemption_id: int, request: Request) -> Response:
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request, program)
     move = rewards.fulfil if fields.get("action") == "fulfil" else rewards.cancel
 
     def write() -> str:
@@ -315,9 +315,7 @@ async def move_redemption(program: str, redemption_id: int, request: Request) ->
 @router.post("/admin/p/{program}/links", response_class=HTMLResponse)
 async def make_link(program: str, request: Request) -> HTMLResponse:
     """A new link, shown on the page this once."""
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request, program)
     kind: links.Kind = "participant" if fields.get("kind") == "participant" else "tv"
     days = whole(fields, "days", low=1, high=366)
 
@@ -344,15 +342,13 @@ async def make_link(program: str, request: Request) -> HTMLResponse:
         draft=read["document"],
         errors=[],
         diff="",
-        **_context(request, None) | {"made": base + links.page_path(program, kind, made["token"])},
+        **page_context(request, None) | {"made": base + links.page_path(program, kind, made["token"])},
     )
 
 
 @router.post("/admin/p/{program}/links/{link_id}/revoke")
 async def revoke_link(program: str, link_id: str, request: Request) -> Response:
-    principal = await _admin(request, program)
-    await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, _, runtime = await posted(request, program)
 
     def write() -> None:
         with runtime.db.write() as connection:
@@ -370,18 +366,18 @@ async def participants_page(
     after: Annotated[str | None, Query(max_length=200)] = None,
     notice: Notice = None,
 ) -> HTMLResponse:
-    """Participants by id, searchable by id or name, each with its events and an adjustment form."""
-    await _admin(request, program)
-    runtime = _runtime(request)
+    """Participants by id, searchable by id or name, each with its events and forms: adjust, suspend, override
+    the tier (a program with tiers), erase."""
+    await signed_in(request, program)
+    runtime = runtime_of(request)
 
-    def read() -> tuple[list[dict[str, Any]], str | None, list[str]]:
+    def read() -> tuple[list[dict[str, Any]], str | None, ProgramDocument]:
         with runtime.db.read() as connection:
             record = programs.find(connection, program)
             found, last = listing.participants(connection, record.id, search=q or None, after=after, limit=50)
-            currencies = [c.key for c in runtime.programs.compiled(connection, record).doc.currencies]
-            return found, last, currencies
+            return found, last, runtime.programs.compiled(connection, record).doc
 
-    found, last, currencies = await run_in_threadpool(read)
+    found, last, doc = await run_in_threadpool(read)
     following = f"/admin/p/{program}/participants?" + urlencode({"q": q or "", "after": last}) if last else None
     return page(
         "admin_participants.html",
@@ -389,17 +385,16 @@ async def participants_page(
         participants=found,
         q=q or "",
         following=following,
-        currencies=currencies,
-        **_context(request, notice),
+        currencies=[c.key for c in doc.currencies],
+        tiers=[step.name for step in doc.tiers.steps] if doc.tiers else [],
+        **page_context(request, notice),
     )
 
 
 @router.post("/admin/p/{program}/adjustments")
 async def adjust(program: str, request: Request) -> Response:
     """A manual credit or debit with its note (audited), as ``POST …/adjustments``."""
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request, program)
     amount = whole(fields, "amount", low=-(10**12), high=10**12)
     who = fields.get("participant", "")
 
@@ -428,9 +423,7 @@ async def adjust(program: str, request: Request) -> Response:
 @router.post("/admin/p/{program}/participants/{participant}/status")
 async def set_status(program: str, participant: str, request: Request) -> Response:
     """Suspend (earns and spends nothing, visibly) or reactivate a participant, with a note; audited."""
-    principal = await _admin(request, program)
-    fields = await form(request, _secret(request))
-    runtime = _runtime(request)
+    principal, fields, runtime = await posted(request, program)
     status = "suspended" if fields.get("status") == "suspended" else "active"
 
     def write() -> None:
@@ -459,8 +452,8 @@ async def events_page(
     before: Annotated[int | None, Query(ge=0)] = None,
 ) -> HTMLResponse:
     """The event explorer: newest first, by participant and type, each opening what it caused."""
-    await _admin(request, program)
-    runtime = _runtime(request)
+    await signed_in(request, program)
+    runtime = runtime_of(request)
 
     def read() -> tuple[list[dict[str, Any]], int | None]:
         with runtime.db.read() as connection:
@@ -478,15 +471,15 @@ async def events_page(
         events=found,
         query=query,
         following=following,
-        **_context(request, None),
+        **page_context(request, None),
     )
 
 
 @router.get("/admin/p/{program}/events/{event_id}", response_class=HTMLResponse)
 async def event_page(program: str, event_id: str, request: Request) -> HTMLResponse:
     """One event and everything it caused: ledger entries (rule and version), metrics, problems, notes."""
-    await _admin(request, program)
-    runtime = _runtime(request)
+    await signed_in(request, program)
+    runtime = runtime_of(request)
 
     def read() -> dict[str, Any]:
         with runtime.db.read() as connection:
@@ -496,4 +489,4 @@ async def event_page(program: str, event_id: str, request: Request) -> HTMLRespo
             )
 
     explained = await run_in_threadpool(read)
-    return page("admin_event.html", program=program, event=explained, **_context(request, None))
+    return page("admin_event.html", program=program, event=explained, **page_context(request, None))
