@@ -665,3 +665,18 @@ personal_targets = Table(
     Column("source", String(16), nullable=False),  # own | team | fallback
     Column("created_at", Timestamp, nullable=False),
 )
+
+# The top of each board as it stood at the end of each local day (``leaderboards.history`` writes today's,
+# again at every jobs tick): the TV's "▲2 since yesterday" and the board's movement chart read it. Internal
+# subject ids only (a participant's or a team's, as the board ranks), so an erasure has nothing to rewrite.
+board_ranks = Table(
+    "board_ranks",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("board", String(100), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("subject_id", Id, primary_key=True),
+    Column("period", String(40), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+)
