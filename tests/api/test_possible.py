@@ -7,28 +7,19 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import event
+
 P = "/api/v1/programs/acme-sales"
 # 22 October 2026, midnight in New York: 21 days of october-blitz behind, 10 ahead
 AS_OF = "as_of=2026-10-22T04:00:00Z"
-RACE = """  - key: first-to-3
-    kind: competition
-    format: race
-    metric: deals_won
-    target: 3
-    start: 2026-10-01
-    end: 2026-10-31
-    prizes: [{rank: 1, award: {coins: 50}}, {rank: 2, award: {coins: 20}}]
-"""
+RACE = (
+    "  - {key: first-to-3, kind: competition, format: race, metric: deals_won, target: 3, start: 2026-10-01,\n"
+    "     end: 2026-10-31, prizes: [{rank: 1, award: {coins: 50}}, {rank: 2, award: {coins: 20}}]}\n"
+)
 
 
 def deal(event_id: str, who: str, day: int, amount: int) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "type": "deal.won",
-        "participant": who,
-        "occurred_at": f"2026-10-{day:02d}T15:00:00Z",
-        "data": {"amount": amount},
-    }
+    return event(event_id, participant=who, occurred_at=f"2026-10-{day:02d}T15:00:00Z", data={"amount": amount})
 
 
 def at_least(k: int, mu: float) -> float:
