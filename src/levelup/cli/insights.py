@@ -266,3 +266,37 @@ def _shown(value: Any) -> str:
     if value is None:
         return ""
     return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+segments_app: typer.Typer = typer.Typer(
+    help="RFM segments as rules read them (participant.segment).", no_args_is_help=True
+)
+
+
+@segments_app.command("refresh")
+def segments_refresh(
+    program: Annotated[str, typer.Option(help="the program")],
+    metric: Annotated[str | None, typer.Option(help="the monetary metric (default: the first sum metric)")] = None,
+    as_json: JsonOption = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Assign every participant's RFM segment as of now, where it changed (effective from now: replay reads
+    for each event the segment in force at its time). The segments job does this once a day by itself."""
+    runtime = _runtime(database)
+    try:
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            compiled = runtime.programs.compiled(connection, record)
+            body = segments.assign(connection, record, compiled, now=common.instant(None, "now"), metric=metric)
+    except LevelupError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return
+    table = Table(title=f"segments on {body['metric']}, effective {body['effective_at']}")
+    table.add_column("segment")
+    table.add_column("participants", justify="right")
+    for name, count in body["segments"].items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+    console.print(body["sentence"])

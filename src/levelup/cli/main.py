@@ -596,3 +596,4 @@ from levelup.cli import insights as _insights  # noqa: E402
 
 app.command()(_insights.simulate)
 app.command()(_insights.insights)
+app.add_typer(_insights.segments_app, name="segments")

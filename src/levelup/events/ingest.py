@@ -190,6 +190,7 @@ def _score_and_write(
         mechanics=compiled.mechanics_state,
     )
 
+    participants.load_inputs(connection, program.id, compiled, loaded.states)
     referrals.load(connection, program.id, compiled, ids, loaded.states)
     tiers_held = tier_service.held(connection, program.id, compiled, ids.values(), received_at)
     for held in tiers_held.values():

@@ -25,6 +25,7 @@ from levelup.engine.world import World
 from levelup.events.plan import Rows, plan_rows
 from levelup.events.store import event_from_row, write_projections, write_totals
 from levelup.ledger import posting
+from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import Kept
 from levelup.runtime import Runtime
@@ -100,6 +101,7 @@ def recompute(
         ).scalars()
     }
     world = World(versions.__getitem__, kept=versions[program.version].kept)
+    participants.preload_inputs(connection, program.id, world.state)  # segments as live scoring was handed them
     names = participant_rows(connection, program.id)
     done: list[Effects] = []
     seqs: dict[str, int] = {}

@@ -13,22 +13,26 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, not_, select
 
 from levelup.errors import FieldError, Invalid
 from levelup.insights.common import median, percent
-from levelup.metrics.periods import GRAINS
+from levelup.metrics.periods import GRAINS, local_date
+from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
+from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from levelup.storage.sql import claim
 
 SEGMENTS = ("Champions", "Loyal", "New", "Potential", "At risk", "Lost", "Hibernating")
 MAX_LIST = 1000
 DAY = 86400.0
 HIGH_RISK = 0.9
+REFRESH_CLAIM = "segments:refresh"  # the closed_periods row a day's refresh claims (no challenge key has a colon)
 
 
 def segment_of(r: int, f: int, m: int) -> str:
@@ -96,6 +100,28 @@ def _names(connection: Connection, program_id: int) -> dict[int, tuple[str, str 
     return {int(i): (e, n) for i, e, n in connection.execute(query)}
 
 
+def _scored(
+    connection: Connection, program_id: int, compiled: CompiledProgram, metric: str, as_of: dt.datetime
+) -> tuple[list[int], list[float], list[float], list[float], list[str]]:
+    """Everyone with an event of the metric's type before ``as_of``: ids, recency (days), frequency,
+    monetary, and the segment their quintiles name."""
+    e = t.events.c
+    rows = connection.execute(
+        select(e.participant_id, func.max(e.occurred_at), func.count())
+        .where(e.program_id == program_id, e.type == compiled.metrics_by_key[metric].event, e.occurred_at < as_of)
+        .group_by(e.participant_id)
+    ).all()
+    money = _monetary(connection, program_id, compiled, metric)
+    ids = [int(r[0]) for r in rows]
+    recency = [(as_of - r[1]).total_seconds() / DAY for r in rows]
+    frequency = [float(r[2]) for r in rows]
+    monetary = [money.get(i, 0.0) for i in ids]
+    scores = zip(
+        quintiles([-d for d in recency]), quintiles(frequency), quintiles(monetary), strict=True
+    )  # recent is better: score the negated days
+    return ids, recency, frequency, monetary, [segment_of(r, f, m) for r, f, m in scores]
+
+
 def rfm(
     connection: Connection,
     program: ProgramRecord,
@@ -111,21 +137,7 @@ def rfm(
         raise Invalid(f"no metric {metric!r}", errors=[FieldError("metric", "not a metric of the program")])
     if segment is not None and segment not in SEGMENTS:
         raise Invalid("no such segment", errors=[FieldError("segment", f"one of {', '.join(SEGMENTS)}")])
-    e = t.events.c
-    rows = connection.execute(
-        select(e.participant_id, func.max(e.occurred_at), func.count())
-        .where(e.program_id == program.id, e.type == compiled.metrics_by_key[metric].event, e.occurred_at < as_of)
-        .group_by(e.participant_id)
-    ).all()
-    money = _monetary(connection, program.id, compiled, metric)
-    ids = [int(r[0]) for r in rows]
-    recency = [(as_of - r[1]).total_seconds() / DAY for r in rows]
-    frequency = [float(r[2]) for r in rows]
-    monetary = [money.get(i, 0.0) for i in ids]
-    scores = zip(
-        quintiles([-d for d in recency]), quintiles(frequency), quintiles(monetary), strict=True
-    )  # recent is better: score the negated days
-    named = [segment_of(r, f, m) for r, f, m in scores]
+    ids, recency, frequency, monetary, named = _scored(connection, program.id, compiled, metric, as_of)
     out: dict[str, Any] = {
         "metric": metric,
         "as_of": as_of.isoformat(),
@@ -206,3 +218,86 @@ def churn(connection: Connection, program: ProgramRecord, *, as_of: dt.datetime,
         "sentence": f"{high:,} of {len(found):,} participants ({percent(high / len(found) if found else 0)}) are at "
         "high risk (0.9 or more: silent for 2.3 times their usual gap or longer)",
     }
+
+
+def slug(name: str) -> str:
+    """A segment as rules read it: ``participant.segment == "at-risk"``."""
+    return name.lower().replace(" ", "-")
+
+
+SEGMENT_KEYS = tuple(slug(name) for name in SEGMENTS)
+
+
+def in_force(connection: Connection, program_id: int, as_of: dt.datetime) -> dict[int, str]:
+    """Each participant's segment in force at ``as_of`` (the latest assignment effective by then)."""
+    s = t.segment_assignments.c
+    latest = (
+        select(s.participant_id, func.max(s.effective_at).label("at"))
+        .where(s.program_id == program_id, s.effective_at <= as_of)
+        .group_by(s.participant_id)
+        .subquery()
+    )
+    query = select(s.participant_id, s.segment).join(
+        latest, (latest.c.participant_id == s.participant_id) & (latest.c.at == s.effective_at)
+    )
+    return {int(p): segment for p, segment in connection.execute(query)}
+
+
+def assign(
+    connection: Connection, program: ProgramRecord, compiled: CompiledProgram, *, now: dt.datetime, metric: str | None
+) -> dict[str, Any]:
+    """Write everyone's RFM segment as of ``now`` where it changed: a row effective from ``now``, or just after the
+    latest event already stored if that is later (an event dated ahead), so no event scored before this
+    assignment falls after its effective time: replay reads for every event the segment live scoring read.
+    Takes the program's scoring lock exclusively (PostgreSQL): batches in flight finish first, later ones
+    see the new rows."""
+    metric = metric or default_metric(compiled)
+    programs._scoring_lock(connection, program.key, shared=False)  # as apply does: batches in flight finish first
+    e = t.events.c
+    latest = connection.execute(select(func.max(e.occurred_at)).where(e.program_id == program.id)).scalar()
+    effective = max(now, latest + dt.timedelta(microseconds=1)) if latest is not None else now
+    ids, _recency, _frequency, _monetary, named = _scored(connection, program.id, compiled, metric, now)
+    before = in_force(connection, program.id, effective)
+    changed = [
+        {"participant_id": pid, "effective_at": effective, "program_id": program.id, "segment": slug(name)}
+        for pid, name in zip(ids, named, strict=True)
+        if before.get(pid) != slug(name)
+    ]
+    if changed:
+        connection.execute(t.segment_assignments.insert(), changed)
+    counts = {key: 0 for key in SEGMENT_KEYS}
+    for name in named:
+        counts[slug(name)] += 1
+    return {
+        "metric": metric,
+        "effective_at": effective.isoformat(),
+        "participants": len(ids),
+        "changed": len(changed),
+        "segments": counts,
+        "sentence": f"{len(changed):,} of {len(ids):,} participants changed segment, effective "
+        f"{effective:%Y-%m-%d %H:%M} UTC",
+    }
+
+
+def refresh(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None) -> int:
+    """The segments job: once a local day (claimed like a closed period: idempotent across workers), for each
+    program whose document reads ``participant.segment``, assign segments as of now. Returns the changes."""
+    now = now or dt.datetime.now(dt.UTC)
+    changed = 0
+    with runtime.db.read() as connection:
+        chosen = programs.selected(connection, program_keys)
+    for record in chosen:
+        with runtime.db.write() as connection:
+            compiled = runtime.programs.compiled(connection, record)
+            if not compiled.reads_segment or default_metric_or_none(compiled) is None:
+                continue
+            programs._scoring_lock(connection, record.key, shared=False)  # before the claim, as apply takes it
+            day = local_date(now, compiled.timezone).isoformat()
+            row = {"program_id": record.id, "challenge": REFRESH_CLAIM, "period": day, "closed_at": now, "result": {}}
+            if claim(connection, t.closed_periods, row):
+                changed += assign(connection, record, compiled, now=now, metric=None)["changed"]
+    return changed
+
+
+def default_metric_or_none(compiled: CompiledProgram) -> str | None:
+    return next((m.key for m in compiled.doc.metrics if m.aggregate == "sum"), None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from levelup.engine.positions import Position
 from levelup.errors import NotFound
 from levelup.feed import service as feed
 from levelup.feed.service import FeedItem
+from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
 from levelup.storage.sql import allocate_ids, fetch_by_keys, insert_ignore
 
@@ -291,3 +292,40 @@ def set_status(
     detail = {"participant": external_id, "status": status, "note": note}
     audit.record(connection, program_id, actor, "participant.status", detail, now)
     feed.publish(connection, program_id, [FeedItem(external_id, "status", {"status": status}, now)])
+
+
+def _assignments(
+    connection: Connection, program_id: int, externals: list[str] | None
+) -> dict[str, tuple[tuple[dt.datetime, str], ...]]:
+    """Segment assignments, oldest first, of these participants (None: everyone in the program)."""
+    s, p = t.segment_assignments.c, t.participants.c
+    query = (
+        select(p.external_id, s.effective_at, s.segment)
+        .join(t.participants, p.id == s.participant_id)
+        .where(s.program_id == program_id)
+        .order_by(s.participant_id, s.effective_at)
+    )
+    if externals is not None:
+        query = query.where(p.external_id.in_(externals))
+    found: dict[str, list[tuple[dt.datetime, str]]] = {}
+    for external, at, segment in connection.execute(query):
+        found.setdefault(external, []).append((at, segment))
+    return {external: tuple(rows) for external, rows in found.items()}
+
+
+def load_inputs(
+    connection: Connection, program_id: int, compiled: CompiledProgram, states: Mapping[str, ParticipantState]
+) -> None:
+    """What the shell hands the engine beyond the stored state, only where the document needs it: each
+    participant's segment assignments (when a condition reads ``participant.segment``). Replay loads the
+    same rows (:func:`preload_inputs`), so both read the segment in force at each event's time."""
+    if not compiled.reads_segment or not states:
+        return
+    for external, rows in _assignments(connection, program_id, list(states)).items():
+        states[external].segments = rows
+
+
+def preload_inputs(connection: Connection, program_id: int, state: Callable[[str], ParticipantState]) -> None:
+    """Every participant's segment assignments, for replay and simulation (``state``: the world's states)."""
+    for external, rows in _assignments(connection, program_id, None).items():
+        state(external).segments = rows

@@ -7,6 +7,7 @@ no parsing and no lookups beyond a dict access.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,6 +15,7 @@ from levelup.metrics.periods import GRAINS, ROLLING, grain_of, period_keys, rang
 from levelup.programs.document import Cap, Challenge, Experiment, ProgramDocument, Rule, duration_seconds
 from levelup.rules.expressions import Expression
 
+SEGMENT_READ = re.compile(r"participant\s*(\.\s*segment\b|\[\s*[\"']segment[\"']\s*\])")
 PERIOD_WORDS = {
     "day": "a day",
     "week": "a week",
@@ -285,6 +287,15 @@ class CompiledProgram:
                 expressions += [m.condition, m.value]
             out[event_type] = frozenset().union(*(e.variables for e in expressions if e is not None))
         return out
+
+    @cached_property
+    def reads_segment(self) -> bool:
+        """Whether a condition or amount reads ``participant.segment``: only then are segment assignments
+        loaded for scoring and refreshed by the segments job."""
+        doc = self.doc
+        sources = [r.if_ for r in doc.rules] + [a for r in doc.rules for a in r.award.values() if isinstance(a, str)]
+        sources += [m.if_ for m in doc.metrics] + [m.value for m in doc.metrics] + [c.eligible for c in doc.challenges]
+        return any(SEGMENT_READ.search(s) for s in sources if isinstance(s, str))
 
     def multiplier(self, tier: str | None, currency: str) -> float:
         """The earning multiplier a tier gives on a currency (1 without tiers)."""
