@@ -23,6 +23,7 @@ on SQLite, which has no time zones, and PostgreSQL). Scores lie in [0, 1]; flags
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,10 +211,12 @@ def _repeated(connection: Connection, program_id: int, start: dt.datetime, end: 
         .having(func.count() >= 2)
     )
     flags = []
-    for pid, kind, data, n, joined in connection.execute(query):
-        shown = (data if len(data) <= 80 else data[:77] + "...").replace("{", "{{").replace("}", "}}")
+    for pid, kind, stored, n, joined in connection.execute(query):
+        data = json.loads(stored)
+        text = json.dumps(data, separators=(", ", ": "), ensure_ascii=False)  # as either database stored it
+        shown = (text if len(text) <= 80 else text[:77] + "...").replace("{", "{{").replace("}", "}}")
         sentence = f"{{0}} sent {n} {kind} events with identical data {shown}"
-        detail = {"type": kind, "copies": n, "data": data[:1000]}
+        detail = {"type": kind, "copies": n, "data": data}
         flags.append(Flag("repeated", [int(pid)], round(1 - 1 / n, 4), sentence, detail))
         flags[-1].events = sorted(joined.split("\n"))[:MAX_EVENTS]
     return flags
@@ -321,8 +324,8 @@ def flags(
             for f in shown
         ],
         "sentence": (
-            f"{len(found):,} flags on {people:,} participants: "
-            + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
+            f"{len(found):,} flag{'s' * (len(found) != 1)} on {people:,} participant{'s' * (people != 1)}: "
+            + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items() if n)
             if found
             else "nothing suspicious in this window"
         ),

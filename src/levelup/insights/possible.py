@@ -221,4 +221,7 @@ def possible(
         )
         if c is not None
     ]
-    return {"as_of": as_of.isoformat(), "competitions": found}
+    sentence = "; ".join(
+        f"{c['challenge']}: {c['entrants']:,} with a value, {c['days_left']:g} days left" for c in found
+    )
+    return {"as_of": as_of.isoformat(), "competitions": found, "sentence": sentence or "no competition is open"}
