@@ -6,6 +6,7 @@ Registered by :mod:`levelup.cli.main`, whose helpers (database option, progress 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from levelup.cli.main import DatabaseOption, _fail, _progress, _runtime, console, errors
 from levelup.errors import FieldError, Invalid, LevelupError
-from levelup.insights import common, engagement, fairness, segments, targets
+from levelup.insights import common, engagement, fairness, gaming, possible, segments, targets
 from levelup.insights import experiments as holdouts
 from levelup.insights import simulate as sim
 from levelup.programs import service as programs
@@ -124,11 +125,13 @@ def print_simulation(report: dict[str, Any]) -> None:
         console.print(f"• {change['text']}")
 
 
-KINDS = ("engagement", "fairness", "segments", "churn", "targets", "experiments")
+KINDS = ("engagement", "fairness", "segments", "churn", "targets", "experiments", "flags", "possible")
 
 
 def insights(
-    kind: Annotated[str, typer.Argument(help="engagement, fairness, segments, churn, targets or experiments")],
+    kind: Annotated[
+        str, typer.Argument(help="engagement, fairness, segments, churn, targets, experiments, flags or possible")
+    ],
     program: Annotated[str, typer.Option(help="the program")],
     start: Annotated[
         str | None, typer.Option("--from", help="engagement, experiments: window start (default 13 weeks ago)")
@@ -140,7 +143,9 @@ def insights(
     currency: Annotated[str | None, typer.Option(help="fairness: a currency instead of a metric")] = None,
     as_of: Annotated[str | None, typer.Option(help="segments, churn: measured from (default now)")] = None,
     segment: Annotated[str | None, typer.Option(help="segments: list this segment's members")] = None,
-    challenge: Annotated[str | None, typer.Option(help="targets: a recurring individual goal")] = None,
+    challenge: Annotated[
+        str | None, typer.Option(help="targets: a recurring individual goal; possible: a competition")
+    ] = None,
     periods: Annotated[int, typer.Option(min=1, max=52, help="targets: periods of history")] = 8,
     factor: Annotated[float, typer.Option(min=1, max=3, help="targets: the stretch")] = 1.1,
     experiment: Annotated[str | None, typer.Option(help="experiments: only this one")] = None,
@@ -181,6 +186,11 @@ def insights(
                     common.parse_instant(end, "to") if end else None,
                 )
                 body = holdouts.experiments(connection, record, compiled, *window, key=experiment)
+            elif kind == "flags":
+                since, until = _window(start, end)
+                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=limit)
+            elif kind == "possible":
+                body = possible.possible(connection, record, compiled, as_of=moment, challenge=challenge, limit=limit)
             else:
                 body = targets.targets(
                     connection,
@@ -236,6 +246,11 @@ def _main_table(kind: str, body: dict[str, Any]) -> tuple[str, list[dict[str, An
         return "holdout experiments (treated − held out, 95% interval)", [
             _experiment_row(e) for e in body["experiments"]
         ]
+    if kind == "flags":
+        return "anti-gaming flags, highest score first", [_flag_row(f) for f in body["flags"]]
+    if kind == "possible":
+        rows = [_contender_row(c, p) for c in body["competitions"] for p in c["participants"]]
+        return "still possible: each prize rank's gap and the chance at one's own pace", rows
     if kind == "targets":
         return f"suggested targets for {body['challenge']} (it asks {body['target']:g})", body["participants"]
     return f"churn risk ({body['total']:,} participants, riskiest first)", body["participants"]
@@ -300,3 +315,35 @@ def segments_refresh(
         table.add_row(name, f"{count:,}")
     console.print(table)
     console.print(body["sentence"])
+
+
+# ---------------------------------------------------------------------------- anti-gaming flags, still possible
+
+
+def _window(start: str | None, end: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """``--from`` and ``--to`` as a checked window (default: the 13 weeks up to now)."""
+    return common.window(
+        common.parse_instant(start, "from") if start else None, common.parse_instant(end, "to") if end else None
+    )
+
+
+def _flag_row(flag: dict[str, Any]) -> dict[str, Any]:
+    """A flag, flat: the events (or kudos) involved, the first few named, then how many."""
+    items = flag["events"] or [str(k) for k in flag["kudos"]]
+    shown = ", ".join(items[:3]) + (f" … ({len(items)})" if len(items) > 3 else "")
+    return {"kind": flag["kind"], "score": flag["score"], "sentence": flag["sentence"], "involved": shown}
+
+
+def _contender_row(competition: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A participant of an open competition, flat: each prize rank as "held" or "gap (chance)"."""
+    prizes = "; ".join(
+        f"{p['rank']}: held" if p["holds"] else f"{p['rank']}: {p['needed']:,.6g} ({p['chance']:.0%})"
+        for p in row["prizes"]
+    )
+    return {
+        "challenge": competition["challenge"],
+        "id": row["id"],
+        "value": row["value"],
+        "per_day": row["per_day"],
+        "prizes": prizes,
+    }

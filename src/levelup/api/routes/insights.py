@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from levelup.api.deps import AdminAccess, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.leaderboards import BoardEntry
-from levelup.insights import common, engagement, fairness, segments, targets
+from levelup.insights import common, engagement, fairness, gaming, possible, segments, targets
 from levelup.insights import experiments as holdouts
 from levelup.insights import simulate as sim
 from levelup.programs.validation import validate_document
@@ -416,3 +416,111 @@ def get_experiments(
         record = access.record(connection)
         body = holdouts.experiments(connection, record, access.compiled(connection, record), *window, key=experiment)
     return as_is(Experiments, body)
+
+
+# ---------------------------------------------------------------------------- anti-gaming flags (admin)
+
+
+class FlagOut(Out):
+    kind: Literal["burst", "near_cap", "repeated", "kudos_ring"]
+    participants: list[str] = Field(description="one, or the two of a kudos ring")
+    score: float = Field(ge=0, le=1, description="how strong the pattern is (docs/insights.md says how each is made)")
+    sentence: str
+    events: list[str] = Field(description="the events involved (at most 100): what a clawback takes back")
+    kudos: list[int] = Field(description="a kudos ring: the kudos between the two (at most 100)")
+    detail: dict[str, Any] = Field(description="the figures behind the sentence, per kind")
+
+
+class Flags(Out):
+    window: Span
+    total: int = Field(description="flags found; the first `limit` are listed")
+    kinds: dict[str, int] = Field(description="flags found per kind")
+    flags: list[FlagOut] = Field(description="highest score first")
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/flags", response_model=Flags)
+def get_flags(
+    access: AdminAccess,
+    start: From = None,
+    to: To = None,
+    kind: Annotated[Literal["burst", "near_cap", "repeated", "kudos_ring"] | None, Query()] = None,
+    limit: Limit = 100,
+) -> Response:
+    """Suspicious patterns in a window of event time, for admins: bursts far above a participant's own
+    norm, awards kept just under a cap, identical data under different ids, kudos rings; each with the
+    events (or kudos) involved, to review and claw back (``POST …/events/{id}/clawback``)."""
+    window = common.window(start, to)
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        compiled = access.compiled(connection, record)
+        body = gaming.flags(connection, record, compiled, start=window[0], end=window[1], kind=kind, limit=limit)
+    return as_is(Flags, body)
+
+
+# ---------------------------------------------------------------------------- still possible (read)
+
+
+class PrizeChance(Out):
+    rank: int
+    needed: float = Field(description="more of the metric to reach this rank or better (a race: its target)")
+    chance: float = Field(ge=0, le=1, description="of getting there by the end at the participant's own pace")
+    holds: bool = Field(description="at this rank or better now (a race: finished there)")
+
+
+class Contender(Out):
+    id: str
+    value: float = Field(description="the competition's metric so far")
+    events: int = Field(description="events of the metric's type since the competition began")
+    per_day: float = Field(description="their pace: those events per day elapsed")
+    prizes: list[PrizeChance]
+    sentence: str
+
+
+class PrizeHolder(Out):
+    rank: int
+    holder: str | None
+    value: float | None
+
+
+class OpenCompetition(Out):
+    challenge: str
+    format: Literal["ranking", "race", "duel"]
+    metric: str
+    period: str
+    ends_at: str
+    days_elapsed: float
+    days_left: float
+    entrants: int = Field(description="taking part with a value so far")
+    prizes: list[PrizeHolder] = Field(description="who holds each prize rank now")
+    participants: list[Contender] = Field(description="the board's first `limit`, or `participant`")
+
+
+class Possible(Out):
+    as_of: str
+    competitions: list[OpenCompetition]
+    sentence: str
+
+
+@router.get("/programs/{program}/insights/possible", response_model=Possible)
+def get_possible(
+    access: ReadAccess,
+    challenge: Annotated[str | None, Query(max_length=64, description="one individual competition")] = None,
+    participant: Annotated[str | None, Query(max_length=200, description="only this participant")] = None,
+    as_of: AsOf = None,
+    limit: Limit = 100,
+) -> Response:
+    """For each open individual competition: what each participant needs for each prize rank (the gap to
+    its current holder) and the chance of getting there by the end at their own pace."""
+    with access.runtime.db.read() as connection:
+        record = access.record(connection)
+        body = possible.possible(
+            connection,
+            record,
+            access.compiled(connection, record),
+            as_of=common.instant(as_of, "as_of"),
+            challenge=challenge,
+            participant=participant,
+            limit=limit,
+        )
+    return as_is(Possible, body)
