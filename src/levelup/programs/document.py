@@ -58,6 +58,7 @@ Duration = Annotated[
 ]
 Date = Annotated[dt.date, AfterValidator(_in_range)]
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+PersonalField = Annotated[str, Field(pattern=r"^data(\.[A-Za-z_][A-Za-z0-9_]*){1,8}$", description="e.g. data.email")]
 Value = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
 Amount = (
     Annotated[int, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
@@ -376,6 +377,11 @@ class ProgramDocument(Strict):
     kudos: Kudos | None = None
     referrals: Referrals | None = None
     sources: list[Source] = Field(default_factory=list, max_length=20)
+    personal: dict[EventType, list[PersonalField]] | None = Field(
+        default=None,
+        max_length=100,
+        description="per event type, the data fields erasure deletes (e.g. [data.email]); scoring may not read them",
+    )
     experiments: list[Experiment] = Field(default_factory=list, max_length=20)
 
     @field_validator("timezone")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from levelup.errors import FieldError, Invalid, data_errors, nesting, path_of
 from levelup.metrics.periods import ROLLING
+from levelup.programs import personal
 from levelup.programs.document import ProgramDocument
 from levelup.rules.expressions import Expression, ExpressionError, check_cost
 from levelup.sources import validation as sources
@@ -354,6 +355,7 @@ def validate_document(data: Any, *, program: str | None = None) -> ProgramDocume
     except ValidationError as exc:
         raise Invalid("the program document is invalid", errors=_shape_errors(exc) + errors) from None
     errors += list(_reference_errors(doc)) + list(_window_errors(doc)) + list(sources.errors(doc))
+    errors += list(personal.errors(doc))
     if program is not None and doc.program != program:
         errors.append(FieldError("program", f'must equal the program in the URL, "{program}"'))
     if errors:
