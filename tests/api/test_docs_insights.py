@@ -22,6 +22,8 @@ def test_every_insight_example_answers_as_documented(server: Server) -> None:  #
     }
     found = examples(DOC.read_text(encoding="utf-8"))
     assert len(found) >= 8 and any("/simulate" in e.command for e in found)
+    for shown in ("/insights/possible", "/insights/flags", "/clawback", "/ledger"):  # the anti-gaming round trip
+        assert any(shown in e.command for e in found), shown
     for n, example in enumerate(found, 1):
         where = f"example {n} ({example.section}):\n{example.command}"
         done = subprocess.run(
