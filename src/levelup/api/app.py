@@ -27,6 +27,7 @@ from levelup.api.routes import (
     challenges,
     clawback,
     events,
+    export,
     home,
     insights,
     keys,
@@ -176,6 +177,7 @@ def create_app(
         links,
         insights,
         audit,
+        export,
     )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")

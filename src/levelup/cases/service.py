@@ -139,6 +139,7 @@ def answer(
             note=f"case {case_id}: {_message(reply, 'reply')}",
             actor=actor,
             idempotency_key=f"case-{case_id}",
+            now=now,
         )
         adjustment = made["id"]
     connection.execute(

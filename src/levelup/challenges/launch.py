@@ -31,7 +31,9 @@ from levelup.programs.document import ProgramDocument
 from levelup.storage import tables as t
 
 
-def launch(connection: Connection, program_key: str, challenge_key: str, *, actor: str) -> dict[str, Any]:
+def launch(
+    connection: Connection, program_key: str, challenge_key: str, *, actor: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """Take a challenge out of draft; returns the new version and what was paid."""
     record = programs.find(connection, program_key)
     document = programs.document_of(connection, record)
@@ -44,7 +46,7 @@ def launch(connection: Connection, program_key: str, challenge_key: str, *, acto
     doc = ProgramDocument.model_validate(document)
     record, _ = programs.apply(connection, doc, actor=actor)
     challenge = next(c for c in doc.challenges if c.key == challenge_key)
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     current = goal_period(challenge, local_date(now, doc.timezone))
     c = t.challenge_completions.c
     rows = connection.execute(

@@ -121,8 +121,10 @@ def adjust(
     note: str,
     actor: str,
     idempotency_key: str | None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Credit or debit by hand. A debit never takes the available balance below zero."""
+    """Credit or debit by hand (``now``: when; an import passes the original time). A debit never takes the
+    available balance below zero."""
     if currency not in compiled.currencies:
         raise Invalid("unknown currency", errors=[FieldError("currency", f'no currency "{currency}" in the program')])
     if amount == 0:
@@ -148,7 +150,7 @@ def adjust(
             f"insufficient balance: {spendable} {currency} spendable, debit of {-amount}",
             code="insufficient_balance",
         )
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     book(
         connection,
         program.id,

@@ -291,12 +291,14 @@ def _find(connection: Connection, program: ProgramRecord, redemption_id: int) ->
     return row
 
 
-def fulfil(connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str) -> dict[str, Any]:
+def fulfil(
+    connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """Mark a pending redemption delivered (fulfilling twice is a no-op). Audited."""
     row = _find(connection, program, redemption_id)
     if row.status == "cancelled":
         raise Conflict("a cancelled redemption cannot be fulfilled", code="cancelled")
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     r = t.redemptions.c
     changed = connection.execute(
         update(t.redemptions)
@@ -314,7 +316,9 @@ def _audited(redemption: dict[str, Any]) -> dict[str, Any]:
     return {k: redemption[k] for k in ("id", "participant", "reward") if k in redemption}
 
 
-def cancel(connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str) -> dict[str, Any]:
+def cancel(
+    connection: Connection, program: ProgramRecord, redemption_id: int, *, actor: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """Cancel a pending redemption: the cost goes back into the lots it came from (paying arrears off first,
     like any credit), and the stock back on the shelf."""
     row = _find(connection, program, redemption_id)
@@ -323,7 +327,7 @@ def cancel(connection: Connection, program: ProgramRecord, redemption_id: int, *
     if row.status == "cancelled":
         return _shape(row, row.external_id)
     participants.lock(connection, [row.participant_id])
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     r = t.redemptions.c
     changed = connection.execute(
         update(t.redemptions)

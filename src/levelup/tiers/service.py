@@ -167,6 +167,7 @@ def set_override(
     until: dt.datetime | None,
     note: str,
     actor: str,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Put a participant in a tier by hand (``tier`` None lifts the override); audited, reviewed at once."""
     tiers = compiled.doc.tiers
@@ -175,7 +176,7 @@ def set_override(
     if tier is not None and index_of(tiers, tier) is None:
         names = ", ".join(s.name for s in tiers.steps)
         raise Invalid("unknown tier", errors=[FieldError("tier", f"one of {names}")])
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     if until is not None and until <= now:
         raise Invalid("override ends in the past", errors=[FieldError("until", "must be in the future")])
     found = connection.execute(
