@@ -23,6 +23,7 @@ from rich.table import Table
 
 from levelup.api.server import NoDelayH11Protocol
 from levelup.audit import service as audit
+from levelup.cli import recovery
 from levelup.cli.importer import count_records, import_file
 from levelup.errors import LevelupError
 from levelup.events.ingest import Outcome, batches, ingest
@@ -53,6 +54,9 @@ app.add_typer(events_app, name="events")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(links_app, name="links")
+app.add_typer(recovery.participants_app, name="participants")
+app.command("export")(recovery.export_program)
+app.command("import-program")(recovery.import_program)
 console = Console()
 errors = Console(stderr=True)
 

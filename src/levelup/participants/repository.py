@@ -281,13 +281,20 @@ def find_id(connection: Connection, program_id: int, external_id: str) -> int:
 
 
 def set_status(
-    connection: Connection, program_id: int, external_id: str, status: str, *, note: str, actor: str
+    connection: Connection,
+    program_id: int,
+    external_id: str,
+    status: str,
+    *,
+    note: str,
+    actor: str,
+    now: dt.datetime | None = None,
 ) -> None:
     """Suspend or reactivate: a suspended participant earns nothing (events are still recorded, with a note)
     and redeems nothing. Audited, and told on the feed."""
     participant_id = find_id(connection, program_id, external_id)
     lock(connection, [participant_id])
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(status=status))
     detail = {"participant": external_id, "status": status, "note": note}
     audit.record(connection, program_id, actor, "participant.status", detail, now)
