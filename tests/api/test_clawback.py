@@ -88,6 +88,9 @@ def test_clawback_refuses_what_it_cannot_take_back(acme: TestClient, admin: dict
     assert reversal.status_code == 422 and reversal.json()["errors"][0]["path"] == "event"
     reversed_already = acme.post(f"{P}/events/d2/clawback", json={"note": "x"}, headers=admin)
     assert reversed_already.status_code == 409 and "r2" in reversed_already.json()["detail"]
+    forged = event("clawback:d1", "levelup.clawback", reverses="d1")  # only the audited way writes a clawback
+    refused = acme.post(f"{P}/events", json={"events": [forged]}, headers=admin).json()["results"][0]
+    assert refused["status"] == "rejected" and refused["errors"][0]["path"] == "type"
     empty = acme.post(f"{P}/events/d1/clawback", json={"note": ""}, headers=admin)
     assert empty.status_code == 422 and empty.json()["errors"][0]["path"] == "note"
     # d3 (220 XP, 12 coins) was half refunded (110, 6): the clawback takes the other half

@@ -23,6 +23,7 @@ from levelup.engine.clawback import CLAWBACK
 from levelup.engine.model import WHOLE
 from levelup.errors import MAX_ID_LENGTH, Conflict, FieldError, Invalid, LevelupError, NotFound
 from levelup.events.ingest import Outcome, ingest
+from levelup.events.schema import OWN_EVENTS
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
@@ -117,7 +118,11 @@ def clawback(
             detail = {k: answers[-1][k] for k in ("event", "clawback", "participant", "note", "taken")}
             audit.record(connection, program_id, actor, "events.clawback", detail, now)
 
-    outcome = ingest(runtime, program_key, [raw], now=now, then=audited)[0]
+    own = OWN_EVENTS.set(True)
+    try:
+        outcome = ingest(runtime, program_key, [raw], now=now, then=audited)[0]
+    finally:
+        OWN_EVENTS.reset(own)
     if outcome.status == "accepted":
         return answers[-1]
     with runtime.db.read() as connection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 import orjson
@@ -15,6 +16,9 @@ from levelup.errors import ExternalId, FieldError, data_errors, nesting, path_of
 MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 16
 MAX_BATCH = 1000
+RESERVED = "levelup."  # the prefix of the event types Levelup sends itself (levelup.clawback)
+#: True while Levelup ingests an event of its own (levelup.events.clawback): the one way in for a reserved type
+OWN_EVENTS: ContextVar[bool] = ContextVar("own_events", default=False)
 # event time is held to these (UTC): every period, window and duration computed from it stays a valid date
 EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)  # exclusive
@@ -101,11 +105,12 @@ class EventIn(BaseModel):
 
 
 def parse_event(raw: Any, prefix: str = "") -> EventIn | list[FieldError]:
-    """An event, or the errors with their paths (``occurred_at``, ``data.items[3]``…)."""
+    """An event, or the errors with their paths (``occurred_at``, ``data.items[3]``…). A ``levelup.*`` type is
+    refused unless Levelup sends it (a clawback: only the audited way may write "clawback of …" in a ledger)."""
     if not isinstance(raw, dict):
         return [FieldError(prefix or "(event)", "an event is a JSON object")]
     try:
-        return EventIn.model_validate(raw)
+        event = EventIn.model_validate(raw)
     except ValidationError as exc:
         return [
             FieldError(
@@ -114,3 +119,6 @@ def parse_event(raw: Any, prefix: str = "") -> EventIn | list[FieldError]:
             )
             for e in exc.errors()
         ]
+    if event.type.startswith(RESERVED) and not OWN_EVENTS.get():
+        return [FieldError(path_of([*([prefix] if prefix else []), "type"]), f"{RESERVED}* types are Levelup's own")]
+    return event
