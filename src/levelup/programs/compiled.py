@@ -278,10 +278,13 @@ class CompiledProgram:
 
     @cached_property
     def variables_by_event(self) -> dict[str, frozenset[str]]:
-        """Per event type, the variables its rules and metrics read: only those are given to CEL."""
+        """Per event type, the variables its rules, metrics and challenge rewards read: only those are given
+        to CEL."""
         out: dict[str, frozenset[str]] = {}
+        # a goal's or quest's reward is computed on whichever event completes it: it may read any of them
+        rewards = [a.expression for awards in self.challenge_rewards.values() for a in awards]
         for event_type in {*self.rules_by_event, *self.metrics_by_event}:
-            expressions = [r.condition for r in self.rules_by_event.get(event_type, ())]
+            expressions = [r.condition for r in self.rules_by_event.get(event_type, ())] + rewards
             expressions += [a.expression for r in self.rules_by_event.get(event_type, ()) for a in r.awards]
             for m in self.metrics_by_event.get(event_type, ()):
                 expressions += [m.condition, m.value]

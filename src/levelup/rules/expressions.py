@@ -31,6 +31,9 @@ from typing import Any
 import cel
 
 MACROS = re.compile(r"\.(map|filter|exists|exists_one|all)\s*\(")
+BOUND = re.compile(r"\.(?:map|filter|exists|exists_one|all)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")  # x of .map(x, …)
+#: What an event's expressions see (``engine.scoring.activation_for``); a challenge's ``eligible`` sees participant.
+EVENT_VARIABLES = frozenset({"id", "type", "data", "occurred_at", "participant"})
 MACRO_NAMES = frozenset({"map", "filter", "exists", "exists_one", "all"})
 MAX_MACROS = 3
 MAX_PLUSES = 16
@@ -221,6 +224,11 @@ class Expression:
     def variables(self) -> frozenset[str]:
         """Top-level names the expression reads (``data``, ``participant``…)."""
         return frozenset(self._native.variables())
+
+    @property
+    def free_variables(self) -> frozenset[str]:
+        """:attr:`variables` less those comprehension macros bind: what the activation must provide."""
+        return self.variables - frozenset(BOUND.findall(self.source))
 
     def evaluate(self, activation: Activation) -> Any:
         """The value, or an exception from CEL (KeyError for a missing field, :class:`OverBudget`)."""
