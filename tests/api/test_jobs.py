@@ -82,7 +82,14 @@ def fresh(db_url: str) -> Iterator[Runtime]:
 
 
 def test_every_job_has_the_one_signature_and_a_unique_name() -> None:
-    assert [job.name for job in jobs.JOBS] == ["close-periods", "expire", "tiers", "referrals"]
+    assert [job.name for job in jobs.JOBS] == [
+        "close-periods",
+        "expire",
+        "tiers",
+        "referrals",
+        "segments",
+        "board-history",
+    ]
     assert set(jobs.BY_NAME) == {job.name for job in jobs.JOBS}
     for job in jobs.JOBS:
         parameters = inspect.signature(job.function).parameters

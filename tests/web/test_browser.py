@@ -6,6 +6,7 @@ Without /usr/bin/chromium these tests skip, and the summary says why (``.ci/run`
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +275,33 @@ def test_the_studio_teams_webhooks_audit_and_tier_pages(site: tuple[str, Game], 
     page.set_viewport_size(PHONE)
     shot(page, "admin-audit-phone")
     page.context.close()
+
+
+def test_the_tv_board_shows_the_change_since_yesterday_and_the_movement(
+    site: tuple[str, Game], browser: object
+) -> None:
+    """Four days of a race kept by the board-history job; the TV shows each row's change since yesterday and
+    the board's movement beside it (below it on a phone)."""
+    from playwright.sync_api import expect
+
+    from levelup.leaderboards import history
+
+    base, game = site
+    runtime = game.client.app.state.runtime  # type: ignore[attr-defined]
+    names = {"rep-1": "Ada Lovelace", "rep-2": "Grace Hopper", "rep-3": "Alan Turing", "rep-4": "Edsger Dijkstra"}
+    for rep, name in names.items():
+        game.client.put(f"/api/v1/programs/acme-sales/participants/{rep}", json={"name": name}, headers=game.admin)
+    day = dt.timedelta(days=1)
+    for ago, deals in ((3, {"rep-1": 200_000, "rep-2": 50_000}), (2, {"rep-3": 400_000}), (1, {"rep-2": 600_000})):
+        game.post(*[event(f"{rep}-{ago}", participant=rep, data={"amount": amount}) for rep, amount in deals.items()])
+        history.record(runtime, now=dt.datetime.now(dt.UTC) - ago * day)
+    game.post(event("rep-4-0", participant="rep-4", data={"amount": 2_000_000}), event("rep-1-0", participant="rep-1"))
+    tv = game.link(kind="tv", tv={"boards": ["xp-all"], "top": 6})
+    for viewport, size in ((TV, "desktop"), (PHONE, "phone")):
+        page = browser.new_page(viewport=viewport)  # type: ignore[attr-defined]
+        page.goto(local(tv["url"], base))
+        expect(page.locator(".board .row.leader .since")).to_have_text("new")
+        expect(page.get_by_label("down 1 since yesterday").first).to_be_visible()
+        expect(page.locator("figure.movement figcaption")).to_contain_text("Ranks at the end of each day since")
+        shot(page, f"tv-movement-{size}")
+        page.close()

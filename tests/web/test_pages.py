@@ -3,11 +3,13 @@ expired link, a form without its CSRF token; a participant link shows that parti
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
 
 from levelup.cases import service as cases
+from levelup.leaderboards import history
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.web.charts import liability_by_month
@@ -37,6 +39,39 @@ def test_the_tv_shows_the_top_n_of_each_board_and_the_moments(game: Game) -> Non
     assert game.client.get(at(game.tv["url"], "tv/boards")).status_code == 200
 
 
+def marks(page: str) -> list[tuple[str, str, str]]:
+    """Each TV row's participant, rank and change since yesterday."""
+    found = re.findall(r'data-id="([^"]+)" data-rank="(\d+)">.*?<span class="since">(.*?)</span>\s*<span', page, re.S)
+    return [(who, rank, text(mark).strip()) for who, rank, mark in found]
+
+
+def keep_board_history(runtime: Runtime, days_ago: int) -> int:
+    """What the board-history job writes, as if it ran ``days_ago`` days ago (on today's standings)."""
+    return history.record(runtime, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago))
+
+
+def test_the_tv_shows_the_change_since_yesterday_and_the_movement(game: Game, runtime: Runtime) -> None:
+    tv = game.link(kind="tv", tv={"boards": ["xp-all"]})
+    first = text(game.client.get(tv["url"]).text)
+    assert "▲" not in first and "since yesterday" not in first and "<figure" not in first  # nothing kept yet
+    assert keep_board_history(runtime, 2) == 2 + 0 + 1 + 2  # each board's top: revenue, quota (no quota set), team, xp
+    game.post(event("b-2", participant="rep-9", data={"amount": 900_000}))  # Bob takes the lead
+    keep_board_history(runtime, 1)
+    game.post(event("c-1", participant="rep-3", data={"amount": 1_000}))  # a newcomer, last
+    page = game.client.get(tv["url"]).text
+    assert marks(page) == [("rep-9", "1", "="), ("rep-17", "2", "="), ("rep-3", "3", "new")]
+    assert 'aria-label="new in the top since yesterday"' in page and "Ranks at the end of each day since" in page
+    assert "Bob Marley: #2, #1, #1 now; Dana Scully: #1, #2, #2 now" in text(page)
+    assert page.count("<svg") == 1 and "#3" in page  # one board, drawn down to the newcomer's rank
+    keep_board_history(runtime, 0)  # today's rows are replaced at each tick, yesterday's stay
+    game.post(event("c-2", participant="rep-3", data={"amount": 9_000_000}))
+    assert marks(game.client.get(tv["url"]).text) == [
+        ("rep-3", "1", "new"),
+        ("rep-9", "2", "▼1"),
+        ("rep-17", "3", "▼1"),
+    ]
+
+
 def test_a_participant_home_explains_every_line_and_shows_no_one_else(game: Game) -> None:
     game.post(event("b-2", participant="rep-9", data={"amount": 777_000, "deal_id": "SECRET-B"}))
     home = game.client.get(game.dana["url"])
@@ -46,12 +81,12 @@ def test_a_participant_home_explains_every_line_and_shows_no_one_else(game: Game
     assert "rule deal-won v1, event d-4" in shown and "five-a-week" in shown and "Top Closer — Bronze" in shown
     assert "SECRET-B" not in shown and "rep-9" not in shown and "event b-" not in shown
     # Bob only as the neighbour above on a board (WEB.md: the top and one's own neighbourhood)
-    assert shown.count("Bob") == 1 and "Xp all all : 2 of 2 with 6,500 — 1,770 behind Bob Marley (1)" in shown
+    assert shown.count("Bob") == 1 and "Xp all all time : 2 of 2 with 6,500 — 1,770 behind Bob Marley (1)" in shown
     for page in ("store", "rules"):  # the link opens its own pages, each of them Dana's alone
         assert "Bob Marley" not in game.client.get(at(game.dana["url"], page)).text
     bob = text(game.client.get(game.bob["url"]).text)
     assert "Hi Bob Marley" in bob and "event d-4" not in bob and "Dana" not in bob  # the one below is never named
-    assert "Xp all all : 1 of 2 with 8,270 — you lead!" in bob
+    assert "Xp all all time : 1 of 2 with 8,270 — you lead!" in bob
 
 
 def test_links_open_their_own_program_and_kind_only(game: Game, acme_text: str) -> None:

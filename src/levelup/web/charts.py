@@ -12,13 +12,15 @@ import leather
 from markupsafe import Markup
 
 COLORS = ("#1f5fbf", "#17663a", "#8a4b00", "#a3202b")
+TEN = (*COLORS, "#6a3d9a", "#00838f", "#c2185b", "#5d4037", "#455a64", "#9e7c00")  # a board's top 10, apart
 WIDTH, HEIGHT = 640, 280
 
 
-def _svg(chart: Any) -> Markup:
-    """The chart as inline SVG, hidden from screen readers (the figure's caption says it in words)."""
-    svg: str = chart.to_svg(width=WIDTH, height=HEIGHT)
-    return Markup(svg.replace("<svg ", f'<svg aria-hidden="true" focusable="false" viewBox="0 0 {WIDTH} {HEIGHT}" ', 1))
+def _svg(chart: Any, width: int = WIDTH, height: int = HEIGHT) -> Markup:
+    """The chart as inline SVG, hidden from screen readers (the figure's caption says it in words); drawn at
+    ``width`` × ``height`` and scaled to its box, so a smaller drawing reads larger."""
+    svg: str = chart.to_svg(width=width, height=height)
+    return Markup(svg.replace("<svg ", f'<svg aria-hidden="true" focusable="false" viewBox="0 0 {width} {height}" ', 1))
 
 
 def _lines(title: str, series: Mapping[str, Sequence[tuple[dt.datetime, float]]], label: str) -> Markup:
@@ -63,3 +65,27 @@ def liability_by_month(report: Mapping[str, Any]) -> Markup | None:
         for what in ("redeemed", "expired")
     }
     return _lines("Redeemed and expired by month", series, "%b %Y")
+
+
+class _Marks(leather.Dots):  # type: ignore[misc]  # leather has no type hints
+    """A dot on each day's rank, with no legend entry of its own: the line beside it names it."""
+
+    def legend_to_svg(self, series: Any, palette: Any) -> list[Any]:
+        return []
+
+
+def board_movement(ranks: Mapping[str, Mapping[dt.date, int]], days: Sequence[dt.date], deepest: int) -> Markup | None:
+    """A bump chart: each name's rank at the end of each of ``days`` (rank 1 on top, ranks below ``deepest``
+    left off, so a line breaks where someone was off the board's top); None with fewer than two days."""
+    if len(days) < 2 or not ranks:
+        return None
+    chart = leather.Chart()
+    chart.add_x_scale(0, len(days) - 1)  # one tick a kept day, under its dots (a time scale ticks elsewhere)
+    chart.add_x_axis(ticks=list(range(len(days))), tick_formatter=lambda i, _i, _n: days[int(i)].strftime("%-d %b"))
+    chart.add_y_scale(-deepest, -1)  # drawn upside down: the leader's line at the top
+    chart.add_y_axis(ticks=[-r for r in range(1, deepest + 1)], tick_formatter=lambda rank, _i, _n: f"#{-rank}")
+    for (name, held), color in zip(ranks.items(), TEN * 5, strict=False):
+        points = [(i, -held[day] if held.get(day, deepest + 1) <= deepest else None) for i, day in enumerate(days)]
+        chart.add_line(points, name=name, stroke_color=color, width=3)
+        chart.add_series(leather.Series(points), _Marks(fill_color=color, radius=4))
+    return _svg(chart, 420, 260)

@@ -31,7 +31,7 @@ from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from levelup.web.access import Opened, open_page
 from levelup.web.charts import balances_over_time
-from levelup.web.render import PageRoute, csrf_token, form, page, whole
+from levelup.web.render import PageRoute, board_title, csrf_token, form, page, whole
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Token = Annotated[str | None, Query(max_length=200)]
@@ -113,7 +113,7 @@ def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
         above = entries[at - 1] if at > 0 and entries[at - 1]["rank"] < entries[at]["rank"] else None
         shown.append(
             {
-                "name": board.name or board.key.replace("-", " ").capitalize(),
+                "name": board_title(board),
                 "period": body["period"],
                 "rank": entries[at]["rank"],
                 "total": body["total"],

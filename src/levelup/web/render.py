@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
@@ -16,6 +17,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from levelup import __version__
 from levelup.errors import FieldError, Forbidden, Invalid, LevelupError
+from levelup.metrics.periods import grain_of, period_dates
+from levelup.programs.document import Leaderboard
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 16 * 1024
@@ -35,6 +38,33 @@ def _number(value: float | int | None) -> str:
 
 
 env.filters["number"] = _number
+
+
+def period_words(period: str) -> str:
+    """A period key as people say it: "2026-12" → "December 2026", "all" → "all time", "last_7_days" → "last 7
+    days"; a key it does not know (a challenge's own range) as it is."""
+    try:
+        grain = grain_of(period)
+    except ValueError:
+        return period.replace("_", " ")
+    if grain == "all":
+        return "all time"
+    first, _ = period_dates(period) or (dt.date.min, dt.date.min)
+    return {
+        "day": f"{first.day} {first:%B %Y}",
+        "week": f"week {first.isocalendar().week} of {first.isocalendar().year}",
+        "month": f"{first:%B %Y}",
+        "quarter": f"Q{(first.month - 1) // 3 + 1} {first.year}",
+        "year": str(first.year),
+    }[grain]
+
+
+def board_title(board: Leaderboard) -> str:
+    """A board's name, or its key in words when the document gives none ("xp-all" → "Xp all")."""
+    return board.name or board.key.replace("-", " ").capitalize()
+
+
+env.filters["period"] = period_words
 
 
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -17,28 +17,63 @@ from starlette.concurrency import run_in_threadpool
 from levelup.errors import LevelupError
 from levelup.feed import fanout
 from levelup.feed import service as feed
+from levelup.leaderboards import history
 from levelup.leaderboards.service import leaderboard
+from levelup.metrics.periods import local_date
 from levelup.runtime import Runtime
 from levelup.web.access import Opened, open_page
+from levelup.web.charts import board_movement
 from levelup.web.moments import moments, recent
-from levelup.web.render import PageRoute, page
+from levelup.web.render import PageRoute, board_title, page
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Token = Annotated[str | None, Query(max_length=200)]
 TICKER = 8
+MOVEMENT_DAYS = 14
+DEEPEST = 15  # the movement chart's lowest rank: a line breaks where someone fell below it
+DAY = dt.timedelta(days=1)
 HEARTBEAT_SECONDS = 15.0
 
 
-def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
-    """The link's boards, each its top N (never the bottom of a board)."""
+def _boards(connection: Connection, opened: Opened, now: dt.datetime) -> list[dict[str, Any]]:
+    """The link's boards, each its top N (never the bottom of a board), each row with its change since the end
+    of yesterday, and the board's movement over the last days (its top 10's ranks, a chart)."""
     wanted = opened.link.options.boards or [b.key for b in opened.compiled.doc.leaderboards]
     by_key = {b.key: b for b in opened.compiled.doc.leaderboards}
-    return [
-        leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top)
-        | {"name": by_key[key].name or key.replace("-", " ").capitalize()}
-        for key in wanted
-        if key in by_key  # a board the program has since dropped is skipped
+    today = local_date(now, opened.compiled.timezone)
+    shown = []
+    for key in wanted:
+        if key not in by_key:  # a board the program has since dropped is skipped
+            continue
+        board = leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top, now=now)
+        yesterday = history.ranks_on(connection, opened.program, key, by_key[key].by, board["period"], today - DAY)
+        for entry in board["entries"]:
+            before = yesterday.get(entry["id"])
+            entry["since"] = None if not yesterday else "new" if before is None else before - entry["rank"]
+        shown.append(
+            board | {"name": board_title(by_key[key])} | _movement(connection, opened, board, by_key[key].by, today)
+        )
+    return shown
+
+
+def _movement(connection: Connection, opened: Opened, board: dict[str, Any], by: str, today: dt.date) -> dict[str, Any]:
+    """The board's top 10 as they stood at the end of each of the last :data:`MOVEMENT_DAYS` days of its
+    period (and now): a chart, and the same in words for its caption."""
+    leaders = board["entries"][:10]
+    first = today - (MOVEMENT_DAYS - 1) * DAY
+    kept = history.movement(
+        connection, opened.program, board["key"], by, board["period"], [e["id"] for e in leaders], first
+    )
+    days = sorted({day for held in kept.values() for day in held} | {today})
+    names = {e["id"]: e["name"] or e["id"] for e in leaders}
+    ranks = {names[e["id"]]: kept[e["id"]] | {today: e["rank"]} for e in leaders}
+    said = [
+        f"{names[e['id']]}: " + ", ".join(f"#{r}" for _, r in sorted(kept[e["id"]].items())) + f", #{e['rank']} now"
+        for e in leaders
+        if kept[e["id"]]
     ]
+    deepest = min(max((r for held in ranks.values() for r in held.values()), default=1), DEEPEST)
+    return {"chart": board_movement(ranks, days, deepest), "movement": said, "since_day": days[0]}
 
 
 def _read(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
@@ -47,7 +82,7 @@ def _read(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
         latest = recent(connection, opened.program.id, TICKER)
         return {
             "opened": opened,
-            "boards": _boards(connection, opened),
+            "boards": _boards(connection, opened, dt.datetime.now(dt.UTC)),
             "moments": moments(connection, opened.program.id, opened.compiled, latest),
             "newest": feed.latest_id(connection, opened.program.id),
         }

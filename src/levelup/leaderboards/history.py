@@ -1,0 +1,124 @@
+"""The top of each board at the end of each local day (``board_ranks``): what the TV's "▲2 since
+yesterday" and a board's movement chart read.
+
+A board's values carry no time (a month's total is one row), so yesterday's standing cannot be computed
+back from them; it is kept instead. The jobs write today's top :data:`KEEP` of every board at every tick
+(one program a transaction), replacing what the last tick wrote for today: once the day is over, its rows
+are how it ended. Internal subject ids only, so a renamed or erased participant needs nothing rewritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, select
+
+from levelup.leaderboards.service import leaderboard
+from levelup.metrics.periods import local_date
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.service import ProgramRecord
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+from levelup.storage.sql import bulk_insert
+
+KEEP = 50  # the most rows a TV link shows (links.TvOptions.top)
+DAYS_KEPT = 400  # a year of movement, and the same day last year
+
+
+def _subjects(by: str) -> Table:
+    return t.teams if by == "team" else t.participants
+
+
+def record_program(connection: Connection, program: ProgramRecord, compiled: CompiledProgram, now: dt.datetime) -> int:
+    """Today's top of each of the program's boards, replacing today's earlier rows; returns the rows written."""
+    today = local_date(now, compiled.timezone)
+    b = t.board_ranks.c
+    connection.execute(delete(t.board_ranks).where(b.program_id == program.id, b.day == today.isoformat()))
+    oldest = (today - dt.timedelta(days=DAYS_KEPT)).isoformat()
+    connection.execute(delete(t.board_ranks).where(b.program_id == program.id, b.day < oldest))
+    rows: list[dict[str, Any]] = []
+    for board in compiled.doc.leaderboards:
+        top = leaderboard(connection, program, compiled, board.key, limit=KEEP, now=now)
+        subjects = _subjects(board.by).c
+        ids = dict(
+            connection.execute(
+                select(subjects.external_id, subjects.id).where(
+                    subjects.program_id == program.id, subjects.external_id.in_([e["id"] for e in top["entries"]])
+                )
+            ).all()
+        )
+        rows += [
+            {
+                "program_id": program.id,
+                "board": board.key,
+                "day": today.isoformat(),
+                "subject_id": ids[entry["id"]],
+                "period": top["period"],
+                "rank": entry["rank"],
+                "value": float(entry["value"]),
+            }
+            for entry in top["entries"]
+        ]
+    bulk_insert(connection, t.board_ranks, rows)
+    return len(rows)
+
+
+def record(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None) -> int:
+    """The jobs' entry: today's top of every board of every program (or ``program_keys``); rows written."""
+    now = now or dt.datetime.now(dt.UTC)
+    written = 0
+    with runtime.db.read() as connection:
+        keys = [p.key for p in programs.selected(connection, program_keys)]
+    for key in keys:
+        with runtime.db.write() as connection:
+            program = programs.find(connection, key)
+            written += record_program(connection, program, runtime.programs.compiled(connection, program), now)
+    return written
+
+
+def ranks_on(
+    connection: Connection, program: ProgramRecord, board: str, by: str, period: str, day: dt.date
+) -> dict[str, int]:
+    """Who stood where on ``board`` at the end of ``day``, by external id, when that day was in ``period``
+    (a board's month starts afresh: last month's ranks say nothing about this one's). Empty when that day
+    was not kept: then no change can be told."""
+    b, subjects = t.board_ranks.c, _subjects(by).c
+    found = connection.execute(
+        select(subjects.external_id, b.rank)
+        .select_from(t.board_ranks)
+        .join(_subjects(by), subjects.id == b.subject_id)
+        .where(b.program_id == program.id, b.board == board, b.day == day.isoformat(), b.period == period)
+    )
+    return {subject: rank for subject, rank in found}
+
+
+def movement(
+    connection: Connection,
+    program: ProgramRecord,
+    board: str,
+    by: str,
+    period: str,
+    subjects: Sequence[str],
+    first: dt.date,
+) -> dict[str, dict[dt.date, int]]:
+    """Each of ``subjects``' rank on ``board`` at the end of each kept day from ``first`` on, in ``period``."""
+    b, table = t.board_ranks.c, _subjects(by)
+    rows = connection.execute(
+        select(table.c.external_id, b.day, b.rank)
+        .select_from(t.board_ranks)
+        .join(table, table.c.id == b.subject_id)
+        .where(
+            b.program_id == program.id,
+            b.board == board,
+            b.period == period,
+            b.day >= first.isoformat(),
+            table.c.external_id.in_(list(subjects)),
+        )
+    )
+    out: dict[str, dict[dt.date, int]] = {s: {} for s in subjects}
+    for subject, day, rank in rows:
+        out[subject][dt.date.fromisoformat(day)] = rank
+    return out
