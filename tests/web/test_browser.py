@@ -225,7 +225,7 @@ def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
 
 def test_the_studio_teams_webhooks_audit_and_tier_pages(site: tuple[str, Game], browser: object) -> None:
     """An admin opens a team, subscribes a webhook and reads its delivery log, holds a customer in a tier by
-    hand, and finds each change in the audit log under their key."""
+    hand, erases a participant, and finds each change in the audit log under their key."""
     from playwright.sync_api import expect
 
     base, game = site
@@ -269,8 +269,17 @@ def test_the_studio_teams_webhooks_audit_and_tier_pages(site: tuple[str, Game], 
     page.get_by_role("link", name="Audit log").click()
     newest = page.get_by_role("row").nth(1)  # under the header row
     expect(newest).to_have_accessible_name(re.compile(r"bootstrap-admin tier\.override participant cust-1; tier Gold"))
+    page.goto(f"{base}/admin/p/acme-sales/participants?q=rep-9")
+    page.get_by_text("Erase Bob Marley").click()
+    page.get_by_label("Type rep-9 to confirm").fill("rep-9")
+    shot(page, "admin-erase-confirm")
+    page.get_by_role("button", name="Erase").click()
+    expect(page.get_by_role("status")).to_contain_text("rep-9 erased: pseudonymised as erased-")
     page.goto(f"{base}/admin/p/acme-sales/audit")
-    expect(newest).to_have_accessible_name(re.compile(r"bootstrap-admin webhook\.delete id 2; url https://"))
+    expect(newest).to_have_accessible_name(re.compile(r"bootstrap-admin participant\.erase participant erased-"))
+    expect(page.get_by_role("row").nth(2)).to_have_accessible_name(
+        re.compile(r"bootstrap-admin webhook\.delete id 2; url https://")
+    )
     shot(page, "admin-audit-desktop")
     page.set_viewport_size(PHONE)
     shot(page, "admin-audit-phone")

@@ -108,3 +108,18 @@ def test_a_tier_is_overridden_and_lifted_from_the_studio(client: TestClient, adm
     audit = text(client.get("/admin/p/brewhouse-rewards/audit").text)
     assert "bootstrap-admin tier.override participant cust-1; tier null; until null; note visit over" in audit
     assert "tier Gold; until 2099-12-31T23:59:59+00:00; note VIP guest" in audit
+
+
+def test_a_participant_is_erased_from_the_studio_once_confirmed(game: Game) -> None:
+    csrf = sign_in(game.client)
+    erase = f"{STUDIO}/participants/rep-9/erase"
+    assert game.client.post(erase, data={"csrf": "x", "confirm": "rep-9"}).status_code == 403
+    refused = game.client.post(erase, data={"csrf": csrf, "confirm": "rep-1"})
+    assert refused.status_code == 422 and "confirm : type rep-9 to erase them" in text(refused.text)
+    erased = text(game.client.post(erase, data={"csrf": csrf, "confirm": "rep-9"}).text)
+    said = re.search(r"rep-9 erased: pseudonymised as (erased-\S+), every balance kept\.", erased)
+    assert said is not None and "Bob Marley" not in erased
+    assert game.client.get("/api/v1/programs/acme-sales/participants/rep-9", headers=game.admin).status_code == 404
+    assert f"bootstrap-admin participant.erase participant {said.group(1)}" in text(
+        game.client.get(f"{STUDIO}/audit").text
+    )

@@ -1,5 +1,5 @@
 """The studio's other pages (WEB.md, admin studio 2 and 6): teams and their members, webhook subscriptions
-and their delivery logs, the audit log, and tier overrides. Same session, same CSRF token, same rights as
+and their delivery logs, the audit log, tier overrides and erasure. Same session, same CSRF token, same rights as
 :mod:`levelup.web.admin`; every change names the key that made it (``actor=``), as the API's would."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from levelup import listing
 from levelup.audit import service as audit
 from levelup.errors import FieldError, Invalid, LevelupError, NotFound
+from levelup.participants import erasure
 from levelup.programs import service as programs
 from levelup.tiers import service as tiers
 from levelup.web.admin import Notice, page_context, posted, runtime_of, signed_in
@@ -228,3 +229,21 @@ async def override_tier(program: str, participant: str, request: Request) -> Res
     return RedirectResponse(
         f"/admin/p/{program}/participants?" + urlencode({"q": participant, "notice": said}), status_code=303
     )
+
+
+@router.post("/admin/p/{program}/participants/{participant}/erase")
+async def erase_participant(program: str, participant: str, request: Request) -> Response:
+    """Erase a participant (pseudonymised everywhere, the books unchanged), as ``DELETE …/participants/{id}``;
+    it cannot be undone, so the form asks for the id typed again."""
+    principal, fields, runtime = await posted(request, program)
+
+    def write() -> str:
+        if fields.get("confirm", "").strip() != participant:
+            raise Invalid("not confirmed", errors=[FieldError("confirm", f"type {participant} to erase them")])
+        with runtime.db.write() as connection:
+            record = programs.find(connection, program)
+            return erasure.erase(connection, record.id, participant, actor=principal.key_id).participant
+
+    pseudonym = await run_in_threadpool(write)
+    said = f"{participant} erased: pseudonymised as {pseudonym}, every balance kept."
+    return RedirectResponse(f"/admin/p/{program}/participants?" + urlencode({"notice": said}), status_code=303)
