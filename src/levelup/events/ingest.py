@@ -25,6 +25,7 @@ from levelup.engine.world import World
 from levelup.errors import Conflict, FieldError, Invalid, LevelupError
 from levelup.events import store
 from levelup.events.schema import EventIn, parse_event
+from levelup.insights import targets as personal_targets
 from levelup.metrics.periods import local_date
 from levelup.observability.metrics import observe_outcomes
 from levelup.participants import repository as participants
@@ -191,6 +192,7 @@ def _score_and_write(
     )
 
     participants.load_inputs(connection, program.id, compiled, loaded.states)
+    frozen = personal_targets.freeze(connection, program.id, compiled, loaded.states, ids, [e for _, e in events])
     referrals.load(connection, program.id, compiled, ids, loaded.states)
     tiers_held = tier_service.held(connection, program.id, compiled, ids.values(), received_at)
     for held in tiers_held.values():
@@ -224,6 +226,7 @@ def _score_and_write(
         outcomes[i] = Outcome(event.id, "accepted", effects.awards(), [p.source for p in effects.problems])
     seen = list(dict.fromkeys(p for e in done for p in (e.event.participant, referrals.named(compiled, e.event)) if p))
     moved_ids = _number_as_seen(connection, ids, created, seen)
+    personal_targets.store(connection, program.id, frozen, ids, seen, received_at)
     tiers_held = {moved_ids.get(pid, pid): held for pid, held in tiers_held.items()}
     if done:
         store.write_effects(connection, program.id, compiled, done, ids, received_at, accepted)

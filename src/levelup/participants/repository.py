@@ -333,6 +333,14 @@ def load_inputs(
 
 
 def preload_inputs(connection: Connection, program_id: int, state: Callable[[str], ParticipantState]) -> None:
-    """Every participant's segment assignments, for replay and simulation (``state``: the world's states)."""
+    """Every participant's segment assignments and frozen ``target: auto`` targets, as live scoring was handed
+    them, for replay and simulation (``state``: the world's states)."""
     for external, rows in _assignments(connection, program_id, None).items():
         state(external).segments = rows
+    f, p = t.personal_targets.c, t.participants.c
+    for external, challenge, period, target in connection.execute(
+        select(p.external_id, f.challenge, f.period, f.target)
+        .join(t.participants, p.id == f.participant_id)
+        .where(f.program_id == program_id)
+    ):
+        state(external).targets[(challenge, period)] = float(target)

@@ -24,7 +24,7 @@ from levelup.sources import validation as sources
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_DOCUMENT_DEPTH = 32
 MAX_ALIASES = 100  # YAML aliases: each one can multiply what validation walks (and reports)
-_UNION_TAGS = {"int", "float", "str", "bool", "constrained-str", "function-after", "literal"}
+_UNION_TAGS = {"int", "float", "str", "bool", "constrained-str", "constrained-float", "function-after", "literal"}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -300,6 +300,7 @@ def _auto_errors(path: str, challenge: Any) -> Iterator[FieldError]:
         return
     if challenge.kind != "goal" or challenge.mode != "individual" or not challenge.every:
         yield FieldError(f"{path}.target", "auto is for a recurring individual goal (kind goal, every)")
+        return
     if challenge.auto is None:
         yield FieldError(f"{path}.auto", "target: auto needs auto: {fallback: …} (periods, factor, floor, cap)")
     elif challenge.auto.cap is not None and challenge.auto.cap < challenge.auto.floor:

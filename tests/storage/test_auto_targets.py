@@ -1,0 +1,162 @@
+"""``target: auto`` (issue 12, item 4): each rep's weekly goal is a stretch of their own history, frozen per week.
+
+acme-sales' five-a-week becomes ``target: auto`` with ``auto: {periods: 4, factor: 1.2, floor: 2, cap: 20,
+fallback: 5}``. Four weeks of history (New York weeks of November 2026), computed by hand:
+
+- rep-a won 2, 4, 6, 8 deals: median 5 × 1.2 = 6 (own);
+- rep-b won 0, 1, 1, 1: median 1 × 1.2 = 1.2, raised to the floor: 2 (own);
+- rep-c won 3 in one week only (history short): the team east's median of its members' medians, (5 + 1) / 2
+  = 3, × 1.2 = 3.6, rounded up: 4 (team);
+- rep-d has no history and no team: the fallback, 5.
+
+In week 49 each wins 6 deals: the goal completes on the 6th, 2nd, 4th and 5th deal. The same stream goes to
+two programs, one event at a time and in one batch: the same targets, completions and ledgers. A late deal of
+week 48 afterwards moves no target. Replay reads the stored targets and finds nothing to correct.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from levelup.errors import Invalid
+from levelup.events.ingest import ingest
+from levelup.events.replay import replay
+from levelup.participants import repository as participants
+from levelup.programs import service as programs
+from levelup.programs.validation import validate_document
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+from tests.conftest import EXAMPLES
+
+NEW_YORK = ZoneInfo("America/New_York")
+HISTORY = {"rep-a": [2, 4, 6, 8], "rep-b": [0, 1, 1, 1], "rep-c": [0, 0, 0, 3], "rep-d": [0, 0, 0, 0]}
+WEEKS = [dt.date(2026, 11, 2), dt.date(2026, 11, 9), dt.date(2026, 11, 16), dt.date(2026, 11, 23)]  # W45–W48
+THIS_WEEK = dt.date(2026, 11, 30)  # W49
+AUTO = {"periods": 4, "factor": 1.2, "floor": 2, "cap": 20, "fallback": 5}
+
+
+def document(key: str) -> dict[str, Any]:
+    doc = yaml.safe_load((EXAMPLES / "acme-sales.yaml").read_text())
+    doc["program"] = key
+    goal = next(c for c in doc["challenges"] if c["key"] == "five-a-week")
+    goal["target"], goal["auto"] = "auto", AUTO
+    return doc
+
+
+def deal(n: str, rep: str, day: dt.date, minute: int = 0) -> dict[str, Any]:
+    when = dt.datetime.combine(day, dt.time(10, minute), NEW_YORK)
+    return {"id": n, "type": "deal.won", "participant": rep, "occurred_at": when.isoformat(), "data": {"amount": 1000}}
+
+
+def set_up(runtime: Runtime, key: str) -> None:
+    with runtime.db.write() as connection:
+        record, _ = programs.apply(connection, validate_document(document(key)), actor="test")
+        for rep in ("rep-a", "rep-b", "rep-c"):
+            participants.set_profile(connection, record.id, rep, name=None, teams=["east"], attributes=None)
+    history = [
+        deal(f"h-{rep}-{w}-{i}", rep, WEEKS[w], i) for rep, counts in HISTORY.items() for w, n in enumerate(counts)
+        for i in range(n)
+    ]  # fmt: skip
+    for w in range(4):  # a batch a week, received at its end
+        week = [e for e in history if e["occurred_at"].startswith(WEEKS[w].isoformat())]
+        if week:
+            assert {o.status for o in ingest(runtime, key, week, now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))} == {
+                "accepted"
+            }
+
+
+def this_week() -> list[dict[str, Any]]:
+    return [deal(f"w49-{rep}-{i}", rep, THIS_WEEK, i) for i in range(6) for rep in HISTORY]
+
+
+def stored(runtime: Runtime, key: str) -> dict[str, Any]:
+    f, p, c, e = t.personal_targets.c, t.participants.c, t.challenge_completions.c, t.ledger_entries.c
+    with runtime.db.read() as connection:
+        record = programs.find(connection, key)
+        targets = {
+            (rep, period): (target, source)
+            for rep, period, target, source in connection.execute(
+                select(p.external_id, f.period, f.target, f.source)
+                .join(t.participants, p.id == f.participant_id)
+                .where(f.program_id == record.id)
+            )
+        }
+        done = {
+            (rep, period): event_id
+            for rep, period, event_id in connection.execute(
+                select(p.external_id, c.period, c.event_id)
+                .join(t.participants, p.id == c.participant_id)
+                .where(c.program_id == record.id, c.challenge == "five-a-week")
+            )
+        }
+        paid = sorted(
+            (rep, amount)
+            for rep, amount in connection.execute(
+                select(p.external_id, e.amount)
+                .join(t.participants, p.id == e.participant_id)
+                .where(e.program_id == record.id, e.kind == "challenge")
+            )
+        )
+    return {"targets": targets, "completions": done, "paid": paid}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_auto_targets_are_frozen_stretches_and_batching_changes_nothing(runtime: Runtime) -> None:
+    for key in ("acme-one", "acme-all"):
+        set_up(runtime, key)
+    now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    for event in this_week():
+        assert ingest(runtime, "acme-one", [event], now=now)[0].status == "accepted"
+    assert {o.status for o in ingest(runtime, "acme-all", this_week(), now=now)} == {"accepted"}
+    one, together = stored(runtime, "acme-one"), stored(runtime, "acme-all")
+    assert one == together
+    week = "2026-W49"
+    assert {k: v for k, v in one["targets"].items() if k[1] == week} == {
+        ("rep-a", week): (6.0, "own"),
+        ("rep-b", week): (2.0, "own"),
+        ("rep-c", week): (4.0, "team"),
+        ("rep-d", week): (5.0, "fallback"),
+    }
+    # the goal completed on the deal that reached each one's own target (deals are numbered from 0)
+    assert {k: v for k, v in one["completions"].items() if k[1] == week} == {
+        ("rep-a", week): "w49-rep-a-5",
+        ("rep-b", week): "w49-rep-b-1",
+        ("rep-c", week): "w49-rep-c-3",
+        ("rep-d", week): "w49-rep-d-4",
+    }
+    # a late deal of week 48 raises rep-b's history, not this week's target
+    ingest(runtime, "acme-one", [deal("late", "rep-b", WEEKS[3], 59)], now=now)
+    assert stored(runtime, "acme-one")["targets"] == one["targets"]
+    for key in ("acme-one", "acme-all"):
+        report = replay(runtime, key)
+        assert report.ok, report.mismatches[:5]
+
+
+def test_target_auto_is_checked_with_its_paths() -> None:
+    doc = document("acme-sales")
+    doc["challenges"].append({"key": "auto-race", "kind": "competition", "format": "race", "metric": "revenue"})
+    doc["challenges"][-1] |= {"target": "auto", "every": "month", "prizes": [{"rank": 1, "award": {"coins": 1}}]}
+    doc["challenges"].append({"key": "no-auto", "metric": "deals_won", "target": "auto", "every": "week"})
+    doc["challenges"].append({"key": "stray", "metric": "deals_won", "target": 3, "auto": {"fallback": 1}})
+    goal = next(c for c in doc["challenges"] if c["key"] == "five-a-week")
+    goal["auto"] = {**AUTO, "cap": 1}
+    with pytest.raises(Invalid) as caught:
+        validate_document(doc)
+    assert sorted((e.path, e.message) for e in caught.value.errors) == [
+        ("challenges[0].auto.cap", "below the floor"),
+        ("challenges[3].target", "a race needs a target"),
+        ("challenges[3].target", "auto is for a recurring individual goal (kind goal, every)"),
+        ("challenges[4].auto", "target: auto needs auto: {fallback: …} (periods, factor, floor, cap)"),
+        ("challenges[5].auto", "only with target: auto"),
+    ]
+    doc = document("acme-sales")
+    doc["challenges"][0]["target"] = "automatic"
+    with pytest.raises(Invalid) as shape:
+        validate_document(doc)
+    assert [e.path for e in shape.value.errors] == ["challenges[0].target"]
