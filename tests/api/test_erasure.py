@@ -13,8 +13,10 @@ from typing import Any
 import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from levelup.cases import service as cases
+from levelup.cli.main import app as cli
 from levelup.events.replay import replay
 from levelup.participants import visibility
 from levelup.participants.erasure import pseudonym
@@ -153,3 +155,14 @@ def test_a_hidden_participant_keeps_the_rank_on_a_public_board_without_a_name(
         shown = visibility.masked(connection, programs.find(connection, "acme-sales").id, board)
     assert [(e["rank"], e["id"]) for e in shown] == [(1, "ann"), (2, "hidden"), (3, "cid")]
     assert [e["value"] for e in shown] == [e["value"] for e in board]
+
+
+def test_the_cli_erases_and_prints_the_pseudonym(acme: TestClient, admin: dict[str, str], db_url: str) -> None:
+    assert acme.post(f"{BASE}/events", json=event("c1", participant="carl"), headers=admin).status_code == 200
+    erase = ["participants", "erase", "acme-sales", "carl", "--database", db_url]
+    done = CliRunner().invoke(cli, erase)
+    assert done.exit_code == 0 and done.stdout.strip().startswith("erased-"), done.output
+    profile = acme.get(f"{BASE}/participants/{done.stdout.strip()}", headers=admin).json()
+    assert profile["balances"] == {"xp": 220, "coins": 12}
+    again = CliRunner().invoke(cli, erase)
+    assert again.exit_code == 1 and "no participant" in again.output

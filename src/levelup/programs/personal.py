@@ -17,9 +17,11 @@ from levelup.errors import FieldError
 from levelup.programs.document import ProgramDocument
 
 FIELD_PATTERN = r"^data(\.[A-Za-z_][A-Za-z0-9_]*){1,8}$"
-# "data" as a name (not "x.data", not "metadata"), then its accessors: .name or ["name"] / ['name']
-_DATA_READ = re.compile(r"(?<![\w.])data((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:'[^']*'|\"[^\"]*\")\s*\])*)")
-_ACCESSOR = re.compile(r"\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^']*)'|\"([^\"]*)\")\s*\]")
+# "data" as a name (not "x.data", not "metadata"), then its accessors: .name or ["name"] / ['name'] (a method
+# call such as .endsWith( is not a field: it reads the value before it)
+_FIELD = r"\.\s*([A-Za-z_]\w*)\b(?!\s*\()"
+_DATA_READ = re.compile(r"(?<![\w.])data((?:\s*" + _FIELD + r"|\s*\[\s*(?:'[^']*'|\"[^\"]*\")\s*\])*)")
+_ACCESSOR = re.compile(_FIELD + r"|\[\s*(?:'([^']*)'|\"([^\"]*)\")\s*\]")
 
 
 def path_of(field: str) -> tuple[str, ...]:
