@@ -60,7 +60,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
 
         found = await run_in_threadpool(lookup)
         request.app.state.key_use.note(found.key_id)  # written apart, at most once a minute a key
-    request.app.state.limiter.take(f"key:{found.key_id}")
+    await request.app.state.limiter.check(f"key:{found.key_id}")
     return found
 
 

@@ -98,7 +98,7 @@ async def post_delivery(program: IdPath, source: IdPath, request: Request) -> Re
         body=await _raw_body(request),
         now=time.time(),
     )
-    request.app.state.limiter.take(f"source:{program}:{source}")
+    await request.app.state.limiter.check(f"source:{program}:{source}")
     answer = await service.deliver(request.app.state.runtime, request.app.state, source, delivery, _http(request))
     if answer.soap:
         return Response(vendors.SOAP_ACK, media_type="text/xml")
