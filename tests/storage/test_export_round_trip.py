@@ -38,6 +38,7 @@ from levelup.ledger.liability import liability
 from levelup.participants import erasure, visibility
 from levelup.participants import repository as participants
 from levelup.participants.profile import profile
+from levelup.programs import export
 from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.rewards import service as rewards
@@ -262,6 +263,12 @@ def test_a_program_rebuilt_from_its_export_equals_the_original(
         for name, rows in expected.items():
             assert rebuilt[name] == rows, name
         assert replay(runtime, COPY).ok
+        with runtime.db.read() as connection:  # and the copy exports what it was rebuilt from (here on PostgreSQL too)
+            copied = list(export.lines(connection, COPY))
+        for line in copied:
+            if line["kind"] == "document":
+                line["document"]["program"] = KEY
+        assert copied[1:] == lines[1:]
         again = CliRunner().invoke(cli, ["import-program", str(exported), "--as", COPY, "--database", url])
         assert again.exit_code == 1 and "exists here" in again.output  # never into a program that exists
 
