@@ -5,6 +5,7 @@ Authorization lives here once, as typed dependencies, not in each route.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -108,13 +109,25 @@ async def read_body(request: Request, *, yaml_ok: bool = False) -> Any:
         raise Invalid("body is not valid JSON", errors=[FieldError("(body)", str(exc))]) from None
 
 
+def seconds_setting(name: str, default: float) -> float:
+    """A time-out from the environment, in seconds (above 0, below a day)."""
+    value = float(os.environ.get(name, default))
+    if not 0 < value < 86_400:
+        raise ValueError(f"{name} must be a number of seconds above 0 and below a day, not {value!r}")
+    return value
+
+
 class BoundedRequests:
     """Refuses, before any route runs, what no route accepts: a NUL character in the path or the query
     string (no database stores it), an encoded "/" in the path, and a body larger than
-    :data:`MAX_BODY_BYTES` on every route."""
+    :data:`MAX_BODY_BYTES` on every route; and a body that has not all arrived ``LEVELUP_BODY_TIMEOUT``
+    seconds (default 60) after the request's head (408, and the connection closed), so a client trickling
+    its body cannot hold a request open. (Waiting for a disconnect after the body, as a stream does, is not
+    bounded.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.body_seconds = seconds_setting("LEVELUP_BODY_TIMEOUT", 60)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,19 +138,46 @@ class BoundedRequests:
             await _send_problem(refused, send)
             return
         received = 0
+        deadline: float | None = asyncio.get_running_loop().time() + self.body_seconds  # None: the body is in
+        too_slow = False
 
         async def bounded() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline, too_slow
+            if deadline is None:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                too_slow = True
+                raise _BodyTooSlow(self.body_seconds) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                deadline = None
             received += len(message.get("body", b""))
             if received > MAX_BODY_BYTES:
                 raise _BodyTooLarge()
             return message
 
+        async def closing(message: Message) -> None:
+            if too_slow and message["type"] == "http.response.start":  # the rest of the body is not awaited
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, bounded, send)
-        except _BodyTooLarge as exc:
-            await _send_problem(exc, send)
+            await self.app(scope, bounded, closing)
+        except (_BodyTooLarge, _BodyTooSlow) as exc:
+            await _send_problem(exc, closing)
+
+
+class _BodyTooSlow(LevelupError):
+    """Raised into the route reading the body when it is late; answered 408 and the connection closed."""
+
+    status = 408
+    title = "Request timeout"
+    code = "request_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
 
 
 class _BodyTooLarge(TooLarge):
