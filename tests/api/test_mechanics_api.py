@@ -256,8 +256,15 @@ def test_challenges_show_status_period_and_each_participants_progress(acme: Test
 
     weekly = listed["five-a-week"]
     assert (weekly["status"], weekly["period"], weekly["completions"]) == ("active", iso_week(today), 1)
-    assert weekly["you"] == {"progress": 5, "target": 5, "completed": True}
-    assert by_key(eli["challenges"])["five-a-week"]["you"] == {"progress": 2, "target": 5, "completed": False}
+    gone, left = today.isoweekday() / 7, 7 - today.isoweekday()  # of the ISO week, today counted
+    assert weekly["you"] == {"progress": 5, "target": 5, "completed": True} | {
+        "share": 1.0, "elapsed": round(gone, 4), "pace": "done", "days_left": left
+    }  # fmt: skip
+    done = 2 / 5
+    eli_pace = "ahead" if done > gone + 0.1 else "on" if done >= gone - 0.1 else "behind"
+    assert by_key(eli["challenges"])["five-a-week"]["you"] == {"progress": 2, "target": 5, "completed": False} | {
+        "share": 0.4, "elapsed": round(gone, 4), "pace": eli_pace, "days_left": left
+    }  # fmt: skip
     assert "you" not in by_key(anonymous["challenges"])["five-a-week"]
 
     east = listed["east-quarter"]

@@ -13,9 +13,10 @@ from sqlalchemy import Connection, select
 
 from levelup.engine import streaks
 from levelup.engine.badges import badge_period
-from levelup.engine.goals import eligible, goal_period
+from levelup.engine.goals import eligible, goal_period, pace
 from levelup.engine.model import ParticipantState
 from levelup.engine.quests import FIRST, current_step
+from levelup.insights.targets import personal
 from levelup.metrics.periods import period_key
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
@@ -130,12 +131,18 @@ def progress(
         if current is None:
             continue
         item: dict[str, Any] = {"key": c.key, "kind": c.kind, "period": current}
+        finished = (c.key, current) in completed
         if c.kind == "quest":
-            item |= current_step(
+            step = current_step(
                 c, quest_rows.get((c.key, current), FIRST), current, lambda m, p: values.get((m, p), 0.0)
             )
+            item |= step
+            partial = step["progress"] / step["target"] if "target" in step else 1.0  # of the current step
+            item |= pace(step["step"] - 1 + partial, len(c.steps or ()), current, today, completed=finished)
         else:
-            item |= {"progress": values.get((c.metric or "", current), 0.0), "target": c.target}
-        item["completed"] = (c.key, current) in completed
+            target = personal(connection, program_id, c, current, participant.id, participant.teams)
+            item |= {"progress": values.get((c.metric or "", current), 0.0), "target": target}
+            item |= pace(item["progress"], target, current, today, completed=finished)
+        item["completed"] = finished
         challenges.append(item | ({"draft": True} if c.draft else {}))
     return {"badges": badges, "badge_progress": badge_progress, "streaks": streak_list, "challenges": challenges}

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from levelup.challenges.closing import participants_taking_part, race_finishers
-from levelup.engine.goals import goal_period
+from levelup.engine.goals import goal_period, pace
 from levelup.engine.quests import current_step
+from levelup.insights.targets import personal
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
@@ -128,7 +129,14 @@ def list_challenges(
                     t.challenge_completions.c.period == period,
                 )
             ).scalar_one()
-            item["you"] = {"progress": value or 0.0, "target": c.target, "completed": bool(done)}
+            teams = connection.execute(
+                select(t.teams.c.external_id)
+                .join(t.memberships, t.memberships.c.team_id == t.teams.c.id)
+                .where(t.memberships.c.participant_id == participant_id)
+            ).scalars()
+            target = personal(connection, program.id, c, period, participant or "", list(teams))
+            item["you"] = {"progress": value or 0.0, "target": target, "completed": bool(done)}
+            item["you"] |= pace(value or 0.0, target, period, today, completed=bool(done))
         out.append(item)
     return {"program": program.key, "today": today.isoformat(), "challenges": out}
 

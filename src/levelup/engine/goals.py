@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from levelup.engine.experiments import held_out_by
 from levelup.engine.model import Completion, ParticipantState
-from levelup.metrics.periods import period_key, range_key
+from levelup.metrics.periods import period_dates, period_key, range_key
 from levelup.programs.document import Challenge, Experiment
 from levelup.rules.expressions import Activation, Expression, condition_holds
 
@@ -98,3 +98,44 @@ def evaluate(
         elif paid is not None and reached < target and may_undo:
             changes.append(Completion(goal.key, period, reached, target, completed=False, reward=paid))
     return changes
+
+
+PACE_MARGIN = 0.1  # ahead or behind: more than a tenth of the target away from the share of time elapsed
+
+
+def period_span(period: str) -> tuple[dt.date, dt.date] | None:
+    """First and last local day of a calendar period or of a one-off range key (``20261001-20261031``)."""
+    if len(period) == 17 and period[8] == "-":
+        first, last = dt.date.fromisoformat(period[:8]), dt.date.fromisoformat(period[9:])
+        return (first, last) if first <= last else None
+    return period_dates(period)
+
+
+def pace(
+    progress: float, target: float | None, period: str, today: dt.date, *, completed: bool
+) -> dict[str, float | int | str]:
+    """Where a participant stands against the time elapsed in the period: ``share`` of the target done,
+    ``elapsed`` share of the period's days (today counted), ``pace`` (done, ahead, on — on track — or behind,
+    a tenth of the target either way) and ``days_left``. Empty without a target or an end (all time).
+    One computation for the API (profile, challenges) and the participant's web page."""
+    span = period_span(period)
+    if span is None or not target or target <= 0:
+        return {}
+    start, end = span
+    elapsed = min(1.0, max(0.0, ((today - start).days + 1) / ((end - start).days + 1)))
+    share = min(1.0, max(0.0, progress / target))
+    verdict = (
+        "done"
+        if completed
+        else "ahead"
+        if share > elapsed + PACE_MARGIN
+        else "on"
+        if share >= elapsed - PACE_MARGIN
+        else "behind"
+    )
+    return {
+        "share": round(share, 4),
+        "elapsed": round(elapsed, 4),
+        "pace": verdict,
+        "days_left": max(0, (end - today).days),
+    }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from levelup.engine.goals import eligible, goal_period
 from levelup.engine.model import ParticipantState, QuestChange
@@ -95,7 +96,7 @@ def evaluate(
     return changes
 
 
-def current_step(quest: Challenge, started: tuple[Step, ...], period: str, value: MetricValue) -> dict[str, object]:
+def current_step(quest: Challenge, started: tuple[Step, ...], period: str, value: MetricValue) -> dict[str, Any]:
     """What a participant sees: the step they are on and their progress on it."""
     steps = quest.steps or []
     started = started or FIRST

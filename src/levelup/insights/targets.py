@@ -293,3 +293,22 @@ def _compute(
         target = stretch(mid, factor=auto.factor, floor=auto.floor, cap=auto.cap, fallback=auto.fallback)
         out[external] = (float(target), source)
     return out
+
+
+def personal(
+    connection: Connection, program_id: int, goal: Challenge, period: str, participant: str, teams: Sequence[str]
+) -> float | None:
+    """The target a participant sees on a ``target: auto`` goal: the frozen one, or (before their first event of
+    the period) the one freezing would give now. Writes nothing; None for a goal with one shared target."""
+    if not goal.auto_target:
+        return goal.target
+    f, p = t.personal_targets.c, t.participants.c
+    found = connection.execute(
+        select(f.target)
+        .join(t.participants, p.id == f.participant_id)
+        .where(f.program_id == program_id, p.external_id == participant, f.challenge == goal.key, f.period == period)
+    ).scalar_one_or_none()
+    if found is not None:
+        return float(found)
+    state = ParticipantState(participant, teams=tuple(teams))
+    return _compute(connection, program_id, goal, period, [participant], {participant: state})[participant][0]

@@ -22,7 +22,7 @@ from levelup.kudos.service import give
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
-from levelup.metrics.periods import local_date, period_dates, period_key, rolling_days
+from levelup.metrics.periods import local_date, period_key, rolling_days
 from levelup.participants import repository as participants
 from levelup.participants.profile import profile
 from levelup.rewards import service as rewards
@@ -51,27 +51,6 @@ def _common(opened: Opened, name: str | None, notice: str | None) -> dict[str, A
         "links": {p: _here(opened, p) for p in ("me", "store", "rules")},
         "notice": notice,
     }
-
-
-def _pace(item: dict[str, Any], today: dt.date) -> dict[str, Any]:
-    """How far along a goal is against how far along its period is: ahead, on track or behind, and days left."""
-    dates = period_dates(item["period"])
-    target = item.get("target") or 0
-    if dates is None or not target:
-        return item
-    start, end = dates
-    elapsed = min(1.0, max(0.0, ((today - start).days + 1) / ((end - start).days + 1)))
-    done = min(1.0, item.get("progress", 0) / target)
-    pace = (
-        "done"
-        if item.get("completed")
-        else "ahead"
-        if done > elapsed + 0.1
-        else "on"
-        if done >= elapsed - 0.1
-        else "behind"
-    )
-    return item | {"share": done, "pace": pace, "days_left": max(0, (end - today).days)}
 
 
 def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, Any] | None:
@@ -135,7 +114,7 @@ def _home(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
         entries, _ = ledger.entries(connection, opened.program, opened.participant, before=None, limit=ledger.MAX_PAGE)
         return {
             "opened": opened,
-            "profile": found | {"challenges": [_pace(c, today) for c in found["challenges"]]},
+            "profile": found,  # each challenge with its pace (engine.goals.pace, as the API shows it)
             "entries": entries,
             "expiring": lots.expiring(connection, opened.participant_id, now),
             "kudos": _kudos(connection, opened, today),

@@ -36,8 +36,14 @@ class YourProgress(Out):
     name: str | None = None
     metric: str | None = None
     progress: float | None = None
-    target: float | None = None
+    target: float | None = Field(default=None, description="a target: auto goal: this participant's own")
     completed: bool
+    share: float | None = Field(default=None, description="of the target done (a quest: of its steps), 0 to 1")
+    elapsed: float | None = Field(default=None, description="of the period's days gone, today counted, 0 to 1")
+    pace: Literal["done", "ahead", "on", "behind"] | None = Field(
+        default=None, description="against the time elapsed, a tenth of the target either way (on: on track)"
+    )
+    days_left: int | None = None
 
 
 class ChallengeStatus(Challenge):
