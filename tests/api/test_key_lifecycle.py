@@ -22,6 +22,7 @@ from levelup.errors import Unauthorized
 from levelup.keys import service as keys
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from levelup.web import sessions
 from tests.api.test_auth import PROBLEM, A, bearer, create_key
 from tests.conftest import event
 
@@ -202,3 +203,13 @@ def test_cli_makes_expiring_keys_and_lists_them(acme: TestClient, admin: dict[st
     assert runner.invoke(cli, ["keys", "revoke", key["id"], "--database", db_url]).exit_code == 0
     assert acme.get(A, headers=bearer(secret)).status_code == 401
     assert runner.invoke(cli, ["keys", "revoke", key["id"], "--database", db_url]).exit_code == 1  # no active key
+
+
+def test_an_expired_key_ends_its_studio_sessions(acme: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    created = create_key(acme, admin, "admin", ["acme-sales"])
+    with runtime.db.write() as connection:
+        cookie = sessions.start(connection, keys.authenticate(connection, created["key"], admin_key=None))
+        assert sessions.find(connection, cookie) is not None
+    expire(runtime, created["id"])
+    with runtime.db.read() as connection:
+        assert sessions.find(connection, cookie) is None

@@ -41,16 +41,19 @@ def start(connection: Connection, principal: Principal, now: dt.datetime | None 
 
 
 def find(connection: Connection, secret: str | None, now: dt.datetime | None = None) -> Principal | None:
-    """The principal of a live session (unexpired, its key not revoked), or None."""
+    """The principal of a live session (unexpired, its key neither revoked nor expired), or None."""
     if not secret:
         return None
+    now = now or dt.datetime.now(dt.UTC)
     s, k = t.admin_sessions.c, t.api_keys.c
     row = connection.execute(
-        select(s.key_id, s.role, s.programs, s.expires_at, k.revoked_at, k.id.label("stored"))
+        select(s.key_id, s.role, s.programs, s.expires_at, k.revoked_at, k.expires_at.label("key_expires"))
         .outerjoin(t.api_keys, k.id == s.key_id)
         .where(s.id == _digest(secret))
     ).first()
-    if row is None or row.expires_at <= (now or dt.datetime.now(dt.UTC)) or row.revoked_at is not None:
+    if row is None or row.expires_at <= now or row.revoked_at is not None:
+        return None
+    if row.key_expires is not None and row.key_expires <= now:  # a key's session ends with it
         return None
     return Principal(row.key_id, row.role, frozenset(row.programs))
 
