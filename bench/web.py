@@ -3,7 +3,8 @@ app answering ``/healthz``: routing, one ``SELECT 1``, the response).
 
 Setup (timed, not a target): a fresh SQLite file (or ``--postgres URL``: a fresh database there, dropped at
 the end), the ``acme-sales`` example with kudos, ``--participants`` reps with one won deal each this month
-(through the real ingestion path, batches of 1,000, so every board, badge and ledger row is real; on
+(through the real ingestion path, batches of 1,000, so every board, badge and ledger row is real), a quota
+each (the normalised board ranks them all) and the board-history job's rows for yesterday and today (on
 PostgreSQL then VACUUM ANALYZE, as autovacuum would after such a load), then a TV
 link and the link of one rep in the middle of the pack. Each page is then fetched ``--samples`` times
 in-process (no socket: what is timed is the app; a page stops after ``--max-seconds`` past 5 fetches) and
@@ -31,6 +32,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
 from levelup.api.app import create_app
+from levelup.leaderboards import history
 from levelup.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,18 @@ def load(client: TestClient, n: int) -> None:
         client.put(f"{P}/teams/{team}", json={"name": team.title()}, headers=admin)
 
 
+def quotas_and_history(runtime: Runtime) -> None:
+    """Every rep a quota (so quota-month, the normalised board, ranks them all: written in one statement, a
+    setup step, not the path timed), and the board-history job run as at the end of yesterday and now (so
+    the TV draws each row's change since yesterday and the movement chart)."""
+    json_object = "json_object" if runtime.db.is_sqlite else "json_build_object"
+    with runtime.db.write() as connection:
+        connection.execute(text(f"UPDATE participants SET attributes = {json_object}('quota', 1000 + (id % 50) * 100)"))
+    now = dt.datetime.now(dt.UTC)
+    history.record(runtime, now=now - dt.timedelta(days=1))
+    history.record(runtime, now=now)
+
+
 def links(client: TestClient, n: int) -> dict[str, str]:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     tv_all = client.post(f"{P}/links", json={"kind": "tv"}, headers=admin).json()["url"]
@@ -84,7 +98,7 @@ def links(client: TestClient, n: int) -> dict[str, str]:
     local = lambda url: url.replace("http://testserver", "")  # noqa: E731
     return {
         "floor: /healthz": "/healthz",
-        "TV, every board (quota-month ranks in Python)": local(tv_all),
+        "TV, every board (with quota-month, normalised)": local(tv_all),
         "TV, the plain boards": local(tv_plain),
         "TV boards refresh (plain)": local(tv_plain).replace("/tv?", "/tv/boards?"),
         "participant home": local(me),
@@ -133,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             with TestClient(create_app(runtime)) as client:
                 started = time.perf_counter()
                 load(client, args.participants)
+                quotas_and_history(runtime)
                 if not runtime.db.is_sqlite:  # what autovacuum does after a bulk load: statistics, visibility map
                     with runtime.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                         connection.execute(text("VACUUM ANALYZE"))

@@ -5,8 +5,9 @@ participants or teams first appeared), so pages are stable and an index serves t
 
 Plain boards (a calendar window, no scope, no normalization; or a currency board over all
 time) are answered by indexes and the bucket counts of :mod:`levelup.leaderboards.ranks`,
-at any size. Scoped, normalized and rolling boards, and currency boards over a window, rank
-in Python over the board's rows (O(rows) a request).
+at any size. Normalized and rolling boards, and currency boards over a window, are ranked by
+the database (a page, then one count: two scans of the board's rows, nothing in Python);
+scoped boards rank in Python over the board's rows (O(rows) a request).
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Select,
+    Subquery,
+    Table,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+)
 
 from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid, NotFound
@@ -60,9 +74,17 @@ def _period_for(board: Leaderboard, period: str | None, today: dt.date) -> str:
     return period
 
 
-def _metric_rows(
-    connection: Connection, program: ProgramRecord, board: Leaderboard, period: str, today: dt.date
-) -> list[tuple[int, float]]:
+def _values(
+    program: ProgramRecord, compiled: CompiledProgram, board: Leaderboard, period: str, today: dt.date
+) -> Select[Any]:
+    """(subject id, value) of each subject with a value on the board in ``period``."""
+    if board.metric is not None:
+        return _metric_query(program, board, period, today)
+    return _currency_query(program, compiled, board, period, today)
+
+
+def _metric_query(program: ProgramRecord, board: Leaderboard, period: str, today: dt.date) -> Select[Any]:
+    """(subject id, value) of each subject with a value on a metric board in ``period``."""
     kind = "t" if board.by == "team" else "p"
     c = t.metric_totals.c
     base = [c.program_id == program.id, c.metric == board.metric, c.subject_kind == kind]
@@ -76,28 +98,23 @@ def _metric_rows(
             .where(*base, c.period >= first.isoformat(), c.period <= last.isoformat(), func.length(c.period) == 10)
             .group_by(c.subject_id)
         )
-    return [(int(s), float(v)) for s, v in connection.execute(query)]
+    return query
 
 
-def _currency_rows(
-    connection: Connection,
-    program: ProgramRecord,
-    compiled: CompiledProgram,
-    board: Leaderboard,
-    period: str,
-    today: dt.date,
-) -> list[tuple[int, float]]:
+def _currency_query(
+    program: ProgramRecord, compiled: CompiledProgram, board: Leaderboard, period: str, today: dt.date
+) -> Select[Any]:
+    """(participant id, amount earned) of each participant with an amount on a currency board in ``period``."""
     if period == "all":
         c = t.positions.c
-        query = select(c.participant_id, c.earned).where(c.program_id == program.id, c.currency == board.currency)
-        return [(int(s), float(v)) for s, v in connection.execute(query)]
+        return select(c.participant_id, c.earned).where(c.program_id == program.id, c.currency == board.currency)
     dates = window_dates(period, today) if rolling_days(period) else period_dates(period)
     assert dates is not None
     tz = zone(compiled.timezone)
     start = dt.datetime.combine(dates[0], dt.time(), tz)
     end = dt.datetime.combine(dates[1] + dt.timedelta(days=1), dt.time(), tz)
     c = t.ledger_entries.c
-    query = (
+    return (
         select(c.participant_id, func.sum(c.amount))
         .where(
             c.program_id == program.id,
@@ -108,7 +125,6 @@ def _currency_rows(
         )
         .group_by(c.participant_id)
     )
-    return [(int(s), float(v)) for s, v in connection.execute(query)]
 
 
 def rank(rows: Sequence[Row]) -> list[tuple[int, Row]]:
@@ -156,6 +172,10 @@ def leaderboard(
     plain = _plain_board(connection, program, board, period_name) if not scope else None
     if plain is not None:
         return head | _fast(connection, program, board, plain, period_name, limit=limit, offset=offset, around=around)
+    if not scope:
+        values = _values(program, compiled, board, period_name, today)
+        ranked = _in_sql(connection, board, values, f"board {board.key!r} for {period_name}")
+        return head | ranked.page(connection, limit=limit, offset=offset, around=around)
     return head | _slow(
         connection, program, compiled, board, period_name, today, scope=scope, limit=limit, offset=offset, around=around
     )
@@ -294,6 +314,71 @@ def _from_redis(
     return None if internal is None else copy.entries(plain, program.version, limit=limit, around=internal)
 
 
+def _attribute_number(connection: Connection, name: str) -> ColumnElement[Any]:
+    """A participant attribute as a number when it is a JSON number (not a boolean nor text), else NULL: the
+    divisor of a normalised board, in SQL. ``name`` is a plain identifier (the document's pattern says so)."""
+    attributes = t.participants.c.attributes
+    if connection.dialect.name == "postgresql":
+        held = attributes.op("->")(literal(name))
+        number = cast(attributes.op("->>")(literal(name)), Float)
+        return case((func.json_typeof(held) == "number", number), else_=null())
+    path = f"$.{name}"
+    return case((func.json_type(attributes, path).in_(("integer", "real")), func.json_extract(attributes, path)))
+
+
+def _in_sql(connection: Connection, board: Leaderboard, values: Select[Any], called: str) -> _Ranked:
+    """The board's rows (subject id, external id, name, value) as one query over its ``values``, divided by
+    the participant's handicap on a normalised board (a participant without a positive number there is left
+    off, as :func:`_slow` leaves them)."""
+    raw = values.subquery()
+    subject_id, amount = raw.c[0], raw.c[1]
+    subjects = t.teams if board.by == "team" else t.participants
+    value: ColumnElement[Any] = amount
+    query = select(subject_id.label("subject_id"), subjects.c.external_id, subjects.c.name).join(
+        subjects, subjects.c.id == subject_id
+    )
+    if board.normalize:
+        divisor = _attribute_number(connection, board.normalize.rsplit(".", 1)[1])
+        value = amount / divisor
+        query = query.where(divisor > 0)
+    return _Ranked(query.add_columns(value.label("value")).subquery(), called)
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """A board ranked by the database (normalised, rolling and windowed currency boards without a scope: no
+    index keeps their values in order): a page is the page's rows, then one count of the board and of the
+    rows ahead of the page, instead of every row of the board in Python."""
+
+    rows: Subquery
+    called: str  # "board 'quota-month' for 2026-12", for a refusal
+
+    def page(self, connection: Connection, *, limit: int, offset: int, around: str | None) -> dict[str, Any]:
+        r = self.rows.c
+        if around is not None:
+            mine = connection.execute(select(r.value, r.subject_id).where(r.external_id == around)).first()
+            if mine is None:
+                raise NotFound(f"{around!r} is not on {self.called}")
+            ahead = (r.value > mine.value) | ((r.value == mine.value) & (r.subject_id < mine.subject_id))
+            position = connection.execute(select(func.count()).select_from(self.rows).where(ahead)).scalar_one()
+            offset, limit = max(0, position - limit), position + limit + 1 - max(0, position - limit)
+        found = connection.execute(
+            select(r.subject_id, r.external_id, r.name, r.value)
+            .order_by(r.value.desc(), r.subject_id)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        ahead_of_page = case((r.value > found[0].value, 1), else_=0) if found else literal(0)
+        counted = select(func.count(), func.coalesce(func.sum(ahead_of_page), 0)).select_from(self.rows)
+        total, above = connection.execute(counted).one()
+        entries, rank = [], above + 1
+        for i, row in enumerate(found):
+            if i and row.value != found[i - 1].value:
+                rank = offset + i + 1  # a tie's first row is ranked by its place; the rest share it
+            entries.append({"rank": rank, "id": row.external_id, "name": row.name, "value": _number(float(row.value))})
+        return {"total": total, "entries": entries}
+
+
 def _slow(
     connection: Connection,
     program: ProgramRecord,
@@ -307,12 +392,10 @@ def _slow(
     offset: int,
     around: str | None,
 ) -> dict[str, Any]:
-    """Every row of the board, ranked in Python: for scopes, normalization, rolling windows and
-    currency boards over a window, whose values are not one index range."""
-    if board.metric is not None:
-        raw = _metric_rows(connection, program, board, period_name, today)
-    else:
-        raw = _currency_rows(connection, program, compiled, board, period_name, today)
+    """Every row of the board, ranked in Python: for scoped boards (a team's members, an attribute's value),
+    whose rows are not one query's."""
+    query = _values(program, compiled, board, period_name, today)
+    raw = [(int(s), float(v)) for s, v in connection.execute(query)]
     subject_table = t.teams if board.by == "team" else t.participants
     columns = [subject_table.c.id, subject_table.c.external_id, subject_table.c.name]
     if board.by == "participant":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import leather
@@ -67,6 +69,15 @@ def liability_by_month(report: Mapping[str, Any]) -> Markup | None:
     return _lines("Redeemed and expired by month", series, "%b %Y")
 
 
+class _Exact(leather.Linear):  # type: ignore[misc]  # leather has no type hints
+    """A linear scale over exactly ``low``..``high`` with the ticks given: leather's own searches for "nice"
+    bounds and ticks, which costs more than drawing the whole chart."""
+
+    def __init__(self, low: float, high: float, ticks: list[int]) -> None:
+        self._data_min, self._data_max = Decimal(low), Decimal(high)
+        self._ticker = SimpleNamespace(min=self._data_min, max=self._data_max, ticks=ticks)
+
+
 class _Marks(leather.Dots):  # type: ignore[misc]  # leather has no type hints
     """A dot on each day's rank, with no legend entry of its own: the line beside it names it."""
 
@@ -80,10 +91,11 @@ def board_movement(ranks: Mapping[str, Mapping[dt.date, int]], days: Sequence[dt
     if len(days) < 2 or not ranks:
         return None
     chart = leather.Chart()
-    chart.add_x_scale(0, len(days) - 1)  # one tick a kept day, under its dots (a time scale ticks elsewhere)
-    chart.add_x_axis(ticks=list(range(len(days))), tick_formatter=lambda i, _i, _n: days[int(i)].strftime("%-d %b"))
-    chart.add_y_scale(-deepest, -1)  # drawn upside down: the leader's line at the top
-    chart.add_y_axis(ticks=[-r for r in range(1, deepest + 1)], tick_formatter=lambda rank, _i, _n: f"#{-rank}")
+    x_ticks, y_ticks = list(range(len(days))), [-r for r in range(1, deepest + 1)]
+    chart.set_x_scale(_Exact(-0.3, len(days) - 0.7, x_ticks))  # one tick a kept day, under its dots
+    chart.add_x_axis(ticks=x_ticks, tick_formatter=lambda i, _i, _n: days[int(i)].strftime("%-d %b"))
+    chart.set_y_scale(_Exact(-deepest - 0.4, -0.6, y_ticks))  # upside down: the leader's line at the top
+    chart.add_y_axis(ticks=y_ticks, tick_formatter=lambda rank, _i, _n: f"#{-rank}")
     for (name, held), color in zip(ranks.items(), TEN * 5, strict=False):
         points = [(i, -held[day] if held.get(day, deepest + 1) <= deepest else None) for i, day in enumerate(days)]
         chart.add_line(points, name=name, stroke_color=color, width=3)

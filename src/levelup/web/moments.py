@@ -32,13 +32,12 @@ def recent(connection: Connection, program_id: int, limit: int, scanned: int = 5
     awards make most of a busy feed, and a walk back past all of them to find older moments would cost a
     read of the whole feed (what a TV shows is what just happened)."""
     f = t.feed.c
+    newest = select(f.id, f.kind).where(f.program_id == program_id).order_by(f.id.desc()).limit(scanned).subquery()
+    shown = select(newest.c.id).where(newest.c.kind.not_in(QUIET_KINDS))  # payloads read for these only
     rows = connection.execute(
-        select(f.id, f.participant, f.kind, f.payload, f.at)
-        .where(f.program_id == program_id)
-        .order_by(f.id.desc())
-        .limit(scanned)
+        select(f.id, f.participant, f.kind, f.payload, f.at).where(f.id.in_(shown)).order_by(f.id.desc()).limit(limit)
     )
-    return [Published(*row) for row in rows if row.kind not in QUIET_KINDS][:limit]
+    return [Published(*row) for row in rows]
 
 
 def names(connection: Connection, program_id: int, external_ids: set[str]) -> dict[str, str]:
