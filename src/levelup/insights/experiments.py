@@ -5,8 +5,8 @@ exactly those scoring used. The population is everyone with an event in the wind
 is the experiment's metric summed over the local days the window touches (0 without any). The difference of the
 means (the rest minus the held out) comes with a 95% confidence interval by Welch's t (unequal variances,
 Welch–Satterthwaite degrees of freedom); the difference is called real when the interval excludes zero.
-No scipy: the t quantile is the Cornish–Fisher expansion around the normal one (exact to 0.01 from 2
-degrees of freedom on, exact at 1).
+No scipy: the t quantile is the Cornish–Fisher expansion around the normal one from 2 degrees of freedom
+on (within 1% of the table), exact at 1 and 2, interpolated in 1/df between them.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 
 Z975 = 1.959963984540054  # the normal distribution's 97.5% quantile: a two-sided 95% interval
+T1, T2 = 12.706204736174698, 4.302652729749464  # Student's t 97.5% quantiles at 1 and 2 degrees of freedom
 
 
 def t_quantile(df: float) -> float:
     """Student's t 97.5% quantile for ``df`` degrees of freedom (Cornish–Fisher around the normal one)."""
     if df <= 1:
-        return 12.706204736174698  # tan(0.475 π): exact for one degree of freedom
+        return T1  # exact for one degree of freedom
+    if df < 2:  # between the exact values at 1 and 2, linear in 1/df (the expansion is poor below 2)
+        return T1 + (T2 - T1) * (1 - 1 / df) / 0.5
     z = Z975
     terms = (
         (z**3 + z) / 4,
@@ -102,6 +105,11 @@ def _applies_to(experiment: Experiment) -> str:
     return f"rule {target.rule}" if target.rule else f"challenge {target.challenge}" if target.challenge else "program"
 
 
+def _plain(value: float, sign: str = "") -> str:
+    """A number as a sentence shows it: whole from 100 up (12,345), else four significant digits."""
+    return f"{value:{sign},.0f}" if abs(value) >= 100 else f"{value:{sign},.4g}"
+
+
 def compare_one(experiment: Experiment, values: dict[str, float]) -> dict[str, Any]:
     """One experiment's groups compared, with the sentence that says whether the difference is real."""
     held = [v for who, v in sorted(values.items()) if held_out(experiment, who)]
@@ -133,9 +141,9 @@ def compare_one(experiment: Experiment, values: dict[str, float]) -> dict[str, A
         else "it could be chance: the 95% interval includes zero"
     )
     out["sentence"] = (
-        f"{experiment.key}: with {what}, participants averaged {out['treated']['mean']:,.4g} {metric}, held out "
-        f"{out['held_out']['mean']:,.4g}: a difference of {result['difference']:+,.4g} "
-        f"(95% CI {result['low']:+,.4g} to {result['high']:+,.4g}); {verdict}"
+        f"{experiment.key}: with {what}, participants averaged {_plain(out['treated']['mean'])} {metric}, held "
+        f"out {_plain(out['held_out']['mean'])}: a difference of {_plain(result['difference'], '+')} "
+        f"(95% CI {_plain(result['low'], '+')} to {_plain(result['high'], '+')}); {verdict}"
     )
     return out
 

@@ -162,12 +162,12 @@ class Engagement(Out):
 def get_engagement(
     access: ReadAccess,
     start: From = None,
-    end: To = None,
+    to: To = None,
     grain: Literal["day", "week", "month"] = "week",
 ) -> Response:
     """Active participants per day, week or month, awards per active participant, the share who earned
     nothing, week-over-week retention by cohort, time to the first award, challenge completion rates."""
-    window = common.window(start, end)
+    window = common.window(start, to)
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         body = engagement.engagement(connection, record, access.compiled(connection, record), *window, grain)
@@ -406,12 +406,12 @@ class Experiments(Out):
 def get_experiments(
     access: ReadAccess,
     start: From = None,
-    end: To = None,
+    to: To = None,
     experiment: Annotated[str | None, Query(max_length=64, description="one experiment (default: all)")] = None,
 ) -> Response:
     """Holdout experiments of the document in force: each one's metric, the rest against the held out, over the
     participants active in the window, with a 95% interval and a plain verdict on whether the difference is real."""
-    window = common.window(start, end)
+    window = common.window(start, to)
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         body = holdouts.experiments(connection, record, access.compiled(connection, record), *window, key=experiment)
