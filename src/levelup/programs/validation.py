@@ -18,7 +18,7 @@ from levelup.errors import FieldError, Invalid, data_errors, nesting, path_of
 from levelup.metrics.periods import ROLLING
 from levelup.programs import personal
 from levelup.programs.document import ProgramDocument
-from levelup.rules.expressions import Expression, ExpressionError, check_cost
+from levelup.rules.expressions import EVENT_VARIABLES, Expression, ExpressionError, check_cost
 from levelup.sources import validation as sources
 
 MAX_DOCUMENT_BYTES = 1_000_000
@@ -51,6 +51,14 @@ class _StrictLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+    def construct_yaml_binary(self, node: Any) -> Any:
+        """Refused: a document is JSON data, and bytes would pass for text past the CEL check (pydantic
+        decodes them), to fail only when the engine compiles them."""
+        raise yaml.constructor.ConstructorError(None, None, "binary (!!binary) is not JSON", node.start_mark)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:binary", _StrictLoader.construct_yaml_binary)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -122,16 +130,18 @@ def expressions_of(data: Any) -> Iterator[tuple[str, str]]:
             for name in fields:
                 if isinstance(item.get(name), str):
                     yield f"{section}[{i}].{name}", item[name]
-            award = item.get("award") if section == "rules" else None
+            paid = {"rules": "award", "challenges": "reward"}.get(section)  # a goal's reward: on its last event
+            award = item.get(paid) if paid else None
             for currency, amount in award.items() if isinstance(award, dict) else ():
                 if isinstance(amount, str):
-                    yield f"{section}[{i}].award.{currency}", amount
+                    yield f"{section}[{i}].{paid}.{currency}", amount
 
 
 def _raw_errors(data: dict[str, Any]) -> Iterator[FieldError]:
     """Checks that need no valid shape: CEL syntax and the currencies rules award."""
     currencies = data.get("currencies")
-    known = {c.get("key") for c in currencies if isinstance(c, dict)} if isinstance(currencies, list) else set()
+    listed = currencies if isinstance(currencies, list) else []
+    known = {c["key"] for c in listed if isinstance(c, dict) and isinstance(c.get("key"), str)}  # a list: unhashable
     rules = data.get("rules")
     for i, rule in enumerate(rules if isinstance(rules, list) else []):
         award = rule.get("award") if isinstance(rule, dict) else None
@@ -140,15 +150,28 @@ def _raw_errors(data: dict[str, Any]) -> Iterator[FieldError]:
                 yield FieldError(f"rules[{i}].award.{currency}", f'unknown currency "{currency}"')
     for path, source in expressions_of(data):
         try:
-            Expression.compile(source)
+            expression = Expression.compile(source)
         except ExpressionError as exc:
             where = f" at column {exc.column}" if exc.column else ""
             yield FieldError(path, f"CEL syntax error{where}: {exc}")
+            continue
+        seen = frozenset({"participant"}) if path.endswith(".eligible") else EVENT_VARIABLES
+        if unknown := expression.free_variables - seen:  # a typo (dta.amount) would fail on every event
+            yield FieldError(
+                path, f"unknown variable(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(seen))}"
+            )
             continue
         try:
             check_cost(source)
         except ExpressionError as exc:
             yield FieldError(path, str(exc))
+
+
+def _constant_errors(path: str, award: dict[str, Any] | None) -> Iterator[FieldError]:
+    """What is paid without an event (referrals, prizes, team rewards at closing) cannot be an expression."""
+    for currency, amount in (award or {}).items():
+        if not isinstance(amount, int | float):
+            yield FieldError(f"{path}.{currency}", "a constant amount (there is no event to compute from)")
 
 
 def _award_errors(path: str, award: dict[str, Any] | None, doc: ProgramDocument) -> Iterator[FieldError]:
@@ -213,9 +236,7 @@ def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
             yield from _award_errors(f"tiers.steps[{s}].multiplier", step.multiplier, doc)
     if doc.referrals:
         yield from _award_errors("referrals.award", doc.referrals.award, doc)
-        for currency, amount in doc.referrals.award.items():
-            if not isinstance(amount, int | float):
-                yield FieldError(f"referrals.award.{currency}", "a constant amount (there is no event to compute from)")
+        yield from _constant_errors("referrals.award", doc.referrals.award)
     tier_names = {s.name for s in doc.tiers.steps} if doc.tiers else set()
     level_names = {s.name for s in doc.levels.steps} if doc.levels else set()
     for i, reward in enumerate(doc.rewards):
@@ -281,6 +302,9 @@ def _challenge_errors(path: str, challenge: Any, doc: ProgramDocument, metric_re
             yield FieldError(f"{path}.prizes", "a competition needs prizes")
         for p, prize in enumerate(challenge.prizes or []):
             yield from _award_errors(f"{path}.prizes[{p}].award", prize.award, doc)
+            yield from _constant_errors(f"{path}.prizes[{p}].award", prize.award)
+    if challenge.mode == "team":
+        yield from _constant_errors(f"{path}.reward", challenge.reward)
     yield from _competition_errors(path, challenge)
     if challenge.eligible and challenge.mode == "team":
         yield FieldError(f"{path}.eligible", "eligibility by attributes is for individual challenges; use teams")
