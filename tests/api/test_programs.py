@@ -6,6 +6,10 @@ from typing import Any
 
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
 
 PROBLEM = "application/problem+json"
 ACME = "/api/v1/programs/acme-sales"
@@ -210,3 +214,20 @@ def test_generated_explanations_mention_caps(client: TestClient, admin: dict[str
     assert "3" in ways["review"]["explain"] and "month" in ways["review"]["explain"]
     assert ways["profile"]["cap"] == {"max": 1, "per": "all"}
     assert "at most 1" in ways["profile"]["explain"]
+
+
+def test_reapplying_to_a_database_stored_before_a_new_field_makes_no_version(
+    client: TestClient, admin: dict[str, str], acme_text: str, runtime: Runtime
+) -> None:
+    """A version stored before ``sources`` existed holds no ``sources: []``: the same document applied again is
+    still the same once both are read by the current model."""
+    assert put_yaml(client, ACME, acme_text, admin).status_code == 201
+    v = t.program_versions.c
+    with runtime.db.write() as connection:
+        stored = connection.execute(select(v.document)).scalar_one()
+        assert stored.pop("sources") == []
+        connection.execute(update(t.program_versions).values(document=stored))
+    again = put_yaml(client, ACME, acme_text, admin)
+    assert (again.status_code, again.json()["version"], again.json()["changed"]) == (200, 1, False)
+    changed = put_yaml(client, ACME, acme_text.replace("per: day", "per: week", 1), admin)
+    assert (changed.json()["version"], changed.json()["changed"]) == (2, True)

@@ -106,6 +106,16 @@ def document_of(connection: Connection, program: ProgramRecord, version: int | N
     return document
 
 
+def _normalised(stored: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored document as the current model writes it (fields added since, such as ``sources: []``, at
+    their defaults), so re-applying the same document to a database made before them is still no change;
+    None when the current model refuses it (then any document applied is a change)."""
+    try:
+        return ProgramDocument.model_validate(stored).model_dump(mode="json", by_alias=True, exclude_none=True)
+    except ValueError:
+        return None
+
+
 def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[ProgramRecord, bool]:
     """Make ``doc`` the version in force. Returns the record and whether a new version was made.
 
@@ -128,7 +138,7 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
         program_id = row.id
         current = ProgramRecord(row.id, doc.program, row.version)
         in_force = document_of(connection, current)
-        if in_force == document:
+        if _normalised(in_force) == document:
             return current, False
         version = row.version + 1
         connection.execute(t.programs.update().where(t.programs.c.id == program_id).values(version=version))
