@@ -130,6 +130,13 @@ def _window_keys(grain: str, start: dt.datetime, end: dt.datetime, timezone: str
     return list(dict.fromkeys(period_key(grain, first + dt.timedelta(days=d)) for d in range((last - first).days + 1)))
 
 
+def _in_periods(period: ColumnElement[str], keys: list[str]) -> list[ColumnElement[bool]]:
+    """``period`` among ``keys`` (of one grain) as a range: an index range per participant, where an IN list of
+    a hundred days is a hundred probes each. Keys of one grain sort in time order, and the length keeps
+    other grains out (a month 2026-10 sorts between two days)."""
+    return [period >= min(keys), period <= max(keys), func.length(period) == len(keys[0])]
+
+
 def _near_caps(
     connection: Connection, program_id: int, compiled: CompiledProgram, start: dt.datetime, end: dt.datetime
 ) -> list[Flag]:
@@ -147,7 +154,7 @@ def _near_caps(
             .where(
                 p.program_id == program_id,
                 rc.rule == rule.key,
-                rc.period.in_(_window_keys(per, start, end, compiled.timezone)),
+                *_in_periods(rc.period, _window_keys(per, start, end, compiled.timezone)),
                 rc.count > 0,
             )
             .group_by(rc.participant_id)
