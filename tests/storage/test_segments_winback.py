@@ -19,8 +19,10 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from levelup.challenges.closing import close_periods
 from levelup.cli.demo import load_retail
 from levelup.demo import retail
+from levelup.events.ingest import ingest
 from levelup.events.replay import replay
 from levelup.insights.segments import quintiles, segment_of, slug
 from levelup.jobs import registry as jobs
@@ -28,7 +30,7 @@ from levelup.programs import service as programs
 from levelup.programs.validation import validate_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from tests.conftest import fresh_database
+from tests.conftest import EXAMPLES, fresh_database
 
 FEBRUARY = dt.datetime(2011, 2, 1, tzinfo=retail.TIMEZONE)  # London is on UTC in winter
 WIN_BACK = {
@@ -141,3 +143,53 @@ def test_the_win_back_challenge_pays_exactly_the_at_risk_who_came_back(loaded: R
 def test_replay_reads_the_segments_live_scoring_read(loaded: Runtime) -> None:
     report = replay(loaded, retail.PROGRAM)
     assert report.ok, report.mismatches[:5]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_a_ranking_closes_over_the_at_risk_only(runtime: Runtime) -> None:
+    """A competition's ``eligible`` is judged when its period closes, on the segments assigned by then."""
+    doc = yaml.safe_load((EXAMPLES / "acme-sales.yaml").read_text())
+    doc["challenges"].append(
+        {
+            "key": "comeback-cup",
+            "kind": "competition",
+            "metric": "revenue",
+            "every": "month",
+            "eligible": 'participant.segment == "at-risk"',
+            "prizes": [{"rank": 1, "award": {"coins": 300}}],
+        }
+    )
+    with runtime.db.write() as connection:
+        record, _ = programs.apply(connection, validate_document(doc), actor="test")
+    events = [
+        {"id": f"d{i}", "type": "deal.won", "participant": rep, "occurred_at": "2026-10-14T15:00:00Z"}
+        | {"data": {"amount": amount}}
+        for i, (rep, amount) in enumerate((("rep-1", 9000), ("rep-2", 4000), ("rep-3", 1000)))
+    ]
+    assert {o.status for o in ingest(runtime, "acme-sales", events)} == {"accepted"}
+    p = t.participants.c
+    with runtime.db.write() as connection:
+        ids = dict(connection.execute(select(p.external_id, p.id).where(p.program_id == record.id)).all())
+        connection.execute(
+            t.segment_assignments.insert(),
+            [
+                {"participant_id": ids[rep], "effective_at": at, "program_id": record.id, "segment": segment}
+                for rep, at, segment in (
+                    ("rep-1", dt.datetime(2026, 9, 1, tzinfo=dt.UTC), "champions"),
+                    ("rep-2", dt.datetime(2026, 9, 1, tzinfo=dt.UTC), "at-risk"),
+                    ("rep-3", dt.datetime(2026, 9, 1, tzinfo=dt.UTC), "at-risk"),
+                    ("rep-3", dt.datetime(2026, 10, 20, tzinfo=dt.UTC), "loyal"),  # the latest counts at close
+                )
+            ],
+        )
+    closed = close_periods(runtime, now=dt.datetime(2026, 11, 3, tzinfo=dt.UTC), program_keys=["acme-sales"])
+    cup = [c for c in closed if c.challenge == "comeback-cup"]
+    assert [(c.period, c.paid) for c in cup] == [("2026-10", 1)]
+    e = t.ledger_entries.c
+    with runtime.db.read() as connection:
+        prizes = connection.execute(
+            select(p.external_id, e.amount)
+            .join(t.participants, p.id == e.participant_id)
+            .where(e.kind == "prize", e.explain.like("comeback-cup%"))
+        ).all()
+    assert [tuple(r) for r in prizes] == [("rep-2", 300)]

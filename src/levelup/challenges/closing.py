@@ -28,6 +28,7 @@ from levelup.jobs.items import in_batches
 from levelup.leaderboards.service import Row, rank
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import grain_of, period_dates, period_end, zone
+from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Challenge, duration_seconds
@@ -137,12 +138,23 @@ def participants_taking_part(
     ):
         teams.setdefault(participant_id, []).append(team)
     condition = compiled.eligibility.get(challenge.key)
+    segments = (
+        participants.assignments(connection, program_id, [r.external_id for r in rows.values()])
+        if compiled.reads_segment
+        else {}
+    )
     return {
         i
         for i, r in rows.items()
         if eligible(
             challenge,
-            ParticipantState(r.external_id, r.name, tuple(teams.get(i, ())), r.attributes or {}),
+            ParticipantState(
+                r.external_id,
+                r.name,
+                tuple(teams.get(i, ())),
+                r.attributes or {},
+                segments=segments.get(r.external_id, ()),
+            ),
             condition,
             holdouts,
         )

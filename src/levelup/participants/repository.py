@@ -301,7 +301,7 @@ def set_status(
     feed.publish(connection, program_id, [FeedItem(external_id, "status", {"status": status}, now)])
 
 
-def _assignments(
+def assignments(
     connection: Connection, program_id: int, externals: list[str] | None
 ) -> dict[str, tuple[tuple[dt.datetime, str], ...]]:
     """Segment assignments, oldest first, of these participants (None: everyone in the program)."""
@@ -328,14 +328,14 @@ def load_inputs(
     same rows (:func:`preload_inputs`), so both read the segment in force at each event's time."""
     if not compiled.reads_segment or not states:
         return
-    for external, rows in _assignments(connection, program_id, list(states)).items():
+    for external, rows in assignments(connection, program_id, list(states)).items():
         states[external].segments = rows
 
 
 def preload_inputs(connection: Connection, program_id: int, state: Callable[[str], ParticipantState]) -> None:
     """Every participant's segment assignments and frozen ``target: auto`` targets, as live scoring was handed
     them, for replay and simulation (``state``: the world's states)."""
-    for external, rows in _assignments(connection, program_id, None).items():
+    for external, rows in assignments(connection, program_id, None).items():
         state(external).segments = rows
     f, p = t.personal_targets.c, t.participants.c
     for external, challenge, period, target in connection.execute(
