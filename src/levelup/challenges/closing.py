@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from levelup.engine.experiments import held_out_by
 from levelup.engine.goals import eligible
 from levelup.engine.model import ParticipantState
 from levelup.feed.service import FeedItem, publish
@@ -161,6 +162,24 @@ def participants_taking_part(
     }
 
 
+def _held_out_members(
+    connection: Connection,
+    compiled: CompiledProgram,
+    challenge: Challenge,
+    teams: dict[int, tuple[str, list[int]]],
+    winners: list[tuple[int, int, list[tuple[str, int]]]],
+) -> set[int]:
+    """Members of winning teams a holdout experiment keeps out of the whole program: not paid (their team's
+    result still counts their activity, as every metric does)."""
+    holdouts = compiled.challenge_holdouts.get(challenge.key)
+    ids = [m for subject, _place, _awards in winners for m in teams[subject][1]]
+    if not holdouts or not ids:
+        return set()
+    p = t.participants.c
+    found = connection.execute(select(p.id, p.external_id).where(p.id.in_(ids))).all()
+    return {int(i) for i, external in found if held_out_by(holdouts, external) is not None}
+
+
 def _dates_of(period: str) -> tuple[dt.date, dt.date] | None:
     """First and last day of a calendar period or of a one-off range key (``20261001-20261031``)."""
     if len(period) == 17 and period[8] == "-":
@@ -285,8 +304,9 @@ def settle(
     kind = "challenge" if challenge.kind == "goal" else "prize"
     label = challenge.name or challenge.key
     bookings: list[Booking] = []
+    kept_out = _held_out_members(connection, compiled, challenge, teams, winners) if subject_kind == "t" else set()
     for subject, place, awards in winners:
-        members = teams[subject][1] if subject_kind == "t" else [subject]
+        members = [m for m in teams[subject][1] if m not in kept_out] if subject_kind == "t" else [subject]
         why = f"{label} {period}: " + (f"rank {place}" if place else f"target {challenge.target:g} reached")
         for participant_id in members:
             bookings.extend(

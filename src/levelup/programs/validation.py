@@ -258,6 +258,7 @@ def _reference_errors(doc: ProgramDocument) -> Iterator[FieldError]:
 def _experiment_errors(doc: ProgramDocument) -> Iterator[FieldError]:
     """Each holdout names exactly one thing it holds out of, that exists, and a count or sum metric to compare."""
     rules, challenges = {r.key for r in doc.rules}, {c.key for c in doc.challenges}
+    team_challenges = {c.key: c.mode == "team" for c in doc.challenges}
     for i, experiment in enumerate(doc.experiments):
         path, target = f"experiments[{i}]", experiment.applies_to
         if sum((target.rule is not None, target.challenge is not None, target.program)) != 1:
@@ -266,6 +267,10 @@ def _experiment_errors(doc: ProgramDocument) -> Iterator[FieldError]:
             yield FieldError(f"{path}.applies_to.rule", f'unknown rule "{target.rule}"')
         if target.challenge is not None and target.challenge not in challenges:
             yield FieldError(f"{path}.applies_to.challenge", f'unknown challenge "{target.challenge}"')
+        elif target.challenge is not None and team_challenges.get(target.challenge):
+            yield FieldError(
+                f"{path}.applies_to.challenge", "a team challenge: a holdout is of participants (hold out the program)"
+            )
         metric = doc.metric(experiment.metric)
         if metric is None:
             yield FieldError(f"{path}.metric", f'unknown metric "{experiment.metric}"')
