@@ -18,6 +18,12 @@ RACE = (
 )
 
 
+TEAM_RANKING = (
+    "  - {key: team-october, kind: competition, mode: team, metric: revenue, start: 2026-10-01, end: 2026-10-31,\n"
+    "     prizes: [{rank: 1, award: {coins: 10}}]}\n"
+)
+
+
 def deal(event_id: str, who: str, day: int, amount: int) -> dict[str, Any]:
     return event(event_id, participant=who, occurred_at=f"2026-10-{day:02d}T15:00:00Z", data={"amount": amount})
 
@@ -88,6 +94,23 @@ def test_a_race_s_places_are_won_once(client: TestClient, admin: dict[str, str],
     assert chances(rows["ann"]) == [(1, 0, 1, True), (2, 0, 1, True)]  # finished first
     # bob needs 2 more deals: first place is gone; second takes P(N ≥ 2) at 1 deal in 21 days
     assert chances(rows["bob"]) == [(1, 2, 0, False), (2, 2, round(at_least(2, 10 / 21), 4), False)]
+
+
+def test_a_team_competition_paces_each_team_by_its_members(
+    client: TestClient, admin: dict[str, str], acme_text: str
+) -> None:
+    text = acme_text.replace("leaderboards:\n", TEAM_RANKING + "leaderboards:\n", 1)
+    assert client.put(P, content=text, headers={**admin, "Content-Type": "application/yaml"}).status_code == 201
+    for rep, team in (("ann", "east"), ("bob", "east"), ("cat", "west")):
+        client.put(f"{P}/participants/{rep}", json={"teams": [team]}, headers=admin)
+    events = [deal("a1", "ann", 5, 9000), deal("b1", "bob", 6, 5000), deal("c1", "cat", 7, 3000)]
+    assert client.post(f"{P}/events", json={"events": events}, headers=admin).status_code == 200
+    teams = competition(client, admin, "challenge=team-october")
+    assert (teams["mode"], teams["prizes"]) == ("team", [{"rank": 1, "holder": "east", "value": 14000.0}])
+    rows = {r["id"]: r for r in teams["participants"]}
+    # west: 11,000 behind, 3,000 a deal (its one member's one deal) → ⌈11,000 / 3,000⌉ = 4 deals at 1 in 21 days
+    assert (rows["east"]["events"], chances(rows["east"])) == (2, [(1, 0, 1, True)])
+    assert chances(rows["west"]) == [(1, 11000, round(at_least(4, 10 / 21), 4), False)]
 
 
 def test_possible_says_what_is_wrong(acme: TestClient, admin: dict[str, str]) -> None:

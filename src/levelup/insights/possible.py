@@ -7,7 +7,8 @@ their events of the metric's type since the competition began, over the days ela
 λ; over the days left they send N ~ Poisson(λ × days left) more events, each worth their average so far
 (value ÷ events). So the chance of closing a gap g is P(N ≥ ⌈g ÷ average⌉) (exactly below 1,000 events,
 by the normal approximation with continuity correction above). Others are taken as they stand: it is a
-gap to the current holder, not a forecast of the whole board. Team competitions are not covered.
+gap to the current holder, not a forecast of the whole board. A team competition is read the same way over
+the teams' values, its pace from the events of the team's current members (a team race is not covered).
 """
 
 from __future__ import annotations
@@ -64,15 +65,20 @@ def _bounds(challenge: Challenge, today: dt.date, timezone: str) -> tuple[str, d
 def _standing(
     connection: Connection, program_id: int, compiled: CompiledProgram, challenge: Challenge, period: str
 ) -> list[tuple[int, str, float]]:
-    """(participant id, external id, value) of those taking part with a value, best first."""
-    m, p = t.metric_totals.c, t.participants.c
+    """(participant or team id, external id, value) of those taking part with a value, best first."""
+    m = t.metric_totals.c
+    team = challenge.mode == "team"
+    subjects = t.teams if team else t.participants
     query = (
-        select(p.id, p.external_id, m.value)
-        .join(t.participants, p.id == m.subject_id)
-        .where(m.program_id == program_id, m.metric == challenge.metric, m.period == period, m.subject_kind == "p")
-        .order_by(m.value.desc(), p.external_id)
+        select(subjects.c.id, subjects.c.external_id, m.value)
+        .join(subjects, subjects.c.id == m.subject_id)
+        .where(m.program_id == program_id, m.metric == challenge.metric, m.period == period)
+        .where(m.subject_kind == ("t" if team else "p"))
+        .order_by(m.value.desc(), subjects.c.external_id)
     )
     rows = [(int(i), e, float(v)) for i, e, v in connection.execute(query)]
+    if team:
+        return [r for r in rows if not challenge.teams or r[1] in challenge.teams]
     if challenge.teams or challenge.entrants or challenge.eligible:
         admitted = participants_taking_part(connection, program_id, compiled, challenge, [r[0] for r in rows])
         rows = [r for r in rows if r[0] in admitted]
@@ -80,21 +86,27 @@ def _standing(
 
 
 def _events(
-    connection: Connection, program_id: int, kind: str, ids: list[int], since: dt.datetime, until: dt.datetime
+    connection: Connection,
+    program_id: int,
+    kind: str,
+    ids: list[int],
+    window: tuple[dt.datetime, dt.datetime],
+    *,
+    teams: bool,
 ) -> dict[int, int]:
-    """Events of ``kind`` per participant in [since, until) that still count (no reversal, not reversed)."""
-    e, r = t.events.c, t.reversals.c
+    """Events of ``kind`` in the window that still count (no reversal, not reversed), per participant, or per
+    team by its current members."""
+    e, r, mb = t.events.c, t.reversals.c, t.memberships.c
     undone = exists().where(r.program_id == program_id, r.reversed_event == e.event_id)
-    query = (
-        select(e.participant_id, func.count())
-        .where(
-            and_(e.participant_id.in_(ids), e.type == kind, e.occurred_at >= since, e.occurred_at < until),
-            e.reverses.is_(None),
-            ~undone,
-        )
-        .group_by(e.participant_id)
+    subject = mb.team_id if teams else e.participant_id
+    query = select(subject, func.count()).where(
+        and_(subject.in_(ids), e.type == kind, e.occurred_at >= window[0], e.occurred_at < window[1]),
+        e.reverses.is_(None),
+        ~undone,
     )
-    return {int(i): int(n) for i, n in connection.execute(query)}
+    if teams:
+        query = query.join(t.memberships, mb.participant_id == e.participant_id)
+    return {int(i): int(n) for i, n in connection.execute(query.group_by(subject))}
 
 
 def _competition(
@@ -107,7 +119,7 @@ def _competition(
     limit: int,
 ) -> dict[str, Any] | None:
     bounds = _bounds(challenge, local_date(as_of, compiled.timezone), compiled.timezone)
-    if bounds is None or challenge.metric is None:
+    if bounds is None or challenge.metric is None or (challenge.mode == "team" and challenge.format == "race"):
         return None
     period, first, after = bounds
     elapsed = max((as_of - first).total_seconds() / DAY, 1 / 24)  # at least an hour: a rate, not a division by 0
@@ -123,16 +135,16 @@ def _competition(
     if participant is not None:
         listed = [r for r in standing if r[1] == participant]
         if not listed:
+            subjects = t.teams if challenge.mode == "team" else t.participants
             found = connection.execute(
-                select(t.participants.c.id).where(
-                    t.participants.c.program_id == program.id, t.participants.c.external_id == participant
-                )
+                select(subjects.c.id).where(subjects.c.program_id == program.id, subjects.c.external_id == participant)
             ).scalar_one_or_none()
             listed = [] if found is None else [(int(found), participant, 0.0)]
     else:
         listed = standing[:limit]
     kind = compiled.metrics_by_key[challenge.metric].event
-    counts = _events(connection, program.id, kind, [r[0] for r in listed], first, min(as_of, after))
+    window = (first, min(as_of, after))
+    counts = _events(connection, program.id, kind, [r[0] for r in listed], window, teams=challenge.mode == "team")
     rows = []
     for pid, external, value in listed:
         events = counts.get(pid, 0)
@@ -169,6 +181,7 @@ def _competition(
     return {
         "challenge": challenge.key,
         "format": challenge.format,
+        "mode": challenge.mode,
         "metric": challenge.metric,
         "period": period,
         "ends_at": after.isoformat(),
@@ -203,22 +216,16 @@ def possible(
     participant: str | None = None,
     limit: int = 100,
 ) -> dict[str, Any]:
-    """Every open individual competition (or ``challenge``), the first ``limit`` of its board (or one
-    ``participant``) with what each prize rank takes and the chance of it."""
+    """Every open competition (or ``challenge``), the first ``limit`` of its board (or one ``participant``,
+    a team's id for a team competition) with what each prize rank takes and the chance of it."""
     wanted = [c for c in compiled.doc.challenges if c.kind == "competition" and not c.draft]
     if challenge is not None:
         wanted = [c for c in wanted if c.key == challenge]
-        if not wanted or wanted[0].mode != "individual":
-            raise Invalid(
-                "not an individual competition", errors=[FieldError("challenge", "an individual competition")]
-            )
+        if not wanted:
+            raise Invalid("not a competition", errors=[FieldError("challenge", "a competition of the program")])
     found = [
         c
-        for c in (
-            _competition(connection, program, compiled, ch, as_of, participant, limit)
-            for ch in wanted
-            if ch.mode == "individual"
-        )
+        for c in (_competition(connection, program, compiled, ch, as_of, participant, limit) for ch in wanted)
         if c is not None
     ]
     sentence = "; ".join(

@@ -486,6 +486,7 @@ class PrizeHolder(Out):
 class OpenCompetition(Out):
     challenge: str
     format: Literal["ranking", "race", "duel"]
+    mode: Literal["individual", "team"] = Field(description="team: the ids below are teams")
     metric: str
     period: str
     ends_at: str
@@ -506,12 +507,12 @@ class Possible(Out):
 def get_possible(
     access: ReadAccess,
     challenge: Annotated[str | None, Query(max_length=64, description="one individual competition")] = None,
-    participant: Annotated[str | None, Query(max_length=200, description="only this participant")] = None,
+    participant: Annotated[str | None, Query(max_length=200, description="only this participant (or team)")] = None,
     as_of: AsOf = None,
     limit: Limit = 100,
 ) -> Response:
-    """For each open individual competition: what each participant needs for each prize rank (the gap to
-    its current holder) and the chance of getting there by the end at their own pace."""
+    """For each open competition: what each participant (or team) needs for each prize rank (the gap to its
+    current holder) and the chance of getting there by the end at their own pace."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         body = possible.possible(
