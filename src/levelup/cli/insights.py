@@ -154,7 +154,8 @@ def insights(
     as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
     database: DatabaseOption = None,
 ) -> None:
-    """Analytics of a program: engagement, fairness, RFM segments, churn risk, suggested personal targets."""
+    """Analytics of a program: engagement, fairness, RFM segments, churn risk, suggested personal targets,
+    holdout experiments, anti-gaming flags (with the events to claw back), what each prize still takes."""
     if kind not in KINDS or grain not in engagement.GRAINS:
         errors.print(f"[red]error:[/red] KIND is one of {', '.join(KINDS)}; --grain day, week or month")
         raise typer.Exit(1)
