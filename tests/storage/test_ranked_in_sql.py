@@ -34,7 +34,8 @@ def both(*board: Any, **paging: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """A board's page ranked by the database, and by Python over every row."""
     connection, record, compiled, leaderboard, period, today = board
     values = service._values(record, compiled, leaderboard, period, today)
-    in_sql = service._in_sql(connection, leaderboard, values, "the board").page(connection, **paging)
+    ranked = service._in_sql(connection, record.id, leaderboard, values, "the board")
+    in_sql = ranked.page(connection, **paging)
     return in_sql, service._slow(*board, scope=None, **paging)
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     null,
     select,
 )
@@ -174,7 +175,7 @@ def leaderboard(
         return head | _fast(connection, program, board, plain, period_name, limit=limit, offset=offset, around=around)
     if not scope:
         values = _values(program, compiled, board, period_name, today)
-        ranked = _in_sql(connection, board, values, f"board {board.key!r} for {period_name}")
+        ranked = _in_sql(connection, program.id, board, values, f"board {board.key!r} for {period_name}")
         return head | ranked.page(connection, limit=limit, offset=offset, around=around)
     return head | _slow(
         connection, program, compiled, board, period_name, today, scope=scope, limit=limit, offset=offset, around=around
@@ -314,19 +315,29 @@ def _from_redis(
     return None if internal is None else copy.entries(plain, program.version, limit=limit, around=internal)
 
 
-def _attribute_number(connection: Connection, name: str) -> ColumnElement[Any]:
-    """A participant attribute as a number when it is a JSON number (not a boolean nor text), else NULL: the
-    divisor of a normalised board, in SQL. ``name`` is a plain identifier (the document's pattern says so)."""
-    attributes = t.participants.c.attributes
-    if connection.dialect.name == "postgresql":
-        held = attributes.op("->")(literal(name))
-        number = cast(attributes.op("->>")(literal(name)), Float)
-        return case((func.json_typeof(held) == "number", number), else_=null())
-    path = f"$.{name}"
-    return case((func.json_type(attributes, path).in_(("integer", "real")), func.json_extract(attributes, path)))
+def _divisors(connection: Connection, program_id: int, name: str) -> Subquery:
+    """(participant id, divisor): a participant attribute as a number when it is a JSON number (not a boolean
+    nor text), else NULL — a normalised board's handicap, in SQL. ``name`` is a plain identifier (the
+    document's pattern says so). PostgreSQL parses each participant's attributes once (the attribute's
+    fragment first, behind OFFSET 0 so it is not folded into each use: a third less time at 100,000);
+    SQLite reads the attribute where it is used (a subquery there would be materialised, and slower)."""
+    p = t.participants.c
+    if connection.dialect.name != "postgresql":
+        path = f"$.{name}"
+        found = func.json_extract(p.attributes, path)
+        divisor = case((func.json_type(p.attributes, path).in_(("integer", "real")), found), else_=null())
+        return (
+            select(p.id.label("participant_id"), divisor.label("divisor")).where(p.program_id == program_id).subquery()
+        )
+    fragment = p.attributes.op("->")(literal(name))
+    held = select(p.id.label("participant_id"), fragment.label("held")).where(p.program_id == program_id)
+    h = held.offset(0).subquery().c
+    number = cast(h.held.op("#>>")(literal_column("'{}'")), Float)
+    divisor = case((func.json_typeof(h.held) == "number", number), else_=null())
+    return select(h.participant_id, divisor.label("divisor")).subquery()
 
 
-def _in_sql(connection: Connection, board: Leaderboard, values: Select[Any], called: str) -> _Ranked:
+def _in_sql(connection: Connection, program_id: int, board: Leaderboard, values: Select[Any], called: str) -> _Ranked:
     """The board's rows (subject id, external id, name, value) as one query over its ``values``, divided by
     the participant's handicap on a normalised board (a participant without a positive number there is left
     off, as :func:`_slow` leaves them)."""
@@ -338,9 +349,9 @@ def _in_sql(connection: Connection, board: Leaderboard, values: Select[Any], cal
         subjects, subjects.c.id == subject_id
     )
     if board.normalize:
-        divisor = _attribute_number(connection, board.normalize.rsplit(".", 1)[1])
-        value = amount / divisor
-        query = query.where(divisor > 0)
+        divisors = _divisors(connection, program_id, board.normalize.rsplit(".", 1)[1])
+        value = amount / divisors.c.divisor
+        query = query.join(divisors, divisors.c.participant_id == subject_id).where(divisors.c.divisor > 0)
     return _Ranked(query.add_columns(value.label("value")).subquery(), called)
 
 
