@@ -22,10 +22,12 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -505,6 +507,49 @@ def test_validation_refuses_broken_documents_cleanly(data: Any) -> None:
         _score(doc, [Event("e", t, "ana", NOW, {"amount": 1}) for t in EVENT_TYPES])
 
 
+YAML_ODDITIES = (
+    "!!binary ZGF0YS5hbW91bnQgKw==",
+    "!!set {? a, ? b}",
+    "!!omap [a: 1, b: 2]",
+    "!!python/object/apply:os.getcwd []",
+    "!!timestamp 2026-01-01T00:00:00Z",
+    "&x [*x]",
+    "*nowhere",
+    "{? [a, b]: 1}",
+    ".inf",
+    ".nan",
+    "0x1F",
+    "1_000",
+    "0o17",
+    "2026-01-01",
+    "'\\x00'",
+    '"\\0"',
+    "~",
+    "!!str 5",
+    "!!int '7'",
+    "|\n  data.amount",
+)
+
+
+@FUZZ
+@given(documents(), st.data())
+def test_yaml_text_with_any_construct_is_refused_cleanly_or_scores(data: dict[str, Any], draw: st.DataObject) -> None:
+    """The document as YAML text, one value replaced by a construct JSON does not have (tags, aliases, complex
+    keys, special numbers): a clean refusal, or a document the engine compiles and scores."""
+    lines = yaml.safe_dump(data, sort_keys=False).splitlines()
+    values = [i for i, line in enumerate(lines) if re.match(r"^\s*(- )?[a-z_]+: \S", line)]
+    if values:
+        at = draw.draw(st.sampled_from(values))
+        key = lines[at].split(":", 1)[0]
+        lines[at] = f"{key}: {draw.draw(st.sampled_from(YAML_ODDITIES))}"
+    try:
+        doc = _within(VALIDATION_SECONDS, lambda: load_document("\n".join(lines)))
+    except Invalid as refused:
+        assert refused.detail and all(e.path for e in refused.errors)
+        return
+    _score(doc, [Event("e", t, "ana", NOW, {"amount": 1}) for t in EVENT_TYPES])
+
+
 @FUZZ_CEL
 @given(cel_sources, json_values, json_values)
 def test_an_expression_compiles_or_is_refused_and_evaluates_within_its_budget(
@@ -619,7 +664,8 @@ def test_an_expression_reading_an_unknown_variable_is_refused() -> None:
 
 def test_a_key_of_another_type_is_a_clean_refusal() -> None:
     """Found: a currency whose key was a list or a map raised TypeError (unhashable) in validation: a 500."""
-    for key in ([], {"a": 1}):
+    odd_keys: tuple[Any, ...] = ([], {"a": 1})
+    for key in odd_keys:
         data = _document(
             currencies=[{"key": key, "name": "XP"}], rules=[{"key": "r", "event": "deal.won", "award": {"xp": 1}}]
         )
