@@ -662,6 +662,17 @@ def test_an_expression_reading_an_unknown_variable_is_refused() -> None:
     }
 
 
+def test_a_source_mapping_may_use_a_comprehension() -> None:
+    """Found on the way: a CRM source's mapping with ``item.lines.exists(l, …)`` was refused (``l`` taken for an
+    unknown variable); a real unknown one still is."""
+    mapping = {"type": "deal.won", "id": "item.id", "participant": "item.owner"}
+    source = {"key": "crm", "kind": "webhook", "secret": {"env": "S"}}
+    fine = source | {"events": [mapping | {"when": "item.lines.exists(l, l.sku == 'x')"}]}
+    typo = source | {"events": [mapping | {"when": "itme.paid"}]}
+    assert _refusals(_document(sources=[fine])) == {}
+    assert _refusals(_document(sources=[typo])) == {"sources[0].events[0].when": "unknown variable(s): itme"}
+
+
 def test_a_key_of_another_type_is_a_clean_refusal() -> None:
     """Found: a currency whose key was a list or a map raised TypeError (unhashable) in validation: a 500."""
     odd_keys: tuple[Any, ...] = ([], {"a": 1})

@@ -41,7 +41,7 @@ def errors(doc: ProgramDocument) -> Iterator[FieldError]:
             except ExpressionError as exc:
                 yield FieldError(f"{path}.{where}", str(exc))
                 continue
-            unknown = expression.variables - VARIABLES
+            unknown = expression.free_variables - VARIABLES  # those a comprehension binds are known
             if "object" in expression.variables and source.fetch is None:
                 yield FieldError(f"{path}.{where}", "uses object, but the source has no fetch")
             if unknown:
