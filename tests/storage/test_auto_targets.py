@@ -27,6 +27,7 @@ from sqlalchemy import select
 from levelup.errors import Invalid
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
+from levelup.insights import simulate
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.validation import validate_document
@@ -133,9 +134,28 @@ def test_auto_targets_are_frozen_stretches_and_batching_changes_nothing(runtime:
     # a late deal of week 48 raises rep-b's history, not this week's target
     ingest(runtime, "acme-one", [deal("late", "rep-b", WEEKS[3], 59)], now=now)
     assert stored(runtime, "acme-one")["targets"] == one["targets"]
+    # week 50: rep-b's history is now 1, 1, 2, 6 (median 1.5 × 1.2 = 1.8, floored: 2); two deals complete it
+    # (the fallback, 5, would not: so the simulation below sees whether it was handed the frozen target)
+    w50 = [deal(f"w50-rep-b-{i}", "rep-b", dt.date(2026, 12, 7), i) for i in range(2)]
+    assert {o.status for o in ingest(runtime, "acme-one", w50, now=now + dt.timedelta(days=2))} == {"accepted"}
+    assert stored(runtime, "acme-one")["targets"][("rep-b", "2026-W50")] == (2.0, "own")
+    assert ("rep-b", "2026-W50") in stored(runtime, "acme-one")["completions"]
     for key in ("acme-one", "acme-all"):
         report = replay(runtime, key)
         assert report.ok, report.mismatches[:5]
+    # simulating the document in force over all time is handed the same frozen targets: live balances
+    start, end = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    simulated = simulate.run(runtime, "acme-one", validate_document(document("acme-one")), start, end)
+    pos, p = t.positions.c, t.participants.c
+    with runtime.db.read() as connection:
+        live: dict[str, dict[str, int]] = {}
+        for rep, currency, available in connection.execute(
+            select(p.external_id, pos.currency, pos.available)
+            .join(t.participants, p.id == pos.participant_id)
+            .where(p.program_id == programs.find(connection, "acme-one").id)
+        ):
+            live.setdefault(rep, {})[currency] = available
+    assert simulated["current"]["participants"] == live and simulated["changes"] == []
 
 
 def test_target_auto_is_checked_with_its_paths() -> None:

@@ -79,8 +79,11 @@ def as_scored(state: ParticipantState, row: Any, names: Mapping[str, Any]) -> Ev
     """The stored event for the engine, its participant's state set as when it was scored: name and
     attributes (first sight), the teams it counted for, the tier and whether suspended."""
     if state.name is None and row.external_id in names:
-        state.name = names[row.external_id].name
-        state.attributes = names[row.external_id].attributes or {}
+        found = names[row.external_id]
+        state.name = found.name
+        state.attributes = found.attributes or {}
+        if getattr(found, "segments", None) is not None:  # simulation hands the stored inputs (replay preloads)
+            state.segments, state.targets = found.segments, found.targets  # read only: never changed by scoring
     state.teams = tuple(row.teams)
     state.tier, state.status = row.tier, "suspended" if row.suspended else "active"
     return event_from_row(row)

@@ -50,6 +50,7 @@ from levelup.metrics.periods import (
     window_dates,
     zone,
 )
+from levelup.participants import repository as participants
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Challenge, Leaderboard, ProgramDocument
@@ -382,10 +383,13 @@ class Stored(NamedTuple):
 
 
 class Known(NamedTuple):
-    """A participant's name and attributes, as ``as_scored`` reads them."""
+    """A participant's name and attributes, and the stored inputs live scoring was handed (segment
+    assignments, frozen ``target: auto`` targets), as ``as_scored`` reads them."""
 
     name: str | None
     attributes: Any
+    segments: tuple[tuple[dt.datetime, str], ...] = ()
+    targets: dict[tuple[str, str], float] = {}  # noqa: RUF012 (shared empty default, never written)
 
 
 def _score_apart(
@@ -500,12 +504,14 @@ def simulate(
     window(start, end)
     if draft.program != program.key:
         raise Invalid("another program", errors=[FieldError("document.program", f"must be {program.key!r}")])
-    names = participant_rows(connection, program.id)
+    rows_of = participant_rows(connection, program.id)
+    segments, targets = participants.stored_inputs(connection, program.id)
+    names = {k: Known(r.name, r.attributes, segments.get(k, ()), targets.get(k, {})) for k, r in rows_of.items()}
     reversed_later = _reversed_in(connection, program.id, start, end)
     members = _team_members(connection, program.id)
     rows = stored_events(connection, program.id, start=start, end=end)
     if parallel:
-        known = {k: Known(r.name, r.attributes) for k, r in names.items()}
+        known = names
         documents = [
             (programs.document_of(connection, program), program.version),
             (draft.model_dump(mode="json", by_alias=True, exclude_none=True), program.version + 1),

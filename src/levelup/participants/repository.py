@@ -332,15 +332,26 @@ def load_inputs(
         states[external].segments = rows
 
 
-def preload_inputs(connection: Connection, program_id: int, state: Callable[[str], ParticipantState]) -> None:
-    """Every participant's segment assignments and frozen ``target: auto`` targets, as live scoring was handed
-    them, for replay and simulation (``state``: the world's states)."""
-    for external, rows in assignments(connection, program_id, None).items():
-        state(external).segments = rows
+def stored_inputs(
+    connection: Connection, program_id: int
+) -> tuple[dict[str, tuple[tuple[dt.datetime, str], ...]], dict[str, dict[tuple[str, str], float]]]:
+    """Every participant's segment assignments and frozen ``target: auto`` targets (by external id), as live
+    scoring was handed them: for replay and simulation."""
     f, p = t.personal_targets.c, t.participants.c
+    targets: dict[str, dict[tuple[str, str], float]] = {}
     for external, challenge, period, target in connection.execute(
         select(p.external_id, f.challenge, f.period, f.target)
         .join(t.participants, p.id == f.participant_id)
         .where(f.program_id == program_id)
     ):
-        state(external).targets[(challenge, period)] = float(target)
+        targets.setdefault(external, {})[(challenge, period)] = float(target)
+    return assignments(connection, program_id, None), targets
+
+
+def preload_inputs(connection: Connection, program_id: int, state: Callable[[str], ParticipantState]) -> None:
+    """Hand a world's states (``state``) the stored inputs, before replay scores the log."""
+    segments, targets = stored_inputs(connection, program_id)
+    for external, rows in segments.items():
+        state(external).segments = rows
+    for external, frozen in targets.items():
+        state(external).targets.update(frozen)
