@@ -50,7 +50,7 @@ from simulate import stored
 from workload import START, generate
 
 WINDOW = (START - dt.timedelta(days=1), START + dt.timedelta(days=100))  # every generated event
-AS_OF = dt.datetime(2026, 10, 20, 4, 0, tzinfo=dt.UTC)  # october-blitz open, 11 days left
+AS_OF = dt.datetime(2026, 10, 20, 4, 0, tzinfo=dt.UTC)  # october-blitz open, 12 days left
 PLANTED = 50  # reps with each planted pattern
 GIVEN = START + dt.timedelta(days=40)  # when the planted kudos are given: inside the window
 KUDOS = "kudos: {currency: coins, budget: {amount: 1000, per: week}}\n"
