@@ -180,3 +180,30 @@ def test_target_auto_is_checked_with_its_paths() -> None:
     with pytest.raises(Invalid) as shape:
         validate_document(doc)
     assert [e.path for e in shape.value.errors] == ["challenges[0].target"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_a_batch_across_weeks_freezes_the_targets_one_event_at_a_time_would(runtime: Runtime) -> None:
+    """Four weeks of history and week 49 in one batch: each week's targets are frozen from the weeks before
+    it as stored by then, as when every event came alone (the batch is scored in parts, one a week)."""
+    now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    history = [
+        deal(f"h-{rep}-{w}-{i}", rep, WEEKS[w], i) for rep, counts in HISTORY.items() for w, n in enumerate(counts)
+        for i in range(n)
+    ]  # fmt: skip
+    late = deal("late", "rep-b", WEEKS[2], 59)  # a week-47 deal after week 49's: frozen targets do not move
+    stream = sorted(history, key=lambda e: e["occurred_at"]) + this_week() + [late]
+    for key in ("acme-one", "acme-all"):
+        with runtime.db.write() as connection:
+            record, _ = programs.apply(connection, validate_document(document(key)), actor="test")
+            for rep in ("rep-a", "rep-b", "rep-c"):
+                participants.set_profile(connection, record.id, rep, name=None, teams=["east"], attributes=None)
+    for event in stream:
+        assert ingest(runtime, "acme-one", [event], now=now)[0].status == "accepted"
+    assert {o.status for o in ingest(runtime, "acme-all", stream, now=now)} == {"accepted"}
+    one, together = stored(runtime, "acme-one"), stored(runtime, "acme-all")
+    assert one["targets"][("rep-a", "2026-W49")] == (6.0, "own")  # from weeks 45-48, stored before week 49
+    assert one == together
+    for key in ("acme-one", "acme-all"):
+        report = replay(runtime, key)
+        assert report.ok, report.mismatches[:5]

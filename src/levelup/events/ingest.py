@@ -141,8 +141,13 @@ def _ingest(
         else:
             outcomes[i] = _conflict(event.id)
 
-    if fresh:
-        _score_and_write(runtime, connection, program, compiled, fresh, received_at, outcomes)
+    cut = personal_targets.parts(compiled, (e.occurred_at or received_at for _, e, _ in fresh))
+    if len(cut) > 1:  # parts take their participants one after the other: all of them first, in id order
+        participants.lock_known(connection, program.id, {e.participant for _, e, _ in fresh})
+    accepted: dict[str, str] = {}  # event id → digest, of events accepted earlier in this batch
+    for part in cut:
+        if fresh[part]:
+            _score_and_write(runtime, connection, program, compiled, fresh[part], received_at, outcomes, accepted)
     assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
 
@@ -165,6 +170,7 @@ def _score_and_write(
     fresh: list[tuple[int, EventIn, str]],
     received_at: dt.datetime,
     outcomes: list[Outcome | None],
+    accepted: dict[str, str],
 ) -> None:
     unnumbered = [(i, e.to_event(received_at)) for i, e, _ in fresh]
     named = [[e.participant, referrals.named(compiled, e)] for _, e in unnumbered]  # in the order they appear
@@ -211,7 +217,6 @@ def _score_and_write(
     )
     done: list[Effects] = []
     digests = {i: digest for i, _, digest in fresh}
-    accepted: dict[str, str] = {}  # event id → digest, of events accepted earlier in this batch
     for i, event in events:
         if event.id in accepted:  # the same id twice in one batch: as if sent one after the other
             outcomes[i] = Outcome(event.id, "duplicate") if accepted[event.id] == digests[i] else _conflict(event.id)

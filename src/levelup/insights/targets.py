@@ -187,6 +187,19 @@ def targets(
     }
 
 
+def parts(compiled: CompiledProgram, times: Iterable[dt.datetime]) -> list[slice]:
+    """Where a batch (its events' times, in order) is cut so that it freezes the targets one event at a time
+    would: a new part wherever the events' ``target: auto`` periods change, each part scored once the parts
+    before it are stored (a week's targets come from the weeks before it, which the same batch may hold).
+    One part, the whole batch, for a document without such goals."""
+    autos = [c for c in compiled.goals if c.auto_target and c.every]
+    if not autos:
+        return [slice(None)]
+    keys = [tuple(goal_period(c, local_date(when, compiled.timezone)) for c in autos) for when in times]
+    cuts = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    return [slice(a, b) for a, b in zip([0, *cuts], [*cuts, len(keys)], strict=True)]
+
+
 def freeze(
     connection: Connection,
     program_id: int,

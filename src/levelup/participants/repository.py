@@ -116,6 +116,15 @@ def lock(connection: Connection, ids: Iterable[int]) -> None:
         ).all()
 
 
+def lock_known(connection: Connection, program_id: int, external_ids: Iterable[str]) -> None:
+    """Lock those of these participants that exist, in id order: a batch scored in parts takes them all
+    before its first part, so two such batches cannot wait on each other in opposite orders."""
+    if connection.dialect.name != "sqlite":
+        p = t.participants.c
+        found = select(p.id).where(p.program_id == program_id, p.external_id.in_(sorted(set(external_ids))))
+        lock(connection, connection.execute(found).scalars())
+
+
 def load_states(
     connection: Connection,
     program_id: int,
