@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from levelup.api.server import NoDelayH11Protocol
+from levelup.api.server import NoDelayH11Protocol, uvicorn_settings
 from levelup.audit import service as audit
 from levelup.cli import recovery
 from levelup.cli.importer import count_records, import_file
@@ -137,6 +137,7 @@ def serve(
             http=NoDelayH11Protocol,
             # live-feed streams never end by themselves: cut them then (clients resume by Last-Event-ID)
             timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+            **uvicorn_settings(),  # keep-alive, largest head, concurrency, backlog (docs/deploy.md, Slow clients)
         )
 
 
@@ -524,22 +525,77 @@ def print_board(board: dict[str, Any]) -> None:
     console.print(table)
 
 
+CLI_ADMIN = keys.Principal("cli", "admin", frozenset({keys.ALL_PROGRAMS}))  # whoever runs the CLI owns the database
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="admin, ingest or read")],
     program: Annotated[list[str], typer.Option("--program", "-p", help="a program it may touch; * for all")],
     note: Annotated[str | None, typer.Option(help="what the key is for")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="when it stops working: 30d, 12h, or an ISO date or time (UTC by default)")
+    ] = None,
     database: DatabaseOption = None,
 ) -> None:
     """Make an API key. The secret is printed once and never stored."""
     if role not in keys.RANK:
         errors.print(f"[red]error:[/red] role must be admin, ingest or read, not {role!r}")
         raise typer.Exit(1)
+    try:
+        expires_at = keys.parse_expiry(expires, dt.datetime.now(dt.UTC)) if expires else None
+    except ValueError as exc:
+        errors.print(f"[red]error:[/red] --expires: {exc}")
+        raise typer.Exit(1) from None
     runtime = _runtime(database)
-    with runtime.db.write() as connection:
-        key_id, secret = keys.create(connection, role=role, programs=program, creator=None, note=note)
-    console.print(f"key id {key_id} ({role} on {', '.join(program)})")
+    try:
+        with runtime.db.write() as connection:
+            key_id, secret = keys.create(
+                connection, role=role, programs=program, creator=None, note=note, expires_at=expires_at
+            )
+    except LevelupError as exc:
+        _fail(exc)
+    until = f", expires {expires_at.astimezone(dt.UTC).isoformat()}" if expires_at else ""
+    console.print(f"key id {key_id} ({role} on {', '.join(program)}{until})")
     print(secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (levelup keys list)")], database: DatabaseOption = None
+) -> None:
+    """Revoke a key: from now on it gets 401. Audited, with ``cli`` as the actor."""
+    runtime = _runtime(database)
+    try:
+        with runtime.db.write() as connection:
+            keys.revoke(connection, key_id, by=CLI_ADMIN)
+    except LevelupError as exc:
+        _fail(exc)
+    console.print(f"key {key_id} revoked")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines instead of a table")] = False,
+    database: DatabaseOption = None,
+) -> None:
+    """Every stored key, oldest first, with its expiry and when it was last used (at most a minute behind);
+    never a secret."""
+    runtime = _runtime(database)
+    with runtime.db.read() as connection:
+        listed = keys.listed(connection, by=CLI_ADMIN)
+    if as_json:
+        for key in listed:
+            print(json.dumps(key, ensure_ascii=False))
+        return
+    table = Table(title="API keys · oldest first")
+    table.add_column("id", no_wrap=True, min_width=16)  # whole, to copy into levelup keys revoke
+    for column in ("role", "programs", "note", "created", "expires", "last used", "revoked"):
+        table.add_column(column)
+    for key in listed:
+        when = [key[name] or "" for name in ("created_at", "expires_at", "last_used_at", "revoked_at")]
+        table.add_row(key["id"], key["role"], ", ".join(key["programs"]), key["note"] or "", *when)
+    console.print(table)
 
 
 @links_app.command("create")
@@ -601,3 +657,7 @@ from levelup.cli import insights as _insights  # noqa: E402
 app.command()(_insights.simulate)
 app.command()(_insights.insights)
 app.add_typer(_insights.segments_app, name="segments")
+
+from levelup.cli import clawback as _clawback  # noqa: E402
+
+app.command()(_clawback.clawback)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
+from levelup.engine.clawback import CLAWBACK
 from levelup.engine.experiments import held_out_by
 from levelup.engine.levels import level_name
 from levelup.engine.model import (
@@ -120,7 +121,11 @@ def metric_contributions(
             if metric.aggregate == "max" and (number != value or not math.isfinite(number)):
                 effects.problems.append(Problem(f"metric:{metric.key}", f"value {value!r} is not a number"))
                 continue
-            value_key = json.dumps(value, sort_keys=True, default=str)[:200]
+            try:
+                value_key = json.dumps(value, sort_keys=True, default=str)[:200]
+            except TypeError:  # a CEL map whose keys mix types ({1: 'a', 'b': 2}) has no order to write it in
+                effects.problems.append(Problem(f"metric:{metric.key}", f"value {value!r} has keys of mixed types"))
+                continue
             effects.samples.extend(
                 MetricSample(metric.key, periods[0], number, value_key, 1, team) for team in subjects
             )
@@ -283,7 +288,13 @@ def _reverse(
     before = event.reverses
     done, now = reversed_event.refunded, reversed_event.refunded + event.share
     whole = now == WHOLE
-    what = "reversal" if event.share == WHOLE else f"refund of {event.share / WHOLE:.6g}"
+    what = (
+        "clawback"  # an admin took it back (levelup.events.clawback), audited: the ledger says so
+        if event.type == CLAWBACK
+        else "reversal"
+        if event.share == WHOLE
+        else f"refund of {event.share / WHOLE:.6g}"
+    )
     # rule awards are undone here; a goal's reward follows its completion (see _settle_goal)
     for entry in (e for e in reversed_event.entries if e.kind == "rule"):
         amount = entry.amount * now // WHOLE - entry.amount * done // WHOLE
