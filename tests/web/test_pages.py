@@ -217,3 +217,25 @@ def test_the_rules_page_says_how_to_play_in_words_linkable_by_anchor(game: Game)
     assert 'id="rule-call-logged"' in page and 'id="badge-top-closer"' in page and 'id="challenge-five-a-week"' in page
     assert "5 XP per call of a minute or more, up to 20 calls a day" in shown and "at most 20 a day" in shown
     assert "Bronze: " in shown and "Levels climb on the lifetime xp earned" in shown
+
+
+def test_a_participant_who_opted_out_keeps_their_place_without_their_name(game: Game) -> None:
+    """Opting out of public boards (PUT …/visibility, or the home's own form): the TV keeps each row and rank,
+    names no one there, nor in its moments; Dana's home names the one above only if they did not opt out."""
+    game.post(event("b-2", participant="rep-9", data={"amount": 777_000, "deal_id": "B-2"}))  # Bob leads
+    for rep in ("rep-17", "rep-9"):
+        made = game.client.put(f"{P}/participants/{rep}/visibility", json={"hidden": True}, headers=game.admin)
+        assert made.status_code == 200, made.text
+    shown = text(game.client.get(game.tv["url"]).text)
+    assert "Dana Scully" not in shown and "Bob Marley" not in shown and "rep-17" not in shown
+    assert "Hidden participant won Top Closer — Bronze" in shown  # the moment, without the name
+    assert "Hidden participant" in text(game.client.get(at(game.tv["url"], "tv/boards")).text)
+    home = text(game.client.get(game.dana["url"]).text)
+    assert "Hi Dana Scully" in home and "1,770 behind Hidden participant (1)" in home and "Bob" not in home
+    bob = game.client.get(game.bob["url"]).text
+    assert "show your place without your name" in text(bob)
+    shown_again = {"hidden": "false", "csrf": csrf_token(game.bob["token"])}
+    assert game.client.post(at(game.bob["url"], "me/visibility"), data={"hidden": "false"}).status_code == 403
+    answer = text(game.client.post(at(game.bob["url"], "me/visibility"), data=shown_again).text)
+    assert "Public screens show your name again" in answer and "Hide my name on public screens" in answer
+    assert "1,770 behind Bob Marley (1)" in text(game.client.get(game.dana["url"]).text)

@@ -27,18 +27,22 @@ def set_hidden(connection: Connection, program_id: int, external_id: str, hidden
     return hidden
 
 
+def hidden(connection: Connection, program_id: int, external_ids: Iterable[str]) -> set[str]:
+    """Those of these participants who opted out of public boards."""
+    wanted = sorted(set(external_ids))
+    if not wanted:
+        return set()
+    p = t.participants.c
+    query = select(p.external_id).where(p.program_id == program_id, p.external_id.in_(wanted), p.hidden)
+    return set(connection.execute(query).scalars())
+
+
 def masked(connection: Connection, program_id: int, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A participants' board's entries as a public screen shows them: a hidden participant's id and name
     replaced, rank and value kept (a team board's entries are teams: pass them through unchanged)."""
     rows = [dict(e) for e in entries]
-    ids = [r["id"] for r in rows]
-    p = t.participants.c
-    hidden = set(
-        connection.execute(
-            select(p.external_id).where(p.program_id == program_id, p.external_id.in_(ids), p.hidden)
-        ).scalars()
-    )
+    masking = hidden(connection, program_id, (r["id"] for r in rows))
     for row in rows:
-        if row["id"] in hidden:
+        if row["id"] in masking:
             row["id"], row["name"] = HIDDEN_ID, HIDDEN_NAME
     return rows

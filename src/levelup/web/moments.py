@@ -3,13 +3,14 @@ moment to celebrate (a badge, a level up, a completed challenge, a prize, a tier
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from levelup.feed.service import Published
+from levelup.participants.visibility import HIDDEN_NAME
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
 
@@ -41,24 +42,39 @@ def recent(connection: Connection, program_id: int, limit: int, scanned: int = 5
 
 
 def names(connection: Connection, program_id: int, external_ids: set[str]) -> dict[str, str]:
-    """Display names of those participants (their id when they have none)."""
+    """Display names of those participants (their id when they have none; a participant who opted out of
+    public boards is not named: docs/security.md)."""
     if not external_ids:
         return {}
     p = t.participants.c
     rows = connection.execute(
-        select(p.external_id, p.name).where(p.program_id == program_id, p.external_id.in_(sorted(external_ids)))
+        select(p.external_id, p.name, p.hidden).where(
+            p.program_id == program_id, p.external_id.in_(sorted(external_ids))
+        )
     )
-    return {row.external_id: row.name or row.external_id for row in rows}
+    return {row.external_id: HIDDEN_NAME if row.hidden else row.name or row.external_id for row in rows}
+
+
+def _named(item: Published) -> set[str]:
+    """Every participant a feed item's sentence names."""
+    p = item.payload
+    named = {item.participant} if item.participant else set()
+    if item.kind == "kudos":
+        named.add(str(p["from"]))
+    if item.kind == "period.closed":
+        named.update(str(r["id"]) for r in (p.get("ranking") or [])[:1])
+        named.update(str(r) for r in (p.get("reached") or [])[:5])
+    return named
 
 
 def moments(
     connection: Connection, program_id: int, compiled: CompiledProgram, items: Sequence[Published]
 ) -> list[Moment]:
     """The sentences of those feed items that say something to a room (others are left out)."""
-    who = names(connection, program_id, {i.participant for i in items if i.participant})
+    who = names(connection, program_id, {n for i in items for n in _named(i)})
     said = []
     for item in items:
-        text = _sentence(item, who.get(item.participant or "", item.participant or ""), compiled)
+        text = _sentence(item, who, compiled)
         if text is not None:
             celebrate = item.kind in ("badge", "challenge", "period.closed") or (
                 item.kind in ("level", "tier") and bool(item.payload.get("up"))
@@ -67,8 +83,9 @@ def moments(
     return said
 
 
-def _sentence(item: Published, name: str, compiled: CompiledProgram) -> str | None:
+def _sentence(item: Published, who: Mapping[str, str], compiled: CompiledProgram) -> str | None:
     p = item.payload
+    name = who.get(item.participant or "", item.participant or "")
     badges = {b.key: b.name for b in compiled.doc.badges}
     challenges = {c.key: c.name or c.key for c in compiled.doc.challenges}
     if item.kind == "badge":
@@ -82,11 +99,12 @@ def _sentence(item: Published, name: str, compiled: CompiledProgram) -> str | No
     if item.kind == "streak":
         return f"{name} is on a {p['length']}-long {p['streak']} streak" if p["length"] >= 3 else None
     if item.kind == "kudos":
-        return f"{p['from']} gave {name} kudos: “{p['message']}”"
+        return f"{who.get(p['from'], p['from'])} gave {name} kudos: “{p['message']}”"
     if item.kind == "period.closed":
         title = challenges.get(p["challenge"], p["challenge"])
         if p.get("ranking"):
-            return f"{title} ({p['period']}): {p['ranking'][0]['id']} takes first prize"
-        reached = p.get("reached") or []
-        return f"{title} ({p['period']}): reached by {', '.join(reached[:5])}" if reached else None
+            first = p["ranking"][0]["id"]
+            return f"{title} ({p['period']}): {who.get(first, first)} takes first prize"
+        reached = ", ".join(who.get(r, r) for r in (p.get("reached") or [])[:5])
+        return f"{title} ({p['period']}): reached by {reached}" if reached else None
     return None

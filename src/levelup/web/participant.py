@@ -24,6 +24,7 @@ from levelup.ledger import lots
 from levelup.ledger import service as ledger
 from levelup.metrics.periods import local_date, period_key, rolling_days
 from levelup.participants import repository as participants
+from levelup.participants import visibility
 from levelup.participants.profile import profile
 from levelup.rewards import service as rewards
 from levelup.rules.catalog import how_to_play
@@ -90,6 +91,8 @@ def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
         entries = body["entries"]
         at = next(i for i, e in enumerate(entries) if e["id"] == opened.participant)
         above = entries[at - 1] if at > 0 and entries[at - 1]["rank"] < entries[at]["rank"] else None
+        if above is not None:  # the one above may have opted out of being shown: a place, not a name
+            above = visibility.masked(connection, opened.program.id, [above])[0]
         shown.append(
             {
                 "name": board_title(board),
@@ -121,6 +124,7 @@ def _home(runtime: Runtime, program: str, token: str | None) -> dict[str, Any]:
             "cases": cases.of_participant(connection, opened.program, opened.participant_id),
             "boards": _boards(connection, opened),
             "received": [e for e in entries if e["kind"] == "kudos"],
+            "hidden": bool(visibility.hidden(connection, opened.program.id, [opened.participant])),
         }
 
 
@@ -144,12 +148,14 @@ async def home(program: str, request: Request, token: Token = None, notice: Noti
         received=read["received"],
         cases=read["cases"],
         boards=read["boards"],
+        hidden=read["hidden"],
         currencies={c.key: c for c in doc.currencies},
         badges={b.key: b for b in doc.badges},
         challenges={c.key: c for c in doc.challenges},
         action={
             "kudos": _here(opened, "me/kudos"),
             "case": _here(opened, "me/cases"),
+            "visibility": _here(opened, "me/visibility"),
         },
     )
 
@@ -219,6 +225,20 @@ async def post_case(program: str, request: Request, token: Token = None) -> Resp
                 connection, opened.program, opened.participant_id, fields.get("message", ""), entry_id=entry
             )
         return "Thanks: your case is open, the answer will show here."
+
+    return await _attempt(opened, "me", write)
+
+
+@router.post("/p/{program}/me/visibility")
+async def post_visibility(program: str, request: Request, token: Token = None) -> Response:
+    """The participant's own choice to be shown on public screens (the TV) or not: still scored and ranked."""
+    runtime, opened, fields = await _posted(request, program, token)
+    hide = fields.get("hidden") == "true"
+
+    def write() -> str:
+        with runtime.db.write() as connection:
+            visibility.set_hidden(connection, opened.program.id, opened.participant, hide)
+        return "Public screens no longer show your name." if hide else "Public screens show your name again."
 
     return await _attempt(opened, "me", write)
 

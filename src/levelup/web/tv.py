@@ -20,6 +20,7 @@ from levelup.feed import service as feed
 from levelup.leaderboards import history
 from levelup.leaderboards.service import leaderboard
 from levelup.metrics.periods import local_date
+from levelup.participants import visibility
 from levelup.runtime import Runtime
 from levelup.web.access import Opened, open_page
 from levelup.web.charts import board_movement
@@ -50,16 +51,21 @@ def _boards(connection: Connection, opened: Opened, now: dt.datetime) -> list[di
         for entry in board["entries"]:
             before = yesterday.get(entry["id"])
             entry["since"] = None if not yesterday else "new" if before is None else before - entry["rank"]
-        shown.append(
-            board | {"name": board_title(by_key[key])} | _movement(connection, opened, board, by_key[key].by, today)
-        )
+        by = by_key[key].by
+        masking = visibility.hidden(connection, opened.program.id, (e["id"] for e in board["entries"]))
+        moved = _movement(connection, opened, board, by, today, masking if by == "participant" else set())
+        if by == "participant" and masking:  # opted out: the row keeps its place, without a name
+            board["entries"] = visibility.masked(connection, opened.program.id, board["entries"])
+        shown.append(board | {"name": board_title(by_key[key])} | moved)
     return shown
 
 
-def _movement(connection: Connection, opened: Opened, board: dict[str, Any], by: str, today: dt.date) -> dict[str, Any]:
+def _movement(
+    connection: Connection, opened: Opened, board: dict[str, Any], by: str, today: dt.date, hidden: set[str]
+) -> dict[str, Any]:
     """The board's top 10 as they stood at the end of each of the last :data:`MOVEMENT_DAYS` days of its
-    period (and now): a chart, and the same in words for its caption."""
-    leaders = board["entries"][:10]
+    period (and now): a chart, and the same in words for its caption; without the ``hidden`` (opted out)."""
+    leaders = [e for e in board["entries"][:10] if e["id"] not in hidden]
     first = today - (MOVEMENT_DAYS - 1) * DAY
     kept = history.movement(
         connection, opened.program, board["key"], by, board["period"], [e["id"] for e in leaders], first
