@@ -17,6 +17,7 @@ week 48 afterwards moves no target. Replay reads the stored targets and finds no
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,8 +28,9 @@ from sqlalchemy import select
 from levelup.errors import Invalid
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
-from levelup.insights import simulate
+from levelup.insights import segments, simulate
 from levelup.participants import repository as participants
+from levelup.programs import export
 from levelup.programs import service as programs
 from levelup.programs.validation import validate_document
 from levelup.runtime import Runtime
@@ -207,3 +209,38 @@ def test_a_batch_across_weeks_freezes_the_targets_one_event_at_a_time_would(runt
     for key in ("acme-one", "acme-all"):
         report = replay(runtime, key)
         assert report.ok, report.mismatches[:5]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_an_export_carries_frozen_targets_and_segments_to_the_copy(runtime: Runtime) -> None:
+    """Frozen targets and segment assignments are inputs the engine was handed, not derived from the log
+    alike later: the export carries them (``target`` and ``segment`` lines) and the copy scores as the source."""
+    set_up(runtime, "acme-src")
+    with runtime.db.write() as connection:
+        record = programs.find(connection, "acme-src")
+        compiled = runtime.programs.compiled(connection, record)
+        at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        assigned = segments.assign(connection, record, compiled, now=at, metric=None)
+    assert assigned["changed"] == 3  # rep-a, b and c (rep-d has no event yet)
+    week = ingest(runtime, "acme-src", this_week(), now=dt.datetime(2026, 12, 6, tzinfo=dt.UTC))
+    assert {o.status for o in week} == {"accepted"}
+    with runtime.db.read() as connection:
+        exported = [json.dumps(line) for line in export.lines(connection, "acme-src")]
+    kinds = [json.loads(line)["kind"] for line in exported]
+    assert kinds.count("segment") == 3 and kinds.count("target") == len(stored(runtime, "acme-src")["targets"])
+    export.rebuild(runtime, exported, as_key="acme-copy")
+    assert stored(runtime, "acme-copy") == stored(runtime, "acme-src")
+    sa, p = t.segment_assignments.c, t.participants.c
+    with runtime.db.read() as connection:
+        held = {
+            key: sorted(
+                connection.execute(
+                    select(p.external_id, sa.effective_at, sa.segment)
+                    .join_from(t.segment_assignments, t.participants, p.id == sa.participant_id)
+                    .where(sa.program_id == programs.find(connection, key).id)
+                ).all()
+            )
+            for key in ("acme-src", "acme-copy")
+        }
+    assert held["acme-copy"] == held["acme-src"] and len(held["acme-src"]) == 3
+    assert replay(runtime, "acme-copy").ok

@@ -1,7 +1,8 @@
 """Export a program's inputs as JSON Lines, and rebuild a program from them elsewhere.
 
 Only what was *given* is exported — documents as applied, teams and participants, the event log, adjustments,
-kudos, redemptions and their cancellations, status changes, tier overrides, launches, cases — plus the moments
+kudos, redemptions and their cancellations, status changes, tier overrides, launches, cases, and what the engine
+was handed beside events (segment assignments, frozen ``target: auto`` targets) — plus the moments
 the time-driven jobs had effects. Everything derived (ledger, lots, balances, metrics, badges, levels, tiers,
 ranks, feed) is recomputed by the import, which sends each input through the path that first took it
 (``events.ingest``, ``ledger.service.adjust``, ``kudos.give``, ``rewards.redeem``, ``jobs.run`` …, all posting
@@ -231,8 +232,37 @@ def _job_moments(connection: Connection, program_id: int) -> Iterator[tuple[dt.d
         yield at, {"kind": "job", "job": job}
 
 
+def _engine_inputs(connection: Connection, program_id: int) -> Iterator[tuple[dt.datetime, Line]]:
+    """What the engine was handed besides events and could not recompute alike later: each segment
+    assignment from its moment, each ``target: auto`` target as frozen when a batch first needed it."""
+    p, sa, pt = t.participants.c, t.segment_assignments.c, t.personal_targets.c
+    segments = (
+        select(sa.effective_at.label("at"), p.external_id, sa.segment)
+        .join_from(t.segment_assignments, t.participants, p.id == sa.participant_id)
+        .where(sa.program_id == program_id)
+        .order_by(sa.effective_at, sa.participant_id)
+    )
+    targets = (
+        select(pt.created_at.label("at"), p.external_id, pt.challenge, pt.period, pt.target, pt.source)
+        .join_from(t.personal_targets, t.participants, p.id == pt.participant_id)
+        .where(pt.program_id == program_id)
+        .order_by(pt.created_at, pt.participant_id, pt.challenge, pt.period)
+    )
+    segment_lines = (
+        (r.at, {"kind": "segment", "participant": r.external_id, "segment": r.segment})
+        for r in _rows(connection, segments)
+    )
+    target_lines = (
+        (r.at, {"kind": "target", "participant": r.external_id, "challenge": r.challenge, "period": r.period}
+         | {"target": r.target, "source": r.source})
+        for r in _rows(connection, targets)
+    )  # fmt: skip
+    yield from heapq.merge(segment_lines, target_lines, key=lambda item: item[0])
+
+
 TIMELINE: tuple[Callable[[Connection, int], Iterator[tuple[dt.datetime, Line]]], ...] = (
     _documents,
+    _engine_inputs,  # before the events of the same moment: a batch found them stored
     _audited,
     _events,
     _adjustments,
@@ -424,6 +454,15 @@ class _Rebuild:
                 actor=line["by"],
                 now=at,
             )
+        elif kind == "segment":
+            who = participants.find_id(connection, program.id, line["participant"])
+            row = {"participant_id": who, "program_id": program.id, "effective_at": at, "segment": line["segment"]}
+            connection.execute(t.segment_assignments.insert().values(row))
+        elif kind == "target":
+            who = participants.find_id(connection, program.id, line["participant"])
+            fields = {name: line[name] for name in ("challenge", "period", "target", "source")}
+            row = {"participant_id": who, "program_id": program.id, "created_at": at} | fields
+            connection.execute(t.personal_targets.insert().values(row))
         elif kind == "case":
             self._case(connection, program, line, at)
         elif kind == "case.answer":
