@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from levelup.engine.experiments import draw
 from levelup.events.replay import replay
 from levelup.referrals.service import pay_due
 from levelup.runtime import Runtime
@@ -166,3 +167,25 @@ def test_a_suspended_participant_gets_no_kudos_and_gives_none(
         refused = client.post(f"{a}/kudos", json=body, headers=admin)
         assert refused.status_code == 409 and refused.json()["code"] == "participant_suspended"
     assert client.get(f"{a}/participants/ann", headers=admin).json()["balances"]["coins"] == 0
+
+
+def test_a_referrer_held_out_of_the_program_is_paid_nothing(
+    client: TestClient, admin: dict[str, str], brewhouse_text: str, runtime: Runtime
+) -> None:
+    """A program holdout keeps its members from every award, referral payments too: that referral is void."""
+    experiment = "experiments: [{key: ab, holdout: 0.5, applies_to: {program: true}, metric: spend}]\n"
+    apply(client, admin, brewhouse_text + EXTRA + experiment)
+    held, kept = "amy", "cat"
+    assert draw("ab", held) < 0.5 <= draw("ab", kept)  # the experiment's draw: amy held out, cat not
+    post(
+        client,
+        admin,
+        referral("ref-1", "bea", held),
+        referral("ref-2", "dot", kept),
+        purchase("p-1", "bea", 12, "2026-11-02T10:00:00Z"),
+        purchase("p-2", "dot", 12, "2026-11-02T10:00:00Z"),
+    )
+    assert pay_due(runtime, now=dt.datetime(2027, 1, 1, tzinfo=dt.UTC)) == 1
+    assert (beans(client, admin, held), beans(client, admin, kept)) == (0, 200)
+    assert sorted(statuses(runtime).values()) == ["paid", "void"]
+    assert pay_due(runtime, now=dt.datetime(2027, 2, 1, tzinfo=dt.UTC)) == 0

@@ -156,6 +156,7 @@ class CompiledProgram:
         self.eligibility = {c.key: Expression.compile(c.eligible) for c in doc.challenges if c.eligible}
         # holdout experiments by what they hold participants out of (the whole program: every rule and challenge)
         whole = tuple(e for e in doc.experiments if e.applies_to.program)
+        self.program_holdouts = whole  # also keep their members from referral payments (referrals.service)
         self.rule_holdouts: dict[str, tuple[Experiment, ...]] = {
             r.key: found for r in doc.rules if (found := (*whole, *_aimed(doc, "rule", r.key)))
         }

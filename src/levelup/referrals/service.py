@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from levelup.engine.experiments import held_out_by
 from levelup.engine.model import Effects, Event, ParticipantState, ReferralState
 from levelup.jobs.items import in_batches
 from levelup.ledger.service import Booking, book
@@ -146,12 +147,21 @@ def _pay(
                 select(r.referred_id).where(r.referred_id.in_([d.referred_id for d in due]), r.status == "qualified")
             ).scalars()
         )
-        active = set(
+        active = dict(
             connection.execute(
-                select(p.id).where(p.id.in_([d.referrer_id for d in due]), p.status == "active")
-            ).scalars()
+                select(p.id, p.external_id).where(p.id.in_([d.referrer_id for d in due]), p.status == "active")
+            ).all()
         )
-        payable = [d for d in due if d.referred_id in still and d.referrer_id in active]
+        # a referrer held out of the whole program by an experiment is paid nothing, as its rules pay nothing
+        kept_out = {
+            d.referred_id
+            for d in due
+            if d.referrer_id in active and held_out_by(compiled.program_holdouts, active[d.referrer_id]) is not None
+        }
+        payable = [d for d in due if d.referred_id in still - kept_out and d.referrer_id in active]
+        if kept_out:
+            void = update(t.referrals).where(r.referred_id.in_(kept_out & still), r.status == "qualified")
+            connection.execute(void.values(status="void"))
         bookings = [
             Booking(
                 d.referrer_id,
