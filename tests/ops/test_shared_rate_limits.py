@@ -66,7 +66,7 @@ def test_two_servers_allow_the_rate_once_for_a_key_and_a_source(
     postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A key's requests alternated between two ``levelup serve`` processes: BURST pass in all, then 429 with
-    Retry-After on both, and nothing done; the same for a CRM source's deliveries."""
+    Retry-After on both, and nothing done; the same for deliveries from one address to a CRM source."""
     redis_url = redis_or_skip()
     monkeypatch.setenv("LEVELUP_RATE_LIMIT", "0.05")  # a token every 20 s: none comes back meanwhile
     monkeypatch.setenv("LEVELUP_RATE_BURST", str(BURST))
@@ -86,4 +86,4 @@ def test_two_servers_allow_the_rate_once_for_a_key_and_a_source(
         deliveries = [
             http.post(f"{bases[n % 2]}{A}/sources/hubspot", content=b"[]").status_code for n in range(BURST + 1)
         ]
-        assert 429 not in deliveries[:BURST] and deliveries[BURST] == 429  # no such source: 404 until limited
+        assert 429 not in deliveries[:BURST] and deliveries[BURST] == 429  # the sender's bucket: 404 until limited

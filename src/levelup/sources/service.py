@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +36,18 @@ class Answer:
 
 
 async def deliver(
-    runtime: Runtime, app_state: Any, source_key: str, delivery: vendors.Delivery, http: httpx.AsyncClient
+    runtime: Runtime,
+    app_state: Any,
+    source_key: str,
+    delivery: vendors.Delivery,
+    http: httpx.AsyncClient,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> Answer:
-    """Check, map and ingest one delivery; raises Unauthorized (nothing stored) when its check fails."""
+    """Check, map and ingest one delivery; raises Unauthorized (nothing stored) when its check fails.
+    ``admit`` runs once the check has passed (the source's rate limit), before anything is fetched or stored."""
     program_id, source, received = await to_thread.run_sync(_receive, runtime, source_key, delivery)
+    if admit is not None:
+        await admit()
     objects = await _fetch(source, received.items, http, delivery)
     headers = {k: v for k, v in delivery.headers.items() if k not in HIDDEN_HEADERS}
     mapped, events = await to_thread.run_sync(_map, runtime, program_id, source, received.items, objects, headers)

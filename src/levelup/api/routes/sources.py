@@ -89,7 +89,8 @@ SOURCE_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def post_delivery(program: IdPath, source: IdPath, request: Request) -> Response:
     """A CRM's webhook delivery: checked with the source's scheme, each item mapped to events and
-    ingested like a batch (200 with a result per event); 401 when the check fails."""
+    ingested like a batch (200 with a result per event); 401 when the check fails; 429 past the rate of
+    the sending address (before the check) or of the source (deliveries that passed it)."""
     delivery = vendors.Delivery(
         program=program,
         method=request.method,
@@ -98,8 +99,18 @@ async def post_delivery(program: IdPath, source: IdPath, request: Request) -> Re
         body=await _raw_body(request),
         now=time.time(),
     )
-    await request.app.state.limiter.check(f"source:{program}:{source}")
-    answer = await service.deliver(request.app.state.runtime, request.app.state, source, delivery, _http(request))
+    limiter = request.app.state.limiter
+    # Before the check, a bucket per peer; the source's own bucket only for deliveries that passed it, so a
+    # flood of unsigned posts cannot spend the real CRM's rate.
+    await limiter.check(f"peer:{request.client.host if request.client else '-'}")
+    answer = await service.deliver(
+        request.app.state.runtime,
+        request.app.state,
+        source,
+        delivery,
+        _http(request),
+        admit=lambda: limiter.check(f"source:{program}:{source}"),
+    )
     if answer.soap:
         return Response(vendors.SOAP_ACK, media_type="text/xml")
     return as_is(BatchResults, {"results": answer.results})
