@@ -239,3 +239,14 @@ def test_a_participant_who_opted_out_keeps_their_place_without_their_name(game: 
     answer = text(game.client.post(at(game.bob["url"], "me/visibility"), data=shown_again).text)
     assert "Public screens show your name again" in answer and "Hide my name on public screens" in answer
     assert "1,770 behind Bob Marley (1)" in text(game.client.get(game.dana["url"]).text)
+
+
+def test_a_participant_held_out_of_a_rule_is_not_shown_it(game: Game, acme_text: str) -> None:
+    """A holdout experiment's members are shown nothing of what they are held out of: Bob's rules page
+    leaves out deal-won (the draw of salt s4 holds rep-9 out at 0.5, not rep-17); Dana's shows it."""
+    experiment = "experiments: [{key: ab, holdout: 0.5, salt: s4, applies_to: {rule: deal-won}, metric: revenue}]\n"
+    headers = {**game.admin, "Content-Type": "application/yaml"}
+    assert game.client.put(P, content=acme_text + KUDOS + experiment, headers=headers).status_code == 200
+    assert 'id="rule-deal-won"' not in game.client.get(at(game.bob["url"], "rules")).text
+    assert 'id="rule-deal-won"' in game.client.get(at(game.dana["url"], "rules")).text
+    assert "deal-won" in {w["rule"] for w in game.client.get(f"{P}/rules", headers=game.admin).json()["ways_to_earn"]}

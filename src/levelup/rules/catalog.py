@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from levelup.engine.experiments import held_out_by
 from levelup.programs.compiled import PERIOD_WORDS, CompiledProgram
-from levelup.programs.document import Badge, Challenge, Criterion, Currency, Tiers
+from levelup.programs.document import Badge, Challenge, Criterion, Currency, Experiment, Tiers
 
 WINDOW_WORDS = {
     "day": "today",
@@ -99,8 +100,14 @@ def _tiers(tiers: Tiers) -> str:
     return f"Tier on {tiers.metric} {_window(tiers.window)}: {steps}; it {drop}; multipliers apply to each rule's award"
 
 
-def how_to_play(program: CompiledProgram) -> dict[str, Any]:
+def how_to_play(program: CompiledProgram, participant: str | None = None) -> dict[str, Any]:
+    """The program in plain language; for ``participant``, without the rules and challenges a holdout
+    experiment keeps them out of (they are shown nothing of them)."""
     doc = program.doc
+
+    def shown(holdouts: tuple[Experiment, ...] | None) -> bool:
+        return participant is None or not holdouts or held_out_by(holdouts, participant) is None
+
     levels = None
     if doc.levels:
         on = doc.levels.currency or doc.levels.metric
@@ -125,6 +132,7 @@ def how_to_play(program: CompiledProgram) -> dict[str, Any]:
                 "explain": rule.explain,
             }
             for rule in program.rules
+            if shown(program.rule_holdouts.get(rule.key))
         ],
         "levels": levels,
         "badges": [_badge(b) for b in doc.badges],
@@ -136,14 +144,18 @@ def how_to_play(program: CompiledProgram) -> dict[str, Any]:
             }
             for s in doc.streaks
         ],
-        "challenges": [{"key": c.key, "kind": c.kind, "explain": _challenge(c)} for c in doc.challenges if not c.draft],
+        "challenges": [
+            {"key": c.key, "kind": c.kind, "explain": _challenge(c)}
+            for c in doc.challenges
+            if not c.draft and shown(program.challenge_holdouts.get(c.key))
+        ],
         "tiers": {**doc.tiers.model_dump(exclude_none=True), "explain": _tiers(doc.tiers)} if doc.tiers else None,
         "referrals": {
             **doc.referrals.model_dump(exclude_none=True),
             "explain": f"Refer a friend: {_reward(doc.referrals.award)} once their first {doc.referrals.qualify} "
             f"has stood unrefunded for {doc.referrals.hold}; not for yourself nor an existing customer",
         }
-        if doc.referrals
+        if doc.referrals and shown(program.program_holdouts)
         else None,
         "leaderboards": [b.model_dump(exclude_none=True) for b in doc.leaderboards],
         "rewards": [r.model_dump(mode="json", exclude_none=True) for r in doc.rewards],

@@ -315,4 +315,4 @@ async def rules(program: str, request: Request, token: Token = None) -> HTMLResp
             return open_page(runtime, connection, program, token, "participant")
 
     opened = await run_in_threadpool(read)
-    return page("rules.html", **_common(opened, None, None), rules=how_to_play(opened.compiled))
+    return page("rules.html", **_common(opened, None, None), rules=how_to_play(opened.compiled, opened.participant))
