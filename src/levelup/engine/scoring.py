@@ -52,13 +52,21 @@ def activation_for(program: CompiledProgram, state: ParticipantState, event: Eve
         variables["id"] = event.id
     if "type" in wanted:
         variables["type"] = event.type
+    fields = program.fields_by_event.get(event.type, {})
     if "data" in wanted:
-        variables["data"] = event.data
+        variables["data"] = _only(event.data, fields.get("data"))
     if "occurred_at" in wanted:
         variables["occurred_at"] = event.occurred_at
     if "participant" in wanted:
-        variables["participant"] = state.view(event.occurred_at)
+        variables["participant"] = _only(state.view(event.occurred_at), fields.get("participant"))
     return Activation(variables)
+
+
+def _only(value: Any, fields: frozenset[str] | None) -> Any:
+    """``value`` cut to the ``fields`` expressions read (a missing one stays missing); whole for None."""
+    if fields is None or type(value) is not dict:
+        return value
+    return {k: value[k] for k in fields if k in value}
 
 
 def metric_contributions(

@@ -278,10 +278,9 @@ class CompiledProgram:
         return wanted
 
     @cached_property
-    def variables_by_event(self) -> dict[str, frozenset[str]]:
-        """Per event type, the variables its rules, metrics and challenge rewards read: only those are given
-        to CEL."""
-        out: dict[str, frozenset[str]] = {}
+    def expressions_by_event(self) -> dict[str, tuple[Expression, ...]]:
+        """Per event type, the expressions its rules, metrics and challenge rewards evaluate."""
+        out: dict[str, tuple[Expression, ...]] = {}
         # a goal's or quest's reward is computed on whichever event completes it: it may read any of them
         rewards = [a.expression for awards in self.challenge_rewards.values() for a in awards]
         for event_type in {*self.rules_by_event, *self.metrics_by_event}:
@@ -289,7 +288,29 @@ class CompiledProgram:
             expressions += [a.expression for r in self.rules_by_event.get(event_type, ()) for a in r.awards]
             for m in self.metrics_by_event.get(event_type, ()):
                 expressions += [m.condition, m.value]
-            out[event_type] = frozenset().union(*(e.variables for e in expressions if e is not None))
+            out[event_type] = tuple(e for e in expressions if e is not None)
+        return out
+
+    @cached_property
+    def variables_by_event(self) -> dict[str, frozenset[str]]:
+        """Per event type, the variables its expressions read: only those are given to CEL."""
+        return {
+            event_type: frozenset().union(*(e.variables for e in expressions))
+            for event_type, expressions in self.expressions_by_event.items()
+        }
+
+    @cached_property
+    def fields_by_event(self) -> dict[str, dict[str, frozenset[str] | None]]:
+        """Per event type, the fields of ``data`` and ``participant`` its expressions read (None: it may read
+        the whole value): the activation converts only those, the bulk of an event's scoring time otherwise."""
+        out: dict[str, dict[str, frozenset[str] | None]] = {}
+        for event_type, expressions in self.expressions_by_event.items():
+            roots: dict[str, frozenset[str] | None] = {}
+            for root in ("data", "participant"):
+                reads = [e.fields_read(root) for e in expressions if root in e.variables]
+                known = [r for r in reads if r is not None]
+                roots[root] = frozenset().union(*known) if len(known) == len(reads) else None
+            out[event_type] = roots
         return out
 
     @cached_property

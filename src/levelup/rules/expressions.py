@@ -41,6 +41,7 @@ METER = "__levelup_meter"
 
 # cel logs every failed Python function call; a stopped evaluation is reported as a problem instead
 logging.getLogger("cel").addFilter(lambda record: METER not in record.getMessage())
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(
     r"""(?P<string>[rRbB]{0,2}('''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"))"""
     r"""|(?P<ident>[A-Za-z_][A-Za-z0-9_]*)"""
@@ -175,17 +176,18 @@ class _Meter:
 
 
 def _doubles(value: Any) -> Any:
+    """``value`` with every int in it (not bools) a float; other values as they are, not copied."""
     kind = type(value)
     if kind is int:
         return float(value)
     if kind is dict:
-        return {k: _doubles(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        return {k: float(v) if type(v) is int else _doubles(v) if type(v) in _NESTED else v for k, v in value.items()}
     if kind is list:
-        return [_doubles(v) if type(v) in _CONTAINERS else v for v in value]
+        return [float(v) if type(v) is int else _doubles(v) if type(v) in _NESTED else v for v in value]
     return value
 
 
-_CONTAINERS = frozenset({int, dict, list})
+_NESTED = frozenset({dict, list})
 
 
 def _compile(source: str) -> Any:
@@ -206,6 +208,7 @@ class Expression:
     source: str
     _numeric: Any = field(repr=False, compare=False)
     _native: Any = field(repr=False, compare=False)
+    _metered: bool = field(default=True, repr=False, compare=False)  # has comprehensions: steps counted, timed
 
     @classmethod
     def compile(cls, source: str) -> Expression:
@@ -218,12 +221,29 @@ class Expression:
             native = _compile(metered)
         numeric_source = _as_doubles(metered)
         numeric = native if numeric_source == metered else _compile(numeric_source)
-        return cls(source, numeric, native)
+        return cls(source, numeric, native, metered != source)
 
     @property
     def variables(self) -> frozenset[str]:
         """Top-level names the expression reads (``data``, ``participant``…)."""
         return frozenset(self._native.variables())
+
+    def fields_read(self, root: str) -> frozenset[str] | None:
+        """The fields of variable ``root`` the expression reads, when it reads it only as ``root.field``;
+        None when it may read it whole (``size(data)``, ``data["k"]``, ``data.?k``, a macro variable of that
+        name, a comment): the activation then gets it whole. Only the fields read are converted for CEL."""
+        if "//" in self.source:  # a comment could pair quotes across lines and hide a read from the tokens
+            return None
+        code = [m.group(0) for m in _TOKEN.finditer(self.source) if not m.group(0).isspace()]
+        fields: set[str] = set()
+        for i, text in enumerate(code):
+            if text != root or (i and code[i - 1] == "."):
+                continue
+            name = code[i + 2] if i + 2 < len(code) and code[i + 1] == "." else ""
+            if not _IDENT.fullmatch(name):
+                return None
+            fields.add(name)
+        return frozenset(fields)
 
     @property
     def free_variables(self) -> frozenset[str]:
@@ -231,19 +251,28 @@ class Expression:
         return self.variables - frozenset(BOUND.findall(self.source))
 
     def evaluate(self, activation: Activation) -> Any:
-        """The value, or an exception from CEL (KeyError for a missing field, :class:`OverBudget`)."""
+        """The value, or an exception from CEL (KeyError for a missing field, :class:`OverBudget`).
+
+        Only an expression with comprehensions is timed: one without has no loop to stop (the meter is never
+        called in it), runs in a few µs, and the two clock reads would cost as much."""
+        if not self._metered:
+            return self._execute(activation)
         try:
             with activation.meter:
-                try:
-                    return self._numeric.execute(activation.numeric)
-                except TypeError:
-                    if self._native is self._numeric:
-                        raise
-                    return self._native.execute(activation.native)
+                return self._execute(activation)
         except RuntimeError as exc:
             if METER in str(exc) and "OverBudget" in str(exc):
                 raise OverBudget(f"expression stopped: {str(exc).split('OverBudget: ')[-1].split('. ')[0]}") from None
             raise
+
+    def _execute(self, activation: Activation) -> Any:
+        """Over doubles; over the values as they came when the source needs integers (a TypeError)."""
+        try:
+            return self._numeric.execute(activation.numeric)
+        except TypeError:
+            if self._native is self._numeric:
+                raise
+            return self._native.execute(activation.native)
 
 
 class Activation:
