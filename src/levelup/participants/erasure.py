@@ -36,12 +36,12 @@ from sqlalchemy import Column, ColumnElement, Connection, String, Table, case, c
 
 from levelup.audit import service as audit
 from levelup.errors import NotFound
+from levelup.ledger import posting
 from levelup.participants import repository as participants
 from levelup.programs.personal import fields_by_type
 from levelup.storage import tables as t
 
 ERASED = "[erased]"
-REDACTED = "[redacted] "  # the prefix migration 0012's ledger trigger requires of a rewritten explain
 FREE_TEXT = ("message", "note", "reply")
 
 
@@ -183,14 +183,15 @@ def _ledger(connection: Connection, program_id: int, participant_id: int, scrub:
             ),
         )
     ).all()
+    explains = {}
     for entry_id, kind, key, explain in rows:
         if key in kudos_keys:
-            text = f"kudos from {kudos_keys[key]}: {ERASED}"
+            explains[entry_id] = f"kudos from {kudos_keys[key]}: {ERASED}"
         elif kind == "adjustment" and explain.startswith("manual adjustment by "):
-            text = explain.split(":", 1)[0] + f": {ERASED}"  # who adjusted stays; the note goes
+            explains[entry_id] = explain.split(":", 1)[0] + f": {ERASED}"  # who adjusted stays; the note goes
         else:
-            text = explain.replace(scrub.old_id, scrub.new_id).removeprefix(REDACTED)
-        connection.execute(t.ledger_entries.update().where(le.id == entry_id).values(explain=REDACTED + text))
+            explains[entry_id] = explain.replace(scrub.old_id, scrub.new_id)
+    posting.redact(connection, explains)
     return len(rows)
 
 
