@@ -76,13 +76,16 @@ def metric_contributions(
     activation: Activation,
     effects: Effects,
     kept: Mapping[str, Kept] | None = None,
+    day: dt.date | None = None,
 ) -> None:
     """What the event adds to each metric, in every period holding its time, for it and its teams; with
-    ``kept``, only in the periods kept (``CompiledProgram.kept``: the others are never read)."""
+    ``kept``, only in the periods kept (``CompiledProgram.kept``: the others are never read). ``day``: the
+    event's local date, when the caller has it."""
     metrics = program.metrics_by_event.get(event.type)
     if not metrics:
         return
-    day = local_date(event.occurred_at, program.timezone)
+    if day is None:
+        day = local_date(event.occurred_at, program.timezone)
     keys = period_keys(day)
     ranges = tuple(key for key, start, end in program.ranges if start <= day <= end)
     periods: tuple[str, ...] = (*keys, *ranges)
@@ -194,6 +197,7 @@ def _apply_rules(
     activation: Activation,
     effects: Effects,
     scratch: dict[str, Position],
+    day: dt.date,
 ) -> None:
     rules = program.rules_by_event.get(event.type)
     if not rules:
@@ -201,7 +205,7 @@ def _apply_rules(
     if state.status != "active":
         effects.notes.append(f"participant is {state.status}: no awards")
         return
-    periods = period_keys(local_date(event.occurred_at, program.timezone))
+    periods = period_keys(day)
     for rule in rules:
         holds, problem = condition_holds(rule.condition, activation)
         if problem:
@@ -366,14 +370,15 @@ def score(
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
     scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
     activation = activation_for(program, state, event)
+    day = local_date(event.occurred_at, program.timezone)  # once: each part below reads it
     if reversed_event is not None:
         _reverse(reversed_event, original or program, state, event, effects, scratch, kept)
         effects.refunded = reversed_event.refunded + event.share
     undone_count = len(effects.metrics)
-    metric_contributions(program, event, state.teams, activation, effects, kept)
-    _apply_rules(program, state, event, activation, effects, scratch)
+    metric_contributions(program, event, state.teams, activation, effects, kept, day)
+    _apply_rules(program, state, event, activation, effects, scratch, day)
     if program.metric_grains or program.ranges:
-        _mechanics(program, state, event, reversed_event, activation, effects, scratch, undone_count)
+        _mechanics(program, state, event, reversed_event, activation, effects, scratch, day, undone_count)
     if today is not None:
         _review_tier(program, state, effects, today)
     if program.doc.referrals is not None:
@@ -456,20 +461,58 @@ def _mechanics(
     activation: Activation,
     effects: Effects,
     scratch: dict[str, Position],
+    day: dt.date,
     undone_count: int = 0,
 ) -> None:
     """Goals, badges, streaks and levels, judged on metric values after this event
-    (``effects.metrics[:undone_count]`` are a reversal's undoing of the reversed event)."""
+    (``effects.metrics[:undone_count]`` are a reversal's undoing of the reversed event).
+
+    Each of goals, quests, badges and streaks is judged only when a metric it reads moved (``touched``);
+    so metrics none of them reads are left out of ``own``, and an event that moves none skips them all."""
+    read = program.read_metrics
     own: dict[tuple[str, str], float] = defaultdict(float)
     for m in effects.metrics:
-        if m.team is None:
+        if m.team is None and m.metric in read:
             own[(m.metric, m.period)] += m.delta
 
     def after(metric: str, period: str) -> float:
         return state.metrics.get((metric, period), 0.0) + own.get((metric, period), 0.0)
 
     touched = {metric for metric, _ in own}
-    day = local_date(event.occurred_at, program.timezone)
+    if touched:
+        _judge(program, state, event, reversed_event, activation, effects, scratch, day, undone_count, touched, after)
+    levels = program.doc.levels
+    if levels is not None:
+        was: float
+        now: float
+        if levels.currency is not None:
+            was = state.positions[levels.currency].earned if levels.currency in state.positions else 0
+            now = scratch[levels.currency].earned if levels.currency in scratch else 0
+        else:
+            assert levels.metric is not None
+            was = state.metrics.get((levels.metric, "all"), 0.0)
+            now = after(levels.metric, "all")
+        if was != now:
+            before_name, after_name = level_name(levels, was), level_name(levels, now)
+            if before_name != after_name:
+                effects.level = LevelChange(before_name, after_name, now > was)
+
+
+def _judge(
+    program: CompiledProgram,
+    state: ParticipantState,
+    event: Event,
+    reversed_event: ReversedEvent | None,
+    activation: Activation,
+    effects: Effects,
+    scratch: dict[str, Position],
+    day: dt.date,
+    undone_count: int,
+    touched: set[str],
+    after: Callable[[str, str], float],
+) -> None:
+    """Goals, quests, badges and streaks reading a ``touched`` metric, on the event's day and, for a
+    reversal, on the reversed event's day too."""
     days = [day]
     if reversed_event is not None:
         days.append(local_date(reversed_event.event.occurred_at, program.timezone))
@@ -548,18 +591,3 @@ def _mechanics(
             run = next((r for r in streaks.runs(periods, streak.grace) if r[0] <= point <= r[1]), None)
             best = streaks.best(periods, streak.grace)
             effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))
-    levels = program.doc.levels
-    if levels is not None:
-        was: float
-        now: float
-        if levels.currency is not None:
-            was = state.positions[levels.currency].earned if levels.currency in state.positions else 0
-            now = scratch[levels.currency].earned if levels.currency in scratch else 0
-        else:
-            assert levels.metric is not None
-            was = state.metrics.get((levels.metric, "all"), 0.0)
-            now = after(levels.metric, "all")
-        if was != now:
-            before_name, after_name = level_name(levels, was), level_name(levels, now)
-            if before_name != after_name:
-                effects.level = LevelChange(before_name, after_name, now > was)
