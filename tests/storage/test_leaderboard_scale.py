@@ -29,7 +29,7 @@ from sqlalchemy import Connection, delete, select, text
 from levelup.errors import NotFound
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
-from levelup.leaderboards import ranks
+from levelup.leaderboards import normalised, ranks
 from levelup.leaderboards.service import leaderboard, standing
 from levelup.metrics.periods import grain_of
 from levelup.participants import repository as participants
@@ -165,7 +165,8 @@ def board_rows_expected(connection: Connection, program_id: int) -> set[tuple[An
     for r in connection.execute(select(p.currency, p.participant_id, p.earned).where(p.program_id == program_id)):
         if ("e", r.currency, "all") in boards:
             out.add(("e", r.currency, "all", r.participant_id, float(r.earned)))
-    return out
+    kept = normalised.expected(connection, program_id).items()  # normalised boards: value ÷ handicap
+    return out | {(normalised.SOURCE, key, period, subject, value) for (key, period, subject), value in kept}
 
 
 def board_rows_kept(connection: Connection, program_id: int) -> set[tuple[Any, ...]]:
@@ -326,7 +327,8 @@ def test_ingestion_and_replay_keep_rows_and_counts_in_step(runtime: Runtime) -> 
             ("p", "revenue", "month"),
             ("t", "revenue", "quarter"),
             ("e", "xp", "all"),
-        }  # quota-month is normalized: not a plain board, so not kept
+            ("n", "revenue/quota", "month"),
+        }  # quota-month is normalized: kept as revenue ÷ quota (leaderboards.normalised)
         assert board_rows_kept(connection, record.id)
     before = snapshot(runtime, record)
     assert before[0]["total"] == 5 and before[2]["total"] == 2
@@ -459,9 +461,12 @@ def test_concurrent_writers_of_one_program_do_not_deadlock(runtime: Runtime) -> 
         assert ranks.total(connection, ranks.Board(record.id, "p", "revenue", "2026-11")) == 24
 
 
-def test_the_migration_registers_and_fills_programs_stored_before_it(empty_db_url: str) -> None:
+def test_the_migration_registers_and_fills_programs_stored_before_it(
+    empty_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A database at revision 0003 with a program and its rows: upgrading to 0004 registers the
     program's plain boards and copies their rows, counted; later writes are kept as usual."""
+    monkeypatch.setattr(normalised, "register", lambda *_: None)  # no rank_boards at 0003: nothing was kept
     database = Database(empty_db_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

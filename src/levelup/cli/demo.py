@@ -21,6 +21,7 @@ from levelup.errors import Conflict
 from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.schema import MAX_BATCH
 from levelup.keys import service as keys
+from levelup.leaderboards import normalised
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import expiry
 from levelup.ledger.liability import liability
@@ -166,6 +167,7 @@ def set_up_retail(runtime: Runtime, people: list[dict[str, Any]], *, actor: str 
                 for person in people
             ],
         )
+        normalised.refresh(connection, record.id, ids.values())  # new handicaps: kept normalised quotients follow
     return record
 
 

@@ -24,6 +24,7 @@ from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
 from levelup.events.plan import Rows, plan_rows
 from levelup.events.store import event_from_row, write_projections, write_totals
+from levelup.leaderboards import normalised
 from levelup.ledger import posting
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
@@ -190,8 +191,16 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
         }
         _compare(report, "balance", _nonzero_positions(folded), _nonzero_positions(stored_positions))
         _compare_mechanics(report, connection, program.id, writes)
+        # normalised board rows are derived from the stored totals and attributes: checked against them
+        _compare(
+            report,
+            "normalised board row",
+            normalised.expected(connection, program.id),
+            normalised.stored(connection, program.id),
+        )
         if rebuild:
             _rebuild(connection, program.id, writes, folded)
+            normalised.refresh(connection, program.id)  # derived anew from the rebuilt totals
             report.rebuilt = True
     return report
 
@@ -216,6 +225,7 @@ def rebuild_metrics(connection: Connection, program: programs.ProgramRecord) -> 
     writes = plan_rows(program.id, done, ids, _team_ids(connection, program.id), seqs, dt.datetime.now(dt.UTC))
     connection.execute(delete(t.metric_totals).where(t.metric_totals.c.program_id == program.id))
     write_totals(connection, program.id, writes.totals)
+    normalised.refresh(connection, program.id)  # everyone's: participants with no total left leave the boards
     return len(done)
 
 

@@ -201,7 +201,10 @@ class Boards:
             self._stale.discard(program_id)  # writes from now on land in the new copy
         copied = 0
         R = t.rank_rows.c
-        query = select(R.source, R.key, R.period, R.subject_id, R.value).where(R.program_id == program_id)
+        query = select(R.source, R.key, R.period, R.subject_id, R.value).where(
+            R.program_id == program_id,
+            R.source != "n",  # normalised boards are read from the database
+        )
         with self.db.read() as connection:
             result = connection.execution_options(yield_per=CHUNK).execute(query)
             for chunk in result.partitions():

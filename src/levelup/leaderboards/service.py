@@ -5,9 +5,11 @@ participants or teams first appeared), so pages are stable and an index serves t
 
 Plain boards (a calendar window, no scope, no normalization; or a currency board over all
 time) are answered by indexes and the bucket counts of :mod:`levelup.leaderboards.ranks`,
-at any size. Normalized and rolling boards, and currency boards over a window, are ranked by
-the database (a page, then one count: two scans of the board's rows, nothing in Python);
-scoped boards rank in Python over the board's rows (O(rows) a request).
+at any size; so are normalized boards on a calendar window, from the quotients
+:mod:`levelup.leaderboards.normalised` keeps. Rolling boards, currency boards over a window (and a
+normalized board whose quotients are not kept) are ranked by the database (a page, then one count:
+two scans of the board's rows, nothing in Python); scoped boards rank in Python over the board's
+rows (O(rows) a request).
 """
 
 from __future__ import annotations
@@ -20,21 +22,18 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Float,
     Select,
     Subquery,
     Table,
     case,
-    cast,
     func,
     literal,
-    null,
     select,
 )
 
 from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid, NotFound
-from levelup.leaderboards import ranks, redis_board
+from levelup.leaderboards import normalised, ranks, redis_board
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
@@ -202,7 +201,7 @@ def standing(
         rank_, value, total = entry["rank"], entry["value"], body["total"]
         return {"key": key, "period": period_name, "id": subject, "rank": rank_, "value": value, "total": total}
     subjects = t.teams if board.by == "team" else t.participants
-    copy = redis_board.of(connection)
+    copy = _copy(connection, plain)
     if copy is not None:  # Redis answers when it can; else (down, being rebuilt) the database, just as right
         internal = _internal_id(connection, program, subjects, subject)
         there = copy.standing(plain, program.version, internal) if internal is not None else None
@@ -232,9 +231,15 @@ def _internal_id(connection: Connection, program: ProgramRecord, subjects: Table
 
 
 def _plain_board(connection: Connection, program: ProgramRecord, board: Leaderboard, period: str) -> ranks.Board | None:
-    """The board's rows in ``rank_rows`` when it is a plain board the triggers keep, else None."""
+    """The board's rows in ``rank_rows`` when it is a plain board the triggers keep, or a normalised board
+    whose quotients are kept (:mod:`levelup.leaderboards.normalised`), else None."""
     if board.normalize:
-        return None
+        projection = normalised.of_board(board)
+        if projection is None or not ranks.registered(
+            connection, program.id, normalised.SOURCE, projection.key, projection.grain
+        ):
+            return None
+        return ranks.Board(program.id, normalised.SOURCE, projection.key, period)
     if board.metric is not None and rolling_days(period) is None:
         source, key, grain = ("t" if board.by == "team" else "p"), board.metric, board.window
     elif board.currency is not None and period == "all" and board.by == "participant":
@@ -260,7 +265,7 @@ def _fast(
     """A page (or a neighbourhood) from Redis when it can answer, else by index seeks, with ranks and
     total from the bucket counts."""
     subject_table = t.teams if board.by == "team" else t.participants
-    copy = redis_board.of(connection)
+    copy = _copy(connection, plain)
     there = (
         False if copy is None else _from_redis(connection, copy, program, subject_table, plain, around, offset, limit)
     )
@@ -297,6 +302,11 @@ def _fast(
     }
 
 
+def _copy(connection: Connection, plain: ranks.Board) -> redis_board.Boards | None:
+    """The Redis copy, for the boards it holds (not normalised ones: their rows are rewritten in SQL)."""
+    return None if plain.source == normalised.SOURCE else redis_board.of(connection)
+
+
 def _from_redis(
     connection: Connection,
     copy: redis_board.Boards,
@@ -320,14 +330,7 @@ def _divisors(connection: Connection, program_id: int, name: str) -> Subquery:
     identifier (the document's pattern says so). (Parsing each participant's attributes once, behind an
     OFFSET 0 fence, made PostgreSQL join the fenced rows by a nested loop: minutes at 100,000.)"""
     p = t.participants.c
-    number: ColumnElement[Any]
-    if connection.dialect.name == "postgresql":
-        number = cast(p.attributes.op("->>")(literal(name)), Float)
-        is_number = func.json_typeof(p.attributes.op("->")(literal(name))) == "number"
-    else:
-        number = func.json_extract(p.attributes, f"$.{name}")
-        is_number = func.json_type(p.attributes, f"$.{name}").in_(("integer", "real"))
-    divisor = case((is_number, number), else_=null())
+    divisor = normalised.divisor(connection, name)
     return select(p.id.label("participant_id"), divisor.label("divisor")).where(p.program_id == program_id).subquery()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, literal, select
 
 from levelup.audit import service as audit
 from levelup.errors import NotFound
+from levelup.leaderboards import normalised
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import ProgramDocument
 from levelup.storage import tables as t
@@ -155,5 +156,6 @@ def apply(connection: Connection, doc: ProgramDocument, *, actor: str) -> tuple[
         from levelup.events.replay import rebuild_metrics
 
         detail["metrics_rebuilt_from_events"] = rebuild_metrics(connection, record)
+    normalised.register(connection, program_id, doc.leaderboards)  # a new normalised board, filled from history
     audit.record(connection, program_id, actor, "program.apply", detail, now)
     return record, True
