@@ -56,7 +56,11 @@ def upgrade() -> None:
                 key = f"{board['metric']}/{found.group(1)}"
                 if len(key) <= 64:
                     wanted.add((int(program_id), key, found.group(1), window))
-    for program_id, key, name, grain in sorted(wanted):
+    kept = {
+        (int(p), k, g)
+        for p, k, g in bind.execute(sa.text("SELECT program_id, key, grain FROM rank_boards WHERE source = 'n'"))
+    }  # registered already (by an apply under this code): kept since
+    for program_id, key, name, grain in sorted(w for w in wanted if (w[0], w[1], w[3]) not in kept):
         divisor = _divisor(bind.dialect.name, name)
         bind.execute(
             sa.text("INSERT INTO rank_boards (program_id, source, key, grain, filled) VALUES (:p, 'n', :k, :g, 1)"),
