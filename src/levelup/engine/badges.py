@@ -8,7 +8,7 @@ follows the facts, so faking a deal and reversing it later earns nothing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from levelup.engine.model import BadgeChange
 from levelup.metrics.periods import period_key
@@ -29,11 +29,14 @@ def evaluate(
     touched: set[str],
     *,
     may_revoke: bool,
+    reads: Mapping[str, frozenset[str]] | None = None,
 ) -> list[BadgeChange]:
-    """Grades newly met on ``day`` (and, after a reversal, grades no longer met)."""
+    """Grades newly met on ``day`` (and, after a reversal, grades no longer met); ``reads``: each badge's
+    metrics (``CompiledProgram.badge_reads``), so they are not gathered again on every event."""
     changes: list[BadgeChange] = []
     for badge in badges:
-        if not any(c.metric in touched for g in badge.grades for c in g.when):
+        metrics = reads[badge.key] if reads is not None else {c.metric for g in badge.grades for c in g.when}
+        if touched.isdisjoint(metrics):
             continue
         period = badge_period(badge, day)
         for grade in badge.grades:

@@ -87,7 +87,7 @@ def metric_contributions(
     if day is None:
         day = local_date(event.occurred_at, program.timezone)
     keys = period_keys(day)
-    ranges = tuple(key for key, start, end in program.ranges if start <= day <= end)
+    ranges = program.ranges_on(day)
     periods: tuple[str, ...] = (*keys, *ranges)
     subjects: tuple[str | None, ...] = (None, *teams)
     for metric in metrics:
@@ -480,7 +480,92 @@ def _mechanics(
 
     touched = {metric for metric, _ in own}
     if touched:
-        _judge(program, state, event, reversed_event, activation, effects, scratch, day, undone_count, touched, after)
+        days = [day]
+        if reversed_event is not None:
+            days.append(local_date(reversed_event.event.occurred_at, program.timezone))
+        # the state's own dicts, copied on the first change only (most events change none of them)
+        completions = state.completions
+        progress = state.quests
+        undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
+        for m in effects.metrics[:undone_count]:
+            if m.team is None:
+                undone[(m.metric, m.period)] += m.delta
+        for when in dict.fromkeys(days):
+            undo = reversed_event is not None
+            done = goals.evaluate(
+                program.goals,
+                program.eligibility,
+                state,
+                completions,
+                when,
+                after,
+                touched,
+                may_undo=undo,
+                holdouts=program.challenge_holdouts,
+                moment=event.occurred_at,
+            )
+            for change in quests.evaluate(
+                program.quests,
+                program.eligibility,
+                state,
+                progress,
+                when,
+                after,
+                touched,
+                event.seq,
+                undone,
+                reversed_event.event.seq if reversed_event is not None else None,
+                holdouts=program.challenge_holdouts,
+                moment=event.occurred_at,
+            ):
+                effects.quests.append(change)
+                progress = progress if progress is not state.quests else dict(progress)
+                progress[(change.challenge, change.period)] = change.baselines
+                paid = completions.get((change.challenge, change.period))
+                steps_done, steps = len(change.baselines) - 1, len(program.challenges[change.challenge].steps or ())
+                if change.complete and paid is None:
+                    done.append(Completion(change.challenge, change.period, steps_done, steps))
+                elif not change.complete and paid is not None:
+                    done.append(
+                        Completion(change.challenge, change.period, steps_done, steps, completed=False, reward=paid)
+                    )
+            for goal in done:
+                settled = _settle_goal(
+                    program, goal, event, activation, effects, scratch, paying=state.status == "active"
+                )
+                effects.completions.append(settled)
+                completions = completions if completions is not state.completions else dict(completions)
+                if settled.completed:
+                    completions[(settled.challenge, settled.period)] = settled.reward
+                else:
+                    completions.pop((settled.challenge, settled.period), None)
+        held = state.badges
+        for when in dict.fromkeys(days):
+            for badge in badges.evaluate(
+                program.doc.badges,
+                held,
+                when,
+                after,
+                touched,
+                may_revoke=reversed_event is not None,
+                reads=program.badge_reads,
+            ):
+                effects.badges.append(badge)
+                held = held if held is not state.badges else set(held)
+                (held.add if badge.granted else held.discard)((badge.badge, badge.grade, badge.period))
+        for streak in program.doc.streaks:
+            if streak.metric not in touched:
+                continue
+            periods, _ = state.streaks.get(streak.key, ([], 0))
+            for when in dict.fromkeys(days):
+                point = streaks.ordinal(streak.period, when)
+                qualifies = after(streak.metric, period_key(streak.period, when)) >= streak.at_least
+                if qualifies == (point in periods):
+                    continue
+                periods = streaks.with_period(periods, point, qualifies)
+                run = next((r for r in streaks.runs(periods, streak.grace) if r[0] <= point <= r[1]), None)
+                best = streaks.best(periods, streak.grace)
+                effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))
     levels = program.doc.levels
     if levels is not None:
         was: float
@@ -496,98 +581,3 @@ def _mechanics(
             before_name, after_name = level_name(levels, was), level_name(levels, now)
             if before_name != after_name:
                 effects.level = LevelChange(before_name, after_name, now > was)
-
-
-def _judge(
-    program: CompiledProgram,
-    state: ParticipantState,
-    event: Event,
-    reversed_event: ReversedEvent | None,
-    activation: Activation,
-    effects: Effects,
-    scratch: dict[str, Position],
-    day: dt.date,
-    undone_count: int,
-    touched: set[str],
-    after: Callable[[str, str], float],
-) -> None:
-    """Goals, quests, badges and streaks reading a ``touched`` metric, on the event's day and, for a
-    reversal, on the reversed event's day too."""
-    days = [day]
-    if reversed_event is not None:
-        days.append(local_date(reversed_event.event.occurred_at, program.timezone))
-    # the state's own dicts, copied on the first change only (most events change none of them)
-    completions = state.completions
-    progress = state.quests
-    undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
-    for m in effects.metrics[:undone_count]:
-        if m.team is None:
-            undone[(m.metric, m.period)] += m.delta
-    for when in dict.fromkeys(days):
-        undo = reversed_event is not None
-        done = goals.evaluate(
-            program.goals,
-            program.eligibility,
-            state,
-            completions,
-            when,
-            after,
-            touched,
-            may_undo=undo,
-            holdouts=program.challenge_holdouts,
-            moment=event.occurred_at,
-        )
-        for change in quests.evaluate(
-            program.quests,
-            program.eligibility,
-            state,
-            progress,
-            when,
-            after,
-            touched,
-            event.seq,
-            undone,
-            reversed_event.event.seq if reversed_event is not None else None,
-            holdouts=program.challenge_holdouts,
-            moment=event.occurred_at,
-        ):
-            effects.quests.append(change)
-            progress = progress if progress is not state.quests else dict(progress)
-            progress[(change.challenge, change.period)] = change.baselines
-            paid = completions.get((change.challenge, change.period))
-            steps_done, steps = len(change.baselines) - 1, len(program.challenges[change.challenge].steps or ())
-            if change.complete and paid is None:
-                done.append(Completion(change.challenge, change.period, steps_done, steps))
-            elif not change.complete and paid is not None:
-                done.append(
-                    Completion(change.challenge, change.period, steps_done, steps, completed=False, reward=paid)
-                )
-        for goal in done:
-            settled = _settle_goal(program, goal, event, activation, effects, scratch, paying=state.status == "active")
-            effects.completions.append(settled)
-            completions = completions if completions is not state.completions else dict(completions)
-            if settled.completed:
-                completions[(settled.challenge, settled.period)] = settled.reward
-            else:
-                completions.pop((settled.challenge, settled.period), None)
-    held = state.badges
-    for when in dict.fromkeys(days):
-        for badge in badges.evaluate(
-            program.doc.badges, held, when, after, touched, may_revoke=reversed_event is not None
-        ):
-            effects.badges.append(badge)
-            held = held if held is not state.badges else set(held)
-            (held.add if badge.granted else held.discard)((badge.badge, badge.grade, badge.period))
-    for streak in program.doc.streaks:
-        if streak.metric not in touched:
-            continue
-        periods, _ = state.streaks.get(streak.key, ([], 0))
-        for when in dict.fromkeys(days):
-            point = streaks.ordinal(streak.period, when)
-            qualifies = after(streak.metric, period_key(streak.period, when)) >= streak.at_least
-            if qualifies == (point in periods):
-                continue
-            periods = streaks.with_period(periods, point, qualifies)
-            run = next((r for r in streaks.runs(periods, streak.grace) if r[0] <= point <= r[1]), None)
-            best = streaks.best(periods, streak.grace)
-            effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))

@@ -163,6 +163,7 @@ class CompiledProgram:
         self.challenge_holdouts: dict[str, tuple[Experiment, ...]] = {
             c.key: found for c in doc.challenges if (found := (*whole, *_aimed(doc, "challenge", c.key)))
         }
+        self._ranges_on: dict[dt.date, tuple[str, ...]] = {}
 
     @cached_property
     def counter_grains(self) -> frozenset[str]:
@@ -270,11 +271,25 @@ class CompiledProgram:
         found = {(range_key(c.start, c.end), c.start, c.end) for c in self.doc.challenges if c.start and c.end}
         return tuple(sorted(found))
 
+    def ranges_on(self, day: dt.date) -> tuple[str, ...]:
+        """The keys of the one-off ranges holding local ``day``; remembered, as every event of the day asks."""
+        found = self._ranges_on.get(day)
+        if found is None:
+            if len(self._ranges_on) >= 8192:
+                self._ranges_on.clear()
+            found = self._ranges_on[day] = tuple(key for key, start, end in self.ranges if start <= day <= end)
+        return found
+
+    @cached_property
+    def badge_reads(self) -> dict[str, frozenset[str]]:
+        """Per badge, the metrics its grades read: it is judged only after an event that moved one."""
+        return {b.key: frozenset(c.metric for g in b.grades for c in g.when) for b in self.doc.badges}
+
     def state_periods(self, day: dt.date) -> set[str]:
         """Period keys the engine reads for an event on local ``day``: rule counters and metrics."""
         keys = period_keys(day)
         wanted = {keys[GRAINS.index(g)] for g in self.counter_grains | self.metric_grains}
-        wanted.update(key for key, start, end in self.ranges if start <= day <= end)
+        wanted.update(self.ranges_on(day))
         return wanted
 
     @cached_property
