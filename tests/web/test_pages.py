@@ -250,3 +250,17 @@ def test_a_participant_held_out_of_a_rule_is_not_shown_it(game: Game, acme_text:
     assert 'id="rule-deal-won"' not in game.client.get(at(game.bob["url"], "rules")).text
     assert 'id="rule-deal-won"' in game.client.get(at(game.dana["url"], "rules")).text
     assert "deal-won" in {w["rule"] for w in game.client.get(f"{P}/rules", headers=game.admin).json()["ways_to_earn"]}
+
+
+def test_the_home_shows_where_one_stands_on_a_normalised_board(game: Game) -> None:
+    """quota-month (revenue ÷ quota) is kept ranked like a plain board, so the home shows it too."""
+    now = dt.datetime.now(dt.UTC).isoformat()
+    game.post(
+        event("m-1", data={"amount": 100_000, "deal_id": "M-1"}, occurred_at=now),
+        event("m-2", participant="rep-9", data={"amount": 5_000, "deal_id": "M-2"}, occurred_at=now),
+    )  # this month: Dana 100,000 of 1,000,000 (0.1), Bob 5,000 of 10,000 (0.5)
+    for rep, quota in (("rep-17", 1_000_000), ("rep-9", 10_000)):
+        made = game.client.put(f"{P}/participants/{rep}", json={"attributes": {"quota": quota}}, headers=game.admin)
+        assert made.status_code == 200, made.text
+    shown = text(game.client.get(game.dana["url"]).text)
+    assert "Quota month" in shown and "2 of 2" in shown and "behind Bob Marley (1)" in shown

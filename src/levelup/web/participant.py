@@ -76,11 +76,12 @@ def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, 
 
 def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
     """Where the participant stands on each board ranked by index (the neighbourhood, never the bottom of a
-    board): rank of total, value and the gap to the one above. Normalised and rolling boards rank every
-    participant in Python, too slow for a page at scale: they are left to the TV and the API."""
+    board): rank of total, value and the gap to the one above. Rolling boards are ranked afresh over every
+    participant, too slow for a page at scale: they are left to the TV and the API (normalised boards on a
+    calendar window are kept ranked, leaderboards/normalised.py)."""
     shown = []
     for board in opened.compiled.doc.leaderboards:
-        if board.by != "participant" or board.normalize or rolling_days(board.window) is not None:
+        if board.by != "participant" or rolling_days(board.window) is not None:
             continue
         try:
             body = leaderboard(
