@@ -1,4 +1,4 @@
-"""Anti-gaming flags and a clawback on the real Maven CRM pipeline, against plain Python over the CSV.
+"""Anti-gaming flags, a clawback and a holdout on the real Maven CRM pipeline, against plain Python over the CSV.
 
 The demo's events (a call at 10:00 New York on each engagement, a won or lost deal at 16:00 on its close
 date) are loaded once; the flags the API computes in SQL are recomputed here from the CSV with the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ import pytest
 
 from levelup.cli.demo import set_up
 from levelup.demo import sales
+from levelup.engine.experiments import draw
 from levelup.events.clawback import clawback
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
-from levelup.insights import gaming
+from levelup.insights import experiments, gaming
 from levelup.programs import service as programs
+from levelup.programs.validation import validate_document
 from levelup.runtime import Runtime
 from tests.conftest import fresh_database
 from tests.storage.test_real_data import BATCH, CALL_CAP, FOLDER, PROGRAM
@@ -113,6 +116,40 @@ def test_flags_over_the_real_pipeline_are_what_the_csv_says(played: Runtime) -> 
     assert body["kinds"] == {"burst": len(bursts), "near_cap": len(near), "repeated": 0, "kudos_ring": 0}
     for flag in (f for f in flags if f["kind"] == "burst"):  # each lists that day's events of that type
         assert len(flag["events"]) == flag["detail"]["count"]
+
+
+def test_a_holdout_on_the_real_pipeline_compares_what_the_csv_says(played: Runtime) -> None:
+    """A program holdout of 30 % (salt "maven") over the real pipeline: the groups, their mean revenue per
+    agent and the difference equal plain Python over the CSV (groups by the same draw), and the interval
+    holds the difference. Applied after the load: holdouts change awards, not metrics (before the clawback
+    below, which takes a deal's revenue back)."""
+    with played.db.write() as connection:
+        document = programs.document_of(connection, programs.find(connection, PROGRAM))
+        experiment = {"key": "ab", "holdout": 0.3, "salt": "maven", "applies_to": {"program": True}}
+        with_holdout = validate_document(document | {"experiments": [experiment | {"metric": "revenue"}]})
+        programs.apply(connection, with_holdout, actor="test")
+    revenue: dict[str, float] = defaultdict(float)
+    with (FOLDER / "sales_pipeline.csv").open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            agent = sales.slug(row["sales_agent"])
+            if row["engage_date"] or (row["deal_stage"] in ("Won", "Lost") and row["close_date"]):
+                revenue[agent] += int(row["close_value"] or 0) if row["deal_stage"] == "Won" else 0
+    held = [v for agent, v in revenue.items() if draw("maven", agent) < 0.3]
+    treated = [v for agent, v in revenue.items() if draw("maven", agent) >= 0.3]
+    with played.db.read() as connection:
+        record = programs.find(connection, PROGRAM)
+        compiled = played.programs.compiled(connection, record)
+        [found] = experiments.experiments(connection, record, compiled, START, END)["experiments"]
+    assert (found["treated"]["participants"], found["held_out"]["participants"]) == (len(treated), len(held))
+    assert found["treated"]["mean"] == pytest.approx(statistics.fmean(treated), abs=1e-3)
+    assert found["held_out"]["mean"] == pytest.approx(statistics.fmean(held), abs=1e-3)
+    difference = statistics.fmean(treated) - statistics.fmean(held)
+    assert found["difference"] == pytest.approx(difference, abs=1e-3)
+    # Welch's interval: the difference ± t × its standard error, t between the normal's 1.96 and df 5's 2.571
+    error = math.sqrt(statistics.variance(treated) / len(treated) + statistics.variance(held) / len(held))
+    low, high = found["low"], found["high"]
+    assert low < difference < high and 1.96 <= (high - low) / 2 / error <= 2.571
+    assert found["real"] == (low > 0 or high < 0)
 
 
 def test_a_clawback_on_the_real_pipeline_keeps_replay_equal_to_live(played: Runtime) -> None:
