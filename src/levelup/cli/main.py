@@ -121,7 +121,8 @@ def serve(
             raise typer.Exit(1) from None
     if not admin_stored and not os.environ.get("LEVELUP_ADMIN_KEY"):
         errors.print(
-            "[yellow]warning:[/yellow] no admin key: admin calls and the studio (/admin) will get 401. Set LEVELUP_ADMIN_KEY, or run\n"
+            "[yellow]warning:[/yellow] no admin key: admin calls and the studio (/admin) will get 401. "
+            "Set LEVELUP_ADMIN_KEY, or run\n"
             "  levelup keys create --role admin --program '*'",
             soft_wrap=True,
         )
