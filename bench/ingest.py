@@ -258,6 +258,31 @@ def postgres_unreachable(url: str) -> str | None:
     return None
 
 
+def on_database(args: argparse.Namespace, name: str, bench: Callable[[str, argparse.Namespace], None]) -> None:
+    """Run ``bench`` on SQLite (``--keep``'s file, else a temporary one) or, with ``--database postgres``, in
+    a fresh schema of ``--postgres`` dropped afterwards (the scripts that store once and measure reads)."""
+    if args.database == "sqlite":
+        if args.keep:
+            bench(f"sqlite:///{args.keep}", args)
+            return
+        with tempfile.TemporaryDirectory(prefix="levelup-bench-") as directory:
+            bench(_sqlite_url(directory, f"{name}.db"), args)
+        return
+    reason = postgres_unreachable(args.postgres)
+    if reason:
+        sys.exit(f"PostgreSQL unreachable: {reason}")
+    schema = f"bench_{name}_{uuid.uuid4().hex[:10]}"
+    admin = _postgres_engine(args.postgres)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        bench(_schema_url(args.postgres, schema), args)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
 # ---------------------------------------------------------------------------- phases
 
 

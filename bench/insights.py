@@ -19,24 +19,18 @@ import argparse
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import text
 
 from ingest import (
     DEFAULT_POSTGRES,
     PROGRAM_FILE,
     PROGRAM_KEY,
-    _postgres_engine,
-    _schema_url,
     load,
+    on_database,
     peak_rss_mb,
-    postgres_unreachable,
     setup,
 )
 from levelup.events.clawback import clawback
@@ -187,26 +181,7 @@ def main() -> None:
         f"{args.database}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {load()}",
         flush=True,
     )
-    if args.database == "sqlite":
-        if args.keep:
-            bench(f"sqlite:///{args.keep}", args)
-            return
-        with tempfile.TemporaryDirectory(prefix="levelup-bench-") as directory:
-            bench(f"sqlite:///{Path(directory) / 'insights.db'}", args)
-        return
-    reason = postgres_unreachable(args.postgres)
-    if reason:
-        sys.exit(f"PostgreSQL unreachable: {reason}")
-    schema = f"bench_insights_{uuid.uuid4().hex[:10]}"
-    admin = _postgres_engine(args.postgres)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        bench(_schema_url(args.postgres, schema), args)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    on_database(args, "insights", bench)
 
 
 if __name__ == "__main__":

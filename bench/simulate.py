@@ -27,22 +27,18 @@ import cProfile
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from ingest import (
     DEFAULT_POSTGRES,
     PROGRAM_FILE,
     PROGRAM_KEY,
-    _postgres_engine,
-    _schema_url,
     load,
+    on_database,
     peak_rss_mb,
-    postgres_unreachable,
     print_profile,
     setup,
 )
@@ -151,26 +147,7 @@ def main() -> None:
         f"{args.database}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {load()}",
         flush=True,
     )
-    if args.database == "sqlite":
-        if args.keep:
-            bench(f"sqlite:///{args.keep}", args)
-            return
-        with tempfile.TemporaryDirectory(prefix="levelup-bench-") as directory:
-            bench(f"sqlite:///{Path(directory) / 'sim.db'}", args)
-        return
-    reason = postgres_unreachable(args.postgres)
-    if reason:
-        sys.exit(f"PostgreSQL unreachable: {reason}")
-    schema = f"bench_sim_{uuid.uuid4().hex[:10]}"
-    admin = _postgres_engine(args.postgres)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        bench(_schema_url(args.postgres, schema), args)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    on_database(args, "sim", bench)
 
 
 if __name__ == "__main__":

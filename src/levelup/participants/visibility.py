@@ -41,8 +41,13 @@ def masked(connection: Connection, program_id: int, entries: Iterable[Mapping[st
     """A participants' board's entries as a public screen shows them: a hidden participant's id and name
     replaced, rank and value kept (a team board's entries are teams: pass them through unchanged)."""
     rows = [dict(e) for e in entries]
-    masking = hidden(connection, program_id, (r["id"] for r in rows))
+    return mask(rows, hidden(connection, program_id, (r["id"] for r in rows)))
+
+
+def mask(entries: Iterable[Mapping[str, Any]], hidden_ids: set[str]) -> list[dict[str, Any]]:
+    """:func:`masked` for a caller that already knows who is hidden."""
+    rows = [dict(e) for e in entries]
     for row in rows:
-        if row["id"] in masking:
+        if row["id"] in hidden_ids:
             row["id"], row["name"] = HIDDEN_ID, HIDDEN_NAME
     return rows

@@ -52,10 +52,11 @@ def _boards(connection: Connection, opened: Opened, now: dt.datetime) -> list[di
             before = yesterday.get(entry["id"])
             entry["since"] = None if not yesterday else "new" if before is None else before - entry["rank"]
         by = by_key[key].by
-        masking = visibility.hidden(connection, opened.program.id, (e["id"] for e in board["entries"]))
-        moved = _movement(connection, opened, board, by, today, masking if by == "participant" else set())
-        if by == "participant" and masking:  # opted out: the row keeps its place, without a name
-            board["entries"] = visibility.masked(connection, opened.program.id, board["entries"])
+        ids = (e["id"] for e in board["entries"])
+        masking = visibility.hidden(connection, opened.program.id, ids) if by == "participant" else set()
+        moved = _movement(connection, opened, board, by, today, masking)
+        if masking:  # opted out: the row keeps its place, without a name
+            board["entries"] = visibility.mask(board["entries"], masking)
         shown.append(board | {"name": board_title(by_key[key])} | moved)
     return shown
 
