@@ -113,6 +113,23 @@ def test_a_team_competition_paces_each_team_by_its_members(
     assert chances(rows["west"]) == [(1, 11000, round(at_least(4, 10 / 21), 4), False)]
 
 
+def test_a_past_as_of_is_refused_once_the_board_holds_later_events(acme: TestClient, admin: dict[str, str]) -> None:
+    """Regression: bob's deal of the 25th was in the board's 8,000 while his pace, counted to the 22nd, had
+    none — "8,000 more" at an average of 8,000 a deal over no deal. A board read as it stands cannot be
+    answered as of an earlier day: 422 naming as_of; as of the 26th it is what it is."""
+    events = [deal("a1", "ann", 5, 9000), deal("b1", "bob", 25, 8000)]
+    assert acme.post(f"{P}/events", json={"events": events}, headers=admin).status_code == 200
+    refused = acme.get(f"{P}/insights/possible?{AS_OF}&challenge=october-blitz", headers=admin)
+    assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+    [error] = refused.json()["errors"]
+    assert error["path"] == "as_of" and "the last at 2026-10-25T15:00:00+00:00" in error["message"]
+    later = acme.get(f"{P}/insights/possible?as_of=2026-10-26T04:00:00Z&challenge=october-blitz", headers=admin)
+    assert later.status_code == 200
+    rows = {r["id"]: r for r in later.json()["competitions"][0]["participants"]}
+    # bob: 1,000 behind ann, 8,000 a deal → one deal in the 6 days left at 1 deal in 25 days
+    assert chances(rows["bob"]) == [(1, 1000, round(at_least(1, 6 / 25), 4), False), (2, 0, 1, True), (3, 0, 1, True)]
+
+
 def test_possible_says_what_is_wrong(acme: TestClient, admin: dict[str, str]) -> None:
     for query in ("challenge=five-a-week", "challenge=nope"):
         bad = acme.get(f"{P}/insights/possible?{query}", headers=admin)

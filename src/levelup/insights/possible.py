@@ -9,6 +9,7 @@ their events of the metric's type since the competition began, over the days ela
 by the normal approximation with continuity correction above). Others are taken as they stand: it is a
 gap to the current holder, not a forecast of the whole board. A team competition is read the same way over
 the teams' values, its pace from the events of the team's current members (a team race is not covered).
+The board is the stored totals, to the last event: an ``as_of`` before events it already counts is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, select
 
 from levelup.challenges.closing import participants_taking_part, race_finishers
 from levelup.engine.goals import goal_period
@@ -85,6 +86,25 @@ def _standing(
     return rows
 
 
+def _counted(
+    program_id: int, kind: str, ids: list[int], window: tuple[dt.datetime, dt.datetime], *, teams: bool
+) -> tuple[ColumnElement[int], ColumnElement[bool]]:
+    """The subject column and the condition of the events of ``kind`` in the window that still count (no
+    reversal, not reversed), of the participants ``ids``, or of the teams ``ids`` by their current members."""
+    e, r, mb = t.events.c, t.reversals.c, t.memberships.c
+    undone = exists().where(r.program_id == program_id, r.reversed_event == e.event_id)
+    subject = mb.team_id if teams else e.participant_id
+    condition = and_(
+        subject.in_(ids),
+        e.type == kind,
+        e.occurred_at >= window[0],
+        e.occurred_at < window[1],
+        e.reverses.is_(None),
+        ~undone,
+    )
+    return subject, condition
+
+
 def _events(
     connection: Connection,
     program_id: int,
@@ -94,19 +114,31 @@ def _events(
     *,
     teams: bool,
 ) -> dict[int, int]:
-    """Events of ``kind`` in the window that still count (no reversal, not reversed), per participant, or per
-    team by its current members."""
-    e, r, mb = t.events.c, t.reversals.c, t.memberships.c
-    undone = exists().where(r.program_id == program_id, r.reversed_event == e.event_id)
-    subject = mb.team_id if teams else e.participant_id
-    query = select(subject, func.count()).where(
-        and_(subject.in_(ids), e.type == kind, e.occurred_at >= window[0], e.occurred_at < window[1]),
-        e.reverses.is_(None),
-        ~undone,
-    )
+    """How many events of ``kind`` that still count lie in the window, per participant (or team)."""
+    subject, condition = _counted(program_id, kind, ids, window, teams=teams)
+    query = select(subject, func.count()).where(condition)
     if teams:
-        query = query.join(t.memberships, mb.participant_id == e.participant_id)
+        query = query.join(t.memberships, t.memberships.c.participant_id == t.events.c.participant_id)
     return {int(i): int(n) for i, n in connection.execute(query.group_by(subject))}
+
+
+def _last(
+    connection: Connection,
+    program_id: int,
+    kind: str,
+    ids: list[int],
+    window: tuple[dt.datetime, dt.datetime],
+    *,
+    teams: bool,
+) -> dt.datetime | None:
+    """The latest event of ``kind`` that still counts in the window, of these participants (or teams)."""
+    e = t.events.c
+    _, condition = _counted(program_id, kind, ids, window, teams=teams)
+    query = select(e.occurred_at).where(condition).order_by(e.occurred_at.desc()).limit(1)
+    if teams:
+        query = query.join(t.memberships, t.memberships.c.participant_id == e.participant_id)
+    found: dt.datetime | None = connection.execute(query).scalar_one_or_none()
+    return found
 
 
 def _competition(
@@ -143,6 +175,7 @@ def _competition(
     else:
         listed = standing[:limit]
     kind = compiled.metrics_by_key[challenge.metric].event
+    _refuse_a_later_board(connection, program.id, challenge, kind, standing, listed, ranks, (as_of, after))
     window = (first, min(as_of, after))
     counts = _events(connection, program.id, kind, [r[0] for r in listed], window, teams=challenge.mode == "team")
     rows = []
@@ -195,6 +228,38 @@ def _competition(
         ],
         "participants": rows,
     }
+
+
+def _refuse_a_later_board(
+    connection: Connection,
+    program_id: int,
+    challenge: Challenge,
+    kind: str,
+    standing: list[tuple[int, str, float]],
+    listed: list[tuple[int, str, float]],
+    ranks: list[int],
+    span: tuple[dt.datetime, dt.datetime],
+) -> None:
+    """Refuse an ``as_of`` in the past when the board already counts later events of those the answer reads
+    (the listed and the prize ranks' holders): its values are the stored totals, to the last event, while
+    the pace would stop at ``as_of`` — each deal's worth inflated, the gaps those of a later day."""
+    as_of, after = span
+    until = min(after, dt.datetime.now(dt.UTC))  # future-dated events are no reason to refuse "now"
+    read = sorted({r[0] for r in listed} | {r[0] for r in standing[: max(ranks, default=0) + 1]})
+    if as_of >= until or not read:
+        return
+    last = _last(connection, program_id, kind, read, (as_of, until), teams=challenge.mode == "team")
+    if last is not None:
+        raise Invalid(
+            "the board holds later events",
+            errors=[
+                FieldError(
+                    "as_of",
+                    f"{challenge.key} already counts events after as_of (the last at {last.isoformat()}): "
+                    "its board is read as it stands, so ask as of then or later",
+                )
+            ],
+        )
 
 
 def _sentence(who: str, metric: str, prizes: list[dict[str, Any]], best: dict[str, Any] | None) -> str:
