@@ -96,7 +96,7 @@ def _projected_as_python(runtime: Runtime, key: str = "quota-month") -> int:
         today = service._today(compiled, None)
         board = service._board(record, compiled, key)
         period = service._period_for(board, None, today)
-        plain = service._plain_board(connection, record, board, period)
+        plain = service._plain_board(connection, record, compiled, board, period, today)
         assert plain is not None and plain.source == normalised.SOURCE  # read from the projection, not ranked
         assert normalised.expected(connection, record.id) == normalised.stored(connection, record.id)
 

@@ -24,7 +24,7 @@ from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.world import World
 from levelup.events.plan import Rows, plan_rows
 from levelup.events.store import event_from_row, write_projections, write_totals
-from levelup.leaderboards import normalised
+from levelup.leaderboards import normalised, windows
 from levelup.ledger import posting
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
@@ -198,9 +198,12 @@ def replay(runtime: Runtime, program_key: str, *, rebuild: bool = False, progres
             normalised.expected(connection, program.id),
             normalised.stored(connection, program.id),
         )
+        expected_windows = windows.expected(connection, program.id)  # likewise the windowed boards' kept sums
+        _compare(report, "windowed board row", expected_windows, windows.stored(connection, program.id))
         if rebuild:
             _rebuild(connection, program.id, writes, folded)
             normalised.refresh(connection, program.id)  # derived anew from the rebuilt totals
+            windows.refill(connection, program.id)
             report.rebuilt = True
     return report
 
@@ -226,6 +229,7 @@ def rebuild_metrics(connection: Connection, program: programs.ProgramRecord) -> 
     connection.execute(delete(t.metric_totals).where(t.metric_totals.c.program_id == program.id))
     write_totals(connection, program.id, writes.totals)
     normalised.refresh(connection, program.id)  # everyone's: participants with no total left leave the boards
+    windows.refill(connection, program.id)  # the kept rolling boards too
     return len(done)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ReversedEvent
 from levelup.events.plan import Rows, plan_rows
 from levelup.feed import service as feed
-from levelup.leaderboards import normalised, redis_board
+from levelup.leaderboards import normalised, redis_board, windows
 from levelup.ledger import posting
 from levelup.ledger.lots import keeps_lots
 from levelup.participants import repository as participants
@@ -108,6 +108,7 @@ def write_totals(connection: Connection, program_id: int, totals: Mapping[tuple[
     touched = {s for _, _, k, s in totals if k == "p"}
     if touched:  # the normalised boards over these metrics follow, in this transaction
         normalised.refresh(connection, program_id, touched, written={(m, p) for m, p, _, _ in totals})
+    windows.metrics_written(connection, program_id, totals)  # and the kept rolling boards
 
 
 def write_projections(connection: Connection, program_id: int, writes: Rows) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 from levelup.challenges.closing import Closed, close_periods
 from levelup.errors import NotFound
 from levelup.insights import segments
-from levelup.leaderboards import history
+from levelup.leaderboards import history, windows
 from levelup.ledger import expiry
 from levelup.observability.metrics import JOB_RUNS
 from levelup.programs import service as programs
@@ -116,14 +116,16 @@ def _no_lines(_: int) -> list[str]:
 
 # In the order they run: settle closed periods, make pending points spendable and expire old ones,
 # re-rate tiers as activity leaves their window, pay referrals whose hold has passed, and once a day assign
-# RFM segments where a document's conditions read them; last, keep today's top of each board (the TV's
-# change since yesterday and movement chart).
+# RFM segments where a document's conditions read them; slide the rolling and windowed currency boards'
+# kept rows to today and tomorrow; last, keep today's top of each board (the TV's change since yesterday and
+# movement chart).
 JOBS: tuple[Job[Any], ...] = (
     Job("close-periods", "closing periods", "periods closed", close_periods, len, _closed_lines),
     Job("expire", "expiring lots", "lots matured or expired", expiry.run, _expired_count, _expired_lines),
     Job("tiers", "reviewing tiers", "tier changes", review_all, _same, _no_lines),
     Job("referrals", "paying referrals", "referrals paid", pay_due, _same, _no_lines),
     Job("segments", "assigning RFM segments", "segment changes", segments.refresh, _same, _no_lines),
+    Job("board-windows", "sliding the windowed boards' kept rows", "periods filled", windows.slide, _same, _no_lines),
     Job("board-history", "keeping today's top of each board", "board rows kept", history.record, _same, _no_lines),
 )
 BY_NAME = {job.name: job for job in JOBS}

@@ -286,9 +286,10 @@ def rebuild(connection: Connection, program_id: int) -> None:
             {"p": program_id},
         )
     connection.execute(t.rank_boards.update().where(t.rank_boards.c.program_id == program_id).values(filled=1))
-    from levelup.leaderboards import normalised  # it builds on this module's grain expression
+    from levelup.leaderboards import normalised, windows  # they build on this module's grain expression
 
     normalised.refresh(connection, program_id)  # the normalised boards' rows, derived afresh
+    windows.refill(connection, program_id)  # and the kept periods of the windowed boards
 
 
 def counts(connection: Connection, program_id: int) -> dict[tuple[str, str, str, int], int]:

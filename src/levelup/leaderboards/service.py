@@ -6,10 +6,11 @@ participants or teams first appeared), so pages are stable and an index serves t
 Plain boards (a calendar window, no scope, no normalization; or a currency board over all
 time) are answered by indexes and the bucket counts of :mod:`levelup.leaderboards.ranks`,
 at any size; so are normalized boards on a calendar window, from the quotients
-:mod:`levelup.leaderboards.normalised` keeps. Rolling boards, currency boards over a window (and a
-normalized board whose quotients are not kept) are ranked by the database (a page, then one count:
-two scans of the board's rows, nothing in Python); scoped boards rank in Python over the board's
-rows (O(rows) a request).
+:mod:`levelup.leaderboards.normalised` keeps, and rolling boards and currency boards over a window, from
+the sums :mod:`levelup.leaderboards.windows` keeps for today's period. A board whose rows are not kept
+(a normalized rolling board; a period the board-windows job has not filled) is ranked by the database (a
+page, then one count: two scans of the board's rows, nothing in Python); scoped boards rank in Python over
+the board's rows (O(rows) a request).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy import (
 
 from levelup.engine.positions import EARNING_KINDS
 from levelup.errors import FieldError, Invalid, NotFound
-from levelup.leaderboards import normalised, ranks, redis_board
+from levelup.leaderboards import normalised, ranks, redis_board, windows
 from levelup.metrics.periods import grain_of, local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
@@ -168,7 +169,7 @@ def leaderboard(
     today = _today(compiled, now)
     period_name = _period_for(board, period, today)
     head = {"key": board.key, "period": period_name, "by": board.by, "normalized": board.normalize}
-    plain = _plain_board(connection, program, board, period_name) if not scope else None
+    plain = _plain_board(connection, program, compiled, board, period_name, today) if not scope else None
     if plain is not None:
         return head | _fast(connection, program, board, plain, period_name, limit=limit, offset=offset, around=around)
     if not scope:
@@ -193,8 +194,9 @@ def standing(
     """Where one participant (or team) stands on a board: rank, value and the board's total. On a
     plain board that is three short reads, whatever the board's size; on others, a ranking of all."""
     board = _board(program, compiled, key)
-    period_name = _period_for(board, period, _today(compiled, now))
-    plain = _plain_board(connection, program, board, period_name)
+    today = _today(compiled, now)
+    period_name = _period_for(board, period, today)
+    plain = _plain_board(connection, program, compiled, board, period_name, today)
     if plain is None:
         body = leaderboard(connection, program, compiled, key, period=period, around=subject, limit=1, now=now)
         entry = next(e for e in body["entries"] if e["id"] == subject)
@@ -230,9 +232,35 @@ def _internal_id(connection: Connection, program: ProgramRecord, subjects: Table
     return None if found is None else int(found)
 
 
-def _plain_board(connection: Connection, program: ProgramRecord, board: Leaderboard, period: str) -> ranks.Board | None:
-    """The board's rows in ``rank_rows`` when it is a plain board the triggers keep, or a normalised board
-    whose quotients are kept (:mod:`levelup.leaderboards.normalised`), else None."""
+def indexed(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    key: str,
+    *,
+    now: dt.datetime | None = None,
+) -> bool:
+    """Whether board ``key``'s current period is read from kept rows by index (a page at any size), not ranked
+    afresh: what a page that must stay fast at any size shows."""
+    board = _board(program, compiled, key)
+    today = _today(compiled, now)
+    return _plain_board(connection, program, compiled, board, _period_for(board, None, today), today) is not None
+
+
+def _plain_board(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    board: Leaderboard,
+    period: str,
+    today: dt.date,
+) -> ranks.Board | None:
+    """The board's rows in ``rank_rows`` when it is a plain board the triggers keep, a normalised board whose
+    quotients are kept (:mod:`levelup.leaderboards.normalised`) or a windowed board whose period is kept
+    (:mod:`levelup.leaderboards.windows`), else None."""
+    kept = windows.kept_board(connection, program.id, compiled, board, today, period)
+    if kept is not None:
+        return ranks.Board(program.id, windows.SOURCE, *kept)
     if board.normalize:
         projection = normalised.of_board(board)
         if projection is None or not ranks.registered(
@@ -303,8 +331,9 @@ def _fast(
 
 
 def _copy(connection: Connection, plain: ranks.Board) -> redis_board.Boards | None:
-    """The Redis copy, for the boards it holds (not normalised ones: their rows are rewritten in SQL)."""
-    return None if plain.source == normalised.SOURCE else redis_board.of(connection)
+    """The Redis copy, for the boards it holds (not normalised nor windowed ones: their rows are rewritten in
+    SQL)."""
+    return None if plain.source in (normalised.SOURCE, windows.SOURCE) else redis_board.of(connection)
 
 
 def _from_redis(
@@ -354,9 +383,9 @@ def _in_sql(connection: Connection, program_id: int, board: Leaderboard, values:
 
 @dataclass(frozen=True)
 class _Ranked:
-    """A board ranked by the database (normalised, rolling and windowed currency boards without a scope: no
-    index keeps their values in order): a page is the page's rows, then one count of the board and of the
-    rows ahead of the page, instead of every row of the board in Python."""
+    """A board ranked by the database (a board without a scope whose rows are not kept: a normalised rolling
+    board, a windowed board whose period the job has not filled): a page is the page's rows, then one count
+    of the board and of the rows ahead of the page, instead of every row of the board in Python."""
 
     rows: Subquery
     called: str  # "board 'quota-month' for 2026-12", for a refusal

@@ -680,3 +680,20 @@ board_ranks = Table(
     Column("rank", Integer, nullable=False),
     Column("value", Float, nullable=False),
 )
+
+# The periods of the windowed boards kept in rank_rows (source 'w', ``leaderboards.windows``): a rolling board
+# as of a local day, or a currency board over a calendar period. A row says that period's board rows are
+# complete (filled by the board-windows job, kept by every write since); its bounds say what they sum, so a read
+# under other bounds (a new time zone) ranks afresh instead. The first and last local day of the window; for a
+# currency board also the instants they start and end at (ledger entries carry an instant, not a day).
+board_windows = Table(
+    "board_windows",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("period", String(32), primary_key=True),
+    Column("first_day", String(10), nullable=False),
+    Column("last_day", String(10), nullable=False),
+    Column("starts_at", Timestamp, nullable=True),
+    Column("ends_at", Timestamp, nullable=True),
+)

@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from levelup.cases import service as cases
 from levelup.errors import FieldError, Invalid, LevelupError, NotFound
 from levelup.kudos.service import give
-from levelup.leaderboards.service import leaderboard
+from levelup.leaderboards.service import indexed, leaderboard
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
-from levelup.metrics.periods import local_date, period_key, rolling_days
+from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
 from levelup.participants import visibility
 from levelup.participants.profile import profile
@@ -76,12 +76,12 @@ def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, 
 
 def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
     """Where the participant stands on each board ranked by index (the neighbourhood, never the bottom of a
-    board): rank of total, value and the gap to the one above. Rolling boards are ranked afresh over every
-    participant, too slow for a page at scale: they are left to the TV and the API (normalised boards on a
-    calendar window are kept ranked, leaderboards/normalised.py)."""
+    board): rank of total, value and the gap to the one above. Only boards read by index (leaderboards.service.
+    indexed): one ranked afresh over every participant (a normalised rolling board, a windowed board before the
+    board-windows job has kept today's rows) is too slow for a page at scale, and is left to the TV and the API."""
     shown = []
     for board in opened.compiled.doc.leaderboards:
-        if board.by != "participant" or rolling_days(board.window) is not None:
+        if board.by != "participant" or not indexed(connection, opened.program, opened.compiled, board.key):
             continue
         try:
             body = leaderboard(

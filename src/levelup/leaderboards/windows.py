@@ -1,0 +1,325 @@
+"""Windowed boards kept as board rows, so they rank like plain boards (docs/web.md, "Speed").
+
+Two kinds of board have no stored total to index: a metric over a rolling window (``last_N_days``: the
+sum of the day totals of the last N local days, a sum that changes every midnight) and a currency over a
+window (what was earned between two instants: a sum of ledger entries). Ranking them afresh means summing
+and sorting every participant's rows at each read: hundreds of milliseconds at 100,000 participants.
+
+So their rows are kept in ``rank_rows`` under source ``w`` (key ``<kind>/<window>/<metric or currency>``,
+kind ``p``/``t`` for a participants' or teams' metric, ``c`` for a currency) for the periods listed in
+``board_windows``: a rolling board as of a local day (period = that day), a currency board over a calendar
+period (period = its key). The ``rank_rows`` triggers keep their bucket counts, and a read is index seeks
+and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
+
+- **The job** (``board-windows``, every tick) fills the periods of today *and tomorrow* in the program's
+  time zone, and drops the others: at midnight tomorrow's rows are already there and exact, because
+- **every write** keeps the kept periods: a metric write (``events.store.write_totals``) recomputes, for
+  the subjects whose day totals changed, their sum in each kept rolling period whose days hold that day;
+  a ledger posting (``ledger.posting.post``) recomputes, for the participants credited or debited an
+  earning, their sum in each kept currency period whose instants hold the entry's. Late and out-of-order
+  events, reversals and adjustments are writes like any other.
+- **A read** uses the kept rows only when ``board_windows`` holds the period with the bounds the read
+  would sum over; otherwise (the job has not run yet, a new time zone) the board is ranked afresh by the
+  database, with the same answers. Replay and a rank rebuild refill every kept period from the sources.
+
+Rows are recomputed (the same SUM as the afresh ranking), never incremented, so a repeated or reordered
+write cannot drift them. On PostgreSQL each write takes the program's rank lock (the one the ``rank_rows``
+triggers take, so nothing new is serialised) before reading which periods are kept: a job filling a period
+waits for writers in flight and is waited for by the next ones, so no write falls between its snapshot
+and its commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, func, literal, select, text
+
+from levelup.engine.positions import EARNING_KINDS
+from levelup.metrics.periods import local_date, period_dates, period_key, rolling_days, window_dates, zone
+from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import Leaderboard
+from levelup.runtime import Runtime
+from levelup.storage import tables as t
+
+SOURCE = "w"
+CHUNK = 500  # subjects a statement (bound parameters stay well under SQLite's limit)
+_LOCK = text(
+    "SELECT pg_advisory_xact_lock(hashtext('levelup.rank:' || current_schema()), ((:p) % 2147483648)::integer)"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a windowed board sums: ``kind`` 'p'/'t' (a metric of participants or teams) or 'c' (a currency
+    earned), ``name`` the metric or currency, ``window`` the board's window."""
+
+    kind: str
+    window: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.window}/{self.name}"
+
+    @staticmethod
+    def parse(key: str) -> Window:
+        kind, window, name = key.split("/", 2)
+        return Window(kind, window, name)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One period of a windowed board: its label in ``rank_rows.period`` and what it sums over (local days
+    ``first``..``last``; for a currency, the instants ``starts_at`` ≤ at < ``ends_at``)."""
+
+    period: str
+    first: str
+    last: str
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+
+
+def of_board(board: Leaderboard) -> Window | None:
+    """The kept rows that can serve ``board``: a metric board over a rolling window, or a participants'
+    currency board over a window other than ``all``, neither normalised (those rank as before)."""
+    if board.normalize is not None:
+        return None
+    if board.metric is not None and rolling_days(board.window) is not None:
+        found = Window("t" if board.by == "team" else "p", board.window, board.metric)
+    elif board.currency is not None and board.window != "all" and board.by == "participant":
+        found = Window("c", board.window, board.currency)
+    else:
+        return None
+    return found if len(found.key) <= t.rank_rows.c.key.type.length else None  # type: ignore[attr-defined]
+
+
+def span(window: Window, timezone: str, today: dt.date, period: str | None = None) -> Span | None:
+    """The period of ``window`` a read on ``today`` ranks (a calendar ``period`` asked for, else the
+    current one), with its bounds as the afresh ranking computes them."""
+    if rolling_days(window.window) is not None:
+        dates = window_dates(window.window, today)
+        label = today.isoformat()
+    else:
+        label = period or period_key(window.window, today)
+        dates = period_dates(label)
+    if dates is None:
+        return None
+    first, last = dates
+    if window.kind != "c":
+        return Span(label, first.isoformat(), last.isoformat())
+    tz = zone(timezone)
+    starts = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC)
+    ends = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
+    return Span(label, first.isoformat(), last.isoformat(), starts, ends)
+
+
+def kept_board(
+    connection: Connection, program_id: int, compiled: CompiledProgram, board: Leaderboard, today: dt.date, period: str
+) -> tuple[str, str] | None:
+    """(key, period) of ``board``'s kept rows in ``rank_rows`` for the period a read ranks, when that period is
+    kept with the bounds the read would sum over; else None (rank it afresh)."""
+    window = of_board(board)
+    if window is None:
+        return None
+    wanted = span(window, compiled.timezone, today, None if rolling_days(board.window) else period)
+    if wanted is None:
+        return None
+    w = t.board_windows.c
+    row = connection.execute(
+        select(w.first_day, w.last_day, w.starts_at, w.ends_at).where(
+            w.program_id == program_id, w.key == window.key, w.period == wanted.period
+        )
+    ).first()
+    if row is None or Span(wanted.period, *row) != wanted:
+        return None
+    return window.key, wanted.period
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def slide_program(connection: Connection, program_id: int, compiled: CompiledProgram, now: dt.datetime) -> int:
+    """Keep exactly the periods of today and tomorrow of each windowed board of the document: drop the others
+    (and any kept under other bounds), fill the missing ones from the sources. Returns the periods filled."""
+    _lock(connection, program_id)
+    today = local_date(now, compiled.timezone)
+    wanted: dict[tuple[str, str], Span] = {}
+    for board in compiled.doc.leaderboards:
+        window = of_board(board)
+        for day in (today, today + dt.timedelta(days=1)) if window is not None else ():
+            assert window is not None
+            found = span(window, compiled.timezone, day)
+            if found is not None:
+                wanted[(window.key, found.period)] = found
+    filled = 0
+    for key, kept in _kept(connection, program_id):
+        if wanted.get((key, kept.period)) != kept:
+            _drop(connection, program_id, key, kept.period)
+        else:
+            del wanted[(key, kept.period)]
+    for (key, _), missing in sorted(wanted.items()):
+        _write(connection, program_id, Window.parse(key), missing, None)
+        connection.execute(
+            t.board_windows.insert().values(
+                program_id=program_id,
+                key=key,
+                period=missing.period,
+                first_day=missing.first,
+                last_day=missing.last,
+                starts_at=missing.starts_at,
+                ends_at=missing.ends_at,
+            )
+        )
+        filled += 1
+    return filled
+
+
+def slide(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None) -> int:
+    """The jobs' entry: slide every program's (or ``program_keys``') windowed boards to ``now``, one program a
+    transaction; returns the periods filled."""
+    now = now or dt.datetime.now(dt.UTC)
+    with runtime.db.read() as connection:
+        keys = [p.key for p in programs.selected(connection, program_keys)]
+    filled = 0
+    for key in keys:
+        with runtime.db.write() as connection:
+            program = programs.find(connection, key)
+            filled += slide_program(connection, program.id, runtime.programs.compiled(connection, program), now)
+    return filled
+
+
+def refill(connection: Connection, program_id: int) -> None:
+    """Every kept period recomputed from the sources (replay, a rebuild of the metrics or of the rank rows)."""
+    _lock(connection, program_id)
+    for key, kept in _kept(connection, program_id):
+        _write(connection, program_id, Window.parse(key), kept, None)
+
+
+# ---------------------------------------------------------------------------- the writes
+
+
+def metrics_written(connection: Connection, program_id: int, written: Iterable[tuple[str, str, str, int]]) -> None:
+    """After a metric write of ``written`` (metric, period, subject kind, subject id): recompute the changed
+    subjects' rows in each kept rolling period that holds a changed day."""
+    days = [(m, p, k, s) for m, p, k, s in written if len(p) == 10 and p[4] == "-"]  # day keys only
+    if not days:
+        return
+    _lock(connection, program_id)
+    for key, kept in _kept(connection, program_id):
+        window = Window.parse(key)
+        if window.kind == "c":
+            continue
+        subjects = {s for m, p, k, s in days if m == window.name and k == window.kind and kept.first <= p <= kept.last}
+        if subjects:
+            _write(connection, program_id, window, kept, sorted(subjects))
+
+
+def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int, str, str, dt.datetime]]) -> None:
+    """After ledger entries (participant id, currency, kind, at) are appended: recompute the participants'
+    rows in each kept currency period that holds an earning entry's instant."""
+    earned = [(p, c, at) for p, c, kind, at in entries if kind in EARNING_KINDS]
+    if not earned:
+        return
+    _lock(connection, program_id)
+    for key, kept in _kept(connection, program_id):
+        window = Window.parse(key)
+        if window.kind != "c":
+            continue
+        assert kept.starts_at is not None and kept.ends_at is not None
+        subjects = {p for p, c, at in earned if c == window.name and kept.starts_at <= at < kept.ends_at}
+        if subjects:
+            _write(connection, program_id, window, kept, sorted(subjects))
+
+
+def _lock(connection: Connection, program_id: int) -> None:
+    """The program's rank lock until the transaction ends (PostgreSQL; SQLite has a single writer)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK, {"p": program_id})
+
+
+def _kept(connection: Connection, program_id: int) -> list[tuple[str, Span]]:
+    w = t.board_windows.c
+    rows = connection.execute(
+        select(w.key, w.period, w.first_day, w.last_day, w.starts_at, w.ends_at).where(w.program_id == program_id)
+    )
+    return [(r.key, Span(r.period, r.first_day, r.last_day, r.starts_at, r.ends_at)) for r in rows]
+
+
+def _drop(connection: Connection, program_id: int, key: str, period: str) -> None:
+    r, w = t.rank_rows.c, t.board_windows.c
+    connection.execute(
+        t.rank_rows.delete().where(r.program_id == program_id, r.source == SOURCE, r.key == key, r.period == period)
+    )
+    connection.execute(t.board_windows.delete().where(w.program_id == program_id, w.key == key, w.period == period))
+
+
+def sums(program_id: int, window: Window, kept: Span, ids: Sequence[int] | None) -> Select[Any]:
+    """(subject id, sum) of each subject with a row in the period: the afresh ranking's own sums
+    (``leaderboards.service``), of ``ids`` only when given."""
+    if window.kind == "c":
+        c = t.ledger_entries.c
+        query = (
+            select(c.participant_id, func.sum(c.amount))
+            .where(
+                c.program_id == program_id,
+                c.currency == window.name,
+                c.kind.in_(EARNING_KINDS),
+                c.at >= kept.starts_at,
+                c.at < kept.ends_at,
+            )
+            .group_by(c.participant_id)
+        )
+        return query if ids is None else query.where(c.participant_id.in_(ids))
+    m = t.metric_totals.c
+    query = (
+        select(m.subject_id, func.sum(m.value))
+        .where(
+            m.program_id == program_id,
+            m.metric == window.name,
+            m.subject_kind == window.kind,
+            m.period >= kept.first,
+            m.period <= kept.last,
+            func.length(m.period) == 10,
+        )
+        .group_by(m.subject_id)
+    )
+    return query if ids is None else query.where(m.subject_id.in_(ids))
+
+
+def _write(connection: Connection, program_id: int, window: Window, kept: Span, ids: list[int] | None) -> None:
+    """Replace the period's rows (of ``ids``; all of them when None) with their sums, recomputed."""
+    r = t.rank_rows.c
+    mine = [r.program_id == program_id, r.source == SOURCE, r.key == window.key, r.period == kept.period]
+    columns = ["program_id", "source", "key", "period", "subject_id", "value"]
+    for start in range(0, len(ids), CHUNK) if ids is not None else [None]:
+        chunk = None if start is None or ids is None else ids[start : start + CHUNK]
+        where = mine if chunk is None else [*mine, r.subject_id.in_(chunk)]
+        connection.execute(t.rank_rows.delete().where(*where))
+        raw = sums(program_id, window, kept, chunk).subquery()
+        fresh = select(
+            literal(program_id), literal(SOURCE), literal(window.key), literal(kept.period), raw.c[0], raw.c[1]
+        )
+        connection.execute(t.rank_rows.insert().from_select(columns, fresh))
+
+
+def stored(connection: Connection, program_id: int) -> dict[tuple[str, str, int], float]:
+    """The rows kept for a program, keyed (key, period, subject id): what :func:`expected` must equal."""
+    r = t.rank_rows.c
+    rows = connection.execute(
+        select(r.key, r.period, r.subject_id, r.value).where(r.program_id == program_id, r.source == SOURCE)
+    )
+    return {(key, period, int(subject)): float(value) for key, period, subject, value in rows}
+
+
+def expected(connection: Connection, program_id: int) -> dict[tuple[str, str, int], float]:
+    """The rows the kept periods should hold, summed afresh from the sources."""
+    found: dict[tuple[str, str, int], float] = {}
+    for key, kept in _kept(connection, program_id):
+        for subject, value in connection.execute(sums(program_id, Window.parse(key), kept, None)):
+            found[(key, kept.period, int(subject))] = float(value)
+    return found
