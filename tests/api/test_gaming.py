@@ -38,7 +38,8 @@ def post(client: TestClient, admin: dict[str, str], events: list[dict[str, Any]]
         assert {r["status"] for r in response.json()["results"]} == {"accepted"}, response.text
 
 
-def test_each_kind_of_flag_on_a_hand_computed_case(client: TestClient, admin: dict[str, str], acme_text: str) -> None:
+def play(client: TestClient, admin: dict[str, str], acme_text: str) -> list[dict[str, Any]]:
+    """The hand-computed case below: one participant (or pair) per kind of flag, and near misses."""
     put = client.put(P, content=acme_text + KUDOS, headers={**admin, "Content-Type": "application/yaml"})
     assert put.status_code == 201, put.text
     events: list[dict[str, Any]] = []
@@ -70,7 +71,11 @@ def test_each_kind_of_flag_on_a_hand_computed_case(client: TestClient, admin: di
     for giver, receiver in gifts:
         gift = {"from": giver, "to": receiver, "amount": 10, "message": "thanks"}
         assert client.post(f"{P}/kudos", json=gift, headers=admin).status_code == 201
+    return events
 
+
+def test_each_kind_of_flag_on_a_hand_computed_case(client: TestClient, admin: dict[str, str], acme_text: str) -> None:
+    events = play(client, admin, acme_text)
     body = flags(client, admin)
     assert body["total"] == 4 and body["kinds"] == {"burst": 1, "near_cap": 1, "repeated": 1, "kudos_ring": 1}
     found = {f["kind"]: f for f in body["flags"]}
@@ -114,6 +119,72 @@ def test_each_kind_of_flag_on_a_hand_computed_case(client: TestClient, admin: di
     clawed = client.post(f"{P}/events/dan-3/clawback", json={"note": "the same deal twice"}, headers=admin)
     assert clawed.status_code == 201
     assert flags(client, admin, "&kind=repeated")["total"] == 0
+
+
+DEFAULTS = {  # as docs/insights.md documents them
+    "burst_min": 10,
+    "burst_ratio": 3.0,
+    "burst_z": 5.0,
+    "burst_days": 3,
+    "cap_min": 5,
+    "cap_periods": 3,
+    "cap_share": 0.5,
+    "ring_min": 3,
+    "ring_share": 0.5,
+}
+
+
+def test_tuned_thresholds_change_which_flags_appear(client: TestClient, admin: dict[str, str], acme_text: str) -> None:
+    """The case above under tuned thresholds, each change hand-computed; the answer says what it used."""
+    play(client, admin, acme_text)
+
+    def found(query: str) -> tuple[dict[str, Any], list[tuple[str, list[str], float]]]:
+        body = flags(client, admin, query)
+        return body["thresholds"], [(f["kind"], f["participants"], f["score"]) for f in body["flags"]]
+
+    assert found("&kind=burst") == (DEFAULTS, [("burst", ["ann"], round(1 - 1 / 12, 4))])
+    # bob's 12 against his usual 5: z = 7 ≥ 5 and, at a ratio of 2, 12 ≥ 2 × 5 → score 1 − 5/12
+    assert found("&kind=burst&burst_ratio=2") == (
+        DEFAULTS | {"burst_ratio": 2.0},
+        [("burst", ["ann"], round(1 - 1 / 12, 4)), ("burst", ["bob"], round(1 - 5 / 12, 4))],
+    )
+    assert found("&kind=burst&burst_min=13")[1] == []  # ann's 12 are too few
+    assert found("&kind=burst&burst_z=12")[1] == []  # ann's z is 11
+    assert found("&kind=burst&burst_days=5")[1] == []  # ann has 4 other active days
+    # cat: 3 of 4 days within 10% under the cap of 20
+    assert found("&kind=near_cap&cap_share=0.75")[1] == [("near_cap", ["cat"], 0.75)]
+    for query in ("cap_share=0.8", "cap_periods=4", "cap_min=21"):
+        assert found(f"&kind=near_cap&{query}")[1] == [], query
+    # gus and hal trade 10 twice each way, all that either received → share 1.0 at two kudos each way
+    assert found("&kind=kudos_ring&ring_min=2")[1] == [
+        ("kudos_ring", ["gus", "hal"], 1.0),
+        ("kudos_ring", ["eve", "fay"], 0.75),
+    ]
+    assert found("&kind=kudos_ring&ring_share=0.8")[1] == []  # fay gave 0.75 of what eve received
+    assert flags(client, admin)["total"] == 4  # a tuned request leaves nothing behind
+
+
+def test_a_threshold_out_of_bounds_is_refused_by_name(acme: TestClient, admin: dict[str, str]) -> None:
+    bad = {
+        "burst_min=0": "query.burst_min",
+        "burst_ratio=0.5": "query.burst_ratio",
+        "burst_z=-1": "query.burst_z",
+        "burst_z=nan": "query.burst_z",
+        "burst_days=367": "query.burst_days",
+        "cap_min=many": "query.cap_min",
+        "cap_periods=1.5": "query.cap_periods",
+        "cap_share=0": "query.cap_share",
+        "ring_min=0": "query.ring_min",
+        "ring_share=1.01": "query.ring_share",
+    }
+    for query, path in bad.items():
+        refused = acme.get(f"{P}/insights/flags?{WINDOW}&{query}", headers=admin)
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json", query
+        assert [e["path"] for e in refused.json()["errors"]] == [path], query
+    both = acme.get(f"{P}/insights/flags?{WINDOW}&burst_min=0&ring_share=2", headers=admin).json()
+    assert sorted(e["path"] for e in both["errors"]) == ["query.burst_min", "query.ring_share"]
+    edges = flags(acme, admin, "&burst_min=1&burst_ratio=1&burst_z=0&cap_share=1&ring_share=1")["thresholds"]
+    assert edges == DEFAULTS | {"burst_min": 1, "burst_ratio": 1.0, "burst_z": 0.0, "cap_share": 1.0, "ring_share": 1.0}
 
 
 def test_flags_are_for_admins_and_say_what_is_wrong(acme: TestClient, admin: dict[str, str]) -> None:

@@ -149,6 +149,12 @@ def insights(
     periods: Annotated[int, typer.Option(min=1, max=52, help="targets: periods of history")] = 8,
     factor: Annotated[float, typer.Option(min=1, max=3, help="targets: the stretch")] = 1.1,
     experiment: Annotated[str | None, typer.Option(help="experiments: only this one")] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"flags: NAME=VALUE, repeatable, one of {', '.join(gaming.Thresholds.model_fields)} (docs/insights.md)"
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
@@ -189,7 +195,8 @@ def insights(
                 body = holdouts.experiments(connection, record, compiled, *window, key=experiment)
             elif kind == "flags":
                 since, until = _window(start, end)
-                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=limit)
+                tuned = gaming.thresholds(dict(_setting(s) for s in threshold or ()))
+                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=limit, tuned=tuned)
             elif kind == "possible":
                 body = possible.possible(connection, record, compiled, as_of=moment, challenge=challenge, limit=limit)
             else:
@@ -223,6 +230,8 @@ def insights(
     console.print(body["sentence"])
     for found in body["experiments"] if kind == "experiments" else ():
         console.print(found["sentence"])
+    if kind == "flags":
+        console.print("thresholds: " + ", ".join(f"{name}={value:g}" for name, value in body["thresholds"].items()))
     if kind == "fairness":
         for part in ("top3", "never_rewarded", "inflation"):
             console.print(body[part]["sentence"])
@@ -326,6 +335,14 @@ def _window(start: str | None, end: str | None) -> tuple[dt.datetime, dt.datetim
     return common.window(
         common.parse_instant(start, "from") if start else None, common.parse_instant(end, "to") if end else None
     )
+
+
+def _setting(text: str) -> tuple[str, str]:
+    """``--threshold NAME=VALUE`` as (name, value)."""
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise Invalid("a threshold is NAME=VALUE", errors=[FieldError("threshold", f"{text!r} is not NAME=VALUE")])
+    return name.strip(), value.strip()
 
 
 def _flag_row(flag: dict[str, Any]) -> dict[str, Any]:

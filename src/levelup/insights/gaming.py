@@ -5,16 +5,20 @@ already reversed left out, so a clawback clears its flag):
 
 - ``burst``: a local day on which a participant sent far more events of one type than they usually do.
   Their norm is the median of their other active days' counts of that type in the window (at least
-  ``MIN_DAYS`` of them) and its spread the median absolute deviation (MAD). A day is a burst when it has
-  at least ``MIN_BURST`` events, at least ``RATIO`` × the median, and lies at least ``Z`` robust standard
-  deviations above it: ``(n − median) / max(1.4826 × MAD, 1) ≥ Z``. Score ``1 − median / n``.
-- ``near_cap``: a rule with a cap of at least ``MIN_CAP`` awards a period, whose awards a participant kept
-  within 10% under the cap (``count ≥ max − max(1, round(max / 10))``) in at least ``MIN_PERIODS``
-  periods that were half or more of their periods with an award of it. Score: that share.
+  ``burst_days`` of them) and its spread the median absolute deviation (MAD). A day is a burst when it
+  has at least ``burst_min`` events, at least ``burst_ratio`` × the median, and lies at least ``burst_z``
+  robust standard deviations above it: ``(n − median) / max(1.4826 × MAD, 1) ≥ burst_z``. Score
+  ``1 − median / n``.
+- ``near_cap``: a rule with a cap of at least ``cap_min`` awards a period, whose awards a participant
+  kept within 10% under the cap (``count ≥ max − max(1, round(max / 10))``) in at least ``cap_periods``
+  periods that were at least ``cap_share`` of their periods with an award of it. Score: that share.
 - ``repeated``: the same participant sent events of one type with identical, non-empty data under
   different ids (the same deal twice). Score ``1 − 1 / copies``.
-- ``kudos_ring``: two participants who gave each other kudos at least ``MIN_RING`` times each way, each
-  giving at least half of what the other received in the window. Score: the smaller of the two shares.
+- ``kudos_ring``: two participants who gave each other kudos at least ``ring_min`` times each way, each
+  giving at least ``ring_share`` of what the other received in the window. Score: the smaller share.
+
+The thresholds (:class:`Thresholds`) default to the values docs/insights.md documents; an admin may tune
+them per request, within bounds.
 
 Local days are cut at the program zone's UTC offset at the window's end (one offset: the same answer
 on SQLite, which has no time zones, and PostgreSQL). Scores lie in [0, 1]; flags come highest first.
@@ -28,6 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, Connection, Text, and_, case, cast, exists, func, literal, select
 
 from levelup.errors import FieldError, Invalid
@@ -38,10 +43,44 @@ from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
 
 KINDS = ("burst", "near_cap", "repeated", "kudos_ring")
-MIN_BURST, RATIO, Z, MIN_DAYS = 10, 3.0, 5.0, 3
-MIN_CAP, MIN_PERIODS, NEAR_SHARE = 5, 3, 0.5
-MIN_RING, RING_SHARE = 3, 0.5
 MAX_EVENTS = 100  # event (or kudos) ids listed with a flag
+
+
+class Thresholds(BaseModel):
+    """What each kind of flag takes: the one home of the defaults and the bounds, read by the service, the
+    API's query (``…/insights/flags?burst_min=5``) and the CLI (``--threshold burst_min=5``). Bounded so a
+    tuned threshold still means what its name says (a share within (0, 1], a ratio of at least 1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    burst_min: int = Field(10, ge=1, le=100_000, description="burst: at least this many events on the day")
+    burst_ratio: float = Field(3.0, ge=1, le=1000, description="burst: at least this many times the usual day")
+    burst_z: float = Field(5.0, ge=0, le=1000, description="burst: at least this many robust deviations above it")
+    burst_days: int = Field(3, ge=1, le=366, description="burst: other active days needed to know the usual day")
+    cap_min: int = Field(5, ge=1, le=1_000_000, description="near_cap: only rules capped at this many or more")
+    cap_periods: int = Field(3, ge=1, le=1000, description="near_cap: periods spent within 10% under the cap")
+    cap_share: float = Field(0.5, gt=0, le=1, description="near_cap: and at least this share of those with an award")
+    ring_min: int = Field(3, ge=1, le=10_000, description="kudos_ring: kudos each way, at least")
+    ring_share: float = Field(0.5, gt=0, le=1, description="kudos_ring: of what the other received, at least")
+
+
+DEFAULTS = Thresholds()
+
+
+def thresholds(given: dict[str, str]) -> Thresholds:
+    """Thresholds from ``NAME=VALUE`` settings (the CLI's), the rest the defaults; a bad name or value is an
+    :class:`Invalid` naming it, every one of them at once."""
+    unknown = sorted(set(given) - set(Thresholds.model_fields))
+    if unknown:
+        known = ", ".join(Thresholds.model_fields)
+        raise Invalid(
+            "no such threshold", errors=[FieldError(name, f"not a threshold: one of {known}") for name in unknown]
+        )
+    try:
+        return Thresholds.model_validate(given)
+    except ValidationError as exc:
+        errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise Invalid("a threshold is out of bounds", errors=errors) from None
 
 
 @dataclass
@@ -70,7 +109,9 @@ def _live(program_id: int, start: dt.datetime, end: dt.datetime) -> ColumnElemen
     return and_(e.program_id == program_id, e.occurred_at >= start, e.occurred_at < end, e.reverses.is_(None), ~undone)
 
 
-def _bursts(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime, offset: int) -> list[Flag]:
+def _bursts(
+    connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime, offset: int, tuned: Thresholds
+) -> list[Flag]:
     e = t.events.c
     day = _local_day(connection, e.occurred_at, offset)
     daily = (
@@ -83,7 +124,9 @@ def _bursts(connection: Connection, program_id: int, start: dt.datetime, end: dt
     # grouped rows with themselves took minutes on PostgreSQL planning without statistics)
     peak = func.max(daily.c.n).over(partition_by=(daily.c.participant_id, daily.c.type)).label("peak")
     ranked = select(daily.c.participant_id, daily.c.type, daily.c.day, daily.c.n, peak).subquery()
-    query = select(ranked.c.participant_id, ranked.c.type, ranked.c.day, ranked.c.n).where(ranked.c.peak >= MIN_BURST)
+    query = select(ranked.c.participant_id, ranked.c.type, ranked.c.day, ranked.c.n).where(
+        ranked.c.peak >= tuned.burst_min
+    )
     days: dict[tuple[int, str], list[tuple[str, int]]] = defaultdict(list)
     for pid, kind, when, n in connection.execute(query):
         days[(int(pid), kind)].append((str(when), int(n)))
@@ -91,13 +134,13 @@ def _bursts(connection: Connection, program_id: int, start: dt.datetime, end: dt
     for (pid, kind), counts in days.items():
         for when, n in counts:
             others = [m for d, m in counts if d != when]
-            if n < MIN_BURST or len(others) < MIN_DAYS:
+            if n < tuned.burst_min or len(others) < tuned.burst_days:
                 continue
             usual = median(others)
             assert usual is not None
             spread = median([abs(m - usual) for m in others]) or 0.0
             z = (n - usual) / max(1.4826 * spread, 1.0)
-            if z >= Z and n >= RATIO * usual:
+            if z >= tuned.burst_z and n >= tuned.burst_ratio * usual:
                 sentence = f"{{0}} sent {n} {kind} events on {when}, {n / usual:.0f}× their usual {usual:g} a day"
                 detail = {"type": kind, "day": when, "count": n, "usual": usual, "z": round(z, 2)}
                 flags.append(Flag("burst", [pid], round(1 - usual / n, 4), sentence, detail))
@@ -134,12 +177,17 @@ def _in_periods(period: ColumnElement[str], keys: list[str]) -> list[ColumnEleme
 
 
 def _near_caps(
-    connection: Connection, program_id: int, compiled: CompiledProgram, start: dt.datetime, end: dt.datetime
+    connection: Connection,
+    program_id: int,
+    compiled: CompiledProgram,
+    start: dt.datetime,
+    end: dt.datetime,
+    tuned: Thresholds,
 ) -> list[Flag]:
     rc, p = t.rule_counters.c, t.participants.c
     flags = []
     for rule in compiled.doc.rules:
-        if rule.cap is None or rule.cap.max < MIN_CAP:
+        if rule.cap is None or rule.cap.max < tuned.cap_min:
             continue
         cap, per = rule.cap.max, rule.cap.per
         near = cap - max(1, round(cap / 10))
@@ -154,11 +202,11 @@ def _near_caps(
                 rc.count > 0,
             )
             .group_by(rc.participant_id)
-            .having(close >= MIN_PERIODS)
+            .having(close >= tuned.cap_periods)
         )
         for pid, hits, periods in connection.execute(query):
             share = hits / periods
-            if share >= NEAR_SHARE:
+            if share >= tuned.cap_share:
                 sentence = (
                     f"{{0}} stayed just under the cap of {rule.key} ({cap} a {per}) in {hits} of {periods} "
                     f"{per}s with an award: {near}–{cap} awards each"
@@ -225,7 +273,9 @@ def _repeated(connection: Connection, program_id: int, start: dt.datetime, end: 
     return flags
 
 
-def _kudos_rings(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime) -> list[Flag]:
+def _kudos_rings(
+    connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime, tuned: Thresholds
+) -> list[Flag]:
     k = t.kudos.c
     within = and_(k.program_id == program_id, k.at >= start, k.at < end)
     pairs = (
@@ -251,13 +301,13 @@ def _kudos_rings(connection: Connection, program_id: int, start: dt.datetime, en
         .join(back, and_(back.c.giver_id == pairs.c.receiver_id, back.c.receiver_id == pairs.c.giver_id))
         .join(got_b, got_b.c.receiver_id == pairs.c.receiver_id)
         .join(got_a, got_a.c.receiver_id == pairs.c.giver_id)
-        .where(pairs.c.giver_id < pairs.c.receiver_id, pairs.c.n >= MIN_RING, back.c.n >= MIN_RING)
+        .where(pairs.c.giver_id < pairs.c.receiver_id, pairs.c.n >= tuned.ring_min, back.c.n >= tuned.ring_min)
     )
     flags = []
     for a, b, *sums in connection.execute(query):
         a_to_b, b_to_a, b_got, a_got = map(int, sums)  # PostgreSQL sums integers as decimals
         to_b, to_a = a_to_b / b_got, b_to_a / a_got
-        if min(to_a, to_b) >= RING_SHARE:
+        if min(to_a, to_b) >= tuned.ring_share:
             sentence = (
                 f"{{0}} and {{1}} trade kudos: {{0}} gave {to_b:.0%} of what {{1}} received, "
                 f"and {{1}} {to_a:.0%} of what {{0}} received"
@@ -280,22 +330,23 @@ def flags(
     end: dt.datetime,
     kind: str | None = None,
     limit: int = 100,
+    tuned: Thresholds = DEFAULTS,
 ) -> dict[str, Any]:
-    """Every flag of the window (or of one ``kind``), highest score first, the first ``limit`` with their
-    events."""
+    """Every flag of the window (or of one ``kind``) by the ``tuned`` thresholds, highest score first, the
+    first ``limit`` with their events; the answer says which thresholds it used."""
     if kind is not None and kind not in KINDS:
         raise Invalid("no such kind of flag", errors=[FieldError("kind", f"one of {', '.join(KINDS)}")])
     offset = int((zone(compiled.timezone).utcoffset(end.replace(tzinfo=None)) or dt.timedelta()).total_seconds())
     wanted = set(KINDS if kind is None else (kind,))
     found: list[Flag] = []
     if "burst" in wanted:
-        found += _bursts(connection, program.id, start, end, offset)
+        found += _bursts(connection, program.id, start, end, offset, tuned)
     if "near_cap" in wanted:
-        found += _near_caps(connection, program.id, compiled, start, end)
+        found += _near_caps(connection, program.id, compiled, start, end, tuned)
     if "repeated" in wanted:
         found += _repeated(connection, program.id, start, end)
     if "kudos_ring" in wanted:
-        found += _kudos_rings(connection, program.id, start, end)
+        found += _kudos_rings(connection, program.id, start, end, tuned)
     p = t.participants.c
     subjects = {s for f in found for s in f.subjects}
     names: dict[int, str] = {}
@@ -312,6 +363,7 @@ def flags(
     people = len({s for f in found for s in f.subjects})
     return {
         "window": {"from": start.isoformat(), "to": end.isoformat()},
+        "thresholds": tuned.model_dump(),
         "total": len(found),
         "kinds": counts,
         "flags": [

@@ -433,6 +433,7 @@ class FlagOut(Out):
 
 class Flags(Out):
     window: Span
+    thresholds: gaming.Thresholds = Field(description="what each kind took: the defaults, or those asked for")
     total: int = Field(description="flags found; the first `limit` are listed")
     kinds: dict[str, int] = Field(description="flags found per kind")
     flags: list[FlagOut] = Field(description="highest score first")
@@ -442,6 +443,7 @@ class Flags(Out):
 @router.get("/programs/{program}/insights/flags", response_model=Flags)
 def get_flags(
     access: AdminAccess,
+    tuned: Annotated[gaming.Thresholds, Query()],
     start: From = None,
     to: To = None,
     kind: Annotated[Literal["burst", "near_cap", "repeated", "kudos_ring"] | None, Query()] = None,
@@ -449,12 +451,15 @@ def get_flags(
 ) -> Response:
     """Suspicious patterns in a window of event time, for admins: bursts far above a participant's own
     norm, awards kept just under a cap, identical data under different ids, kudos rings; each with the
-    events (or kudos) involved, to review and claw back (``POST …/events/{id}/clawback``)."""
+    events (or kudos) involved, to review and claw back (``POST …/events/{id}/clawback``). Each threshold
+    may be tuned for the request (``?burst_min=5&ring_share=0.4``), within its bounds."""
     window = common.window(start, to)
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         compiled = access.compiled(connection, record)
-        body = gaming.flags(connection, record, compiled, start=window[0], end=window[1], kind=kind, limit=limit)
+        body = gaming.flags(
+            connection, record, compiled, start=window[0], end=window[1], kind=kind, limit=limit, tuned=tuned
+        )
     return as_is(Flags, body)
 
 
