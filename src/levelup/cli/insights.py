@@ -152,7 +152,8 @@ def insights(
     threshold: Annotated[
         list[str] | None,
         typer.Option(
-            help=f"flags: NAME=VALUE, repeatable, one of {', '.join(gaming.Thresholds.model_fields)} (docs/insights.md)"
+            metavar="NAME=VALUE",
+            help=f"flags: a threshold, repeatable: {', '.join(gaming.Thresholds.model_fields)} (docs/insights.md)",
         ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
