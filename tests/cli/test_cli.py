@@ -264,6 +264,8 @@ def test_demo_loads_the_pipeline_and_prints_the_boards(tmp_path: Path, monkeypat
     pages = TestClient(create_app(runtime))
     for label, path in made:
         assert pages.get(path).status_code == 200, (label, path)
+    tv = pages.get(made[0][1]).text  # two weeks of board history, from the (older) data: marks and a chart
+    assert "same rank as yesterday" in tv and "<svg" in tv and "Board history:" in out
     assert f"{count:,} accepted, 0 duplicate, 0 rejected" in out
     assert "revenue-month · 2017-12" in out
     assert "team-revenue · 2017-Q4" in out

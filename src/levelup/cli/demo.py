@@ -21,7 +21,7 @@ from levelup.errors import Conflict
 from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.schema import MAX_BATCH
 from levelup.keys import service as keys
-from levelup.leaderboards import normalised
+from levelup.leaderboards import history, normalised
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import expiry
 from levelup.ledger.liability import liability
@@ -79,6 +79,10 @@ def run_demo(
         for key, period in (("revenue-month", "2017-12"), ("team-revenue", "2017-Q4"), ("xp-all", None)):
             print_board(leaderboard(connection, record, compiled, key, period=period, limit=5))
     loyalty = run_retail_demo(runtime, console)
+    # the TV's change since yesterday and movement chart read the board-history job's days: those it would have
+    # kept had it run over the last two weeks, derived from the stored data (all of it older: unchanged since)
+    kept = history.backfill(runtime, program_keys=[record.key, loyalty.key])
+    console.print(f"Board history: {kept:,} rows of the boards' tops over the last 14 days and today, for the TV")
     secret = os.environ.get("LEVELUP_ADMIN_KEY")
     if not secret:
         with runtime.db.write() as connection:

@@ -13,10 +13,10 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Table, delete, func, select
 
 from levelup.leaderboards.service import leaderboard
-from levelup.metrics.periods import local_date
+from levelup.metrics.periods import local_date, zone
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
@@ -76,6 +76,47 @@ def record(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: It
         with runtime.db.write() as connection:
             program = programs.find(connection, key)
             written += record_program(connection, program, runtime.programs.compiled(connection, program), now)
+    return written
+
+
+def latest_instant(connection: Connection, program_id: int) -> dt.datetime | None:
+    """The latest instant anything stored for the program counts at: an event's ``occurred_at`` or a ledger
+    entry's ``at`` (two index-free maxima: a one-off, for :func:`backfill`)."""
+    e, le = t.events.c, t.ledger_entries.c
+    found = [
+        connection.execute(select(func.max(e.occurred_at)).where(e.program_id == program_id)).scalar(),
+        connection.execute(select(func.max(le.at)).where(le.program_id == program_id)).scalar(),
+    ]
+    return max((f for f in found if f is not None), default=None)
+
+
+def backfill(
+    runtime: Runtime, *, days: int = 14, now: dt.datetime | None = None, program_keys: Iterable[str] | None = None
+) -> int:
+    """The top of each board at the end of each of the last ``days`` local days not kept yet, then today's:
+    what the job would have written had it run then. Only days that end after everything stored: the stored
+    totals have no time within a period, so a board can be read as of a past day only when nothing counted
+    since (a program loaded from old data, as ``levelup demo``'s). Earlier days stay unkept rather than made
+    up. Returns the rows written."""
+    now = now or dt.datetime.now(dt.UTC)
+    written = 0
+    with runtime.db.read() as connection:
+        keys = [p.key for p in programs.selected(connection, program_keys)]
+    for key in keys:
+        with runtime.db.write() as connection:
+            program = programs.find(connection, key)
+            compiled = runtime.programs.compiled(connection, program)
+            latest = latest_instant(connection, program.id)
+            today, tz = local_date(now, compiled.timezone), zone(compiled.timezone)
+            b = t.board_ranks.c
+            kept = set(connection.execute(select(b.day).where(b.program_id == program.id).distinct()).scalars())
+            for back in range(days, 0, -1):
+                day = today - dt.timedelta(days=back)
+                end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz) - dt.timedelta(microseconds=1)
+                if day.isoformat() in kept or (latest is not None and latest > end):
+                    continue
+                written += record_program(connection, program, compiled, end.astimezone(dt.UTC))
+            written += record_program(connection, program, compiled, now)
     return written
 
 

@@ -15,18 +15,18 @@ and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
   time zone, and drops the others: at midnight tomorrow's rows are already there and exact, because
 - **every write** keeps the kept periods: a metric write (``events.store.write_totals``) recomputes, for
   the subjects whose day totals changed, their sum in each kept rolling period whose days hold that day;
-  a ledger posting (``ledger.posting.post``) recomputes, for the participants credited or debited an
-  earning, their sum in each kept currency period whose instants hold the entry's. Late and out-of-order
-  events, reversals and adjustments are writes like any other.
+  a ledger posting (``ledger.posting.post``) adds each earning to its participant's row in each kept
+  currency period whose instants hold the entry's (the ledger is append-only: an entry is posted once).
+  Late and out-of-order events, reversals and adjustments are writes like any other.
 - **A read** uses the kept rows only when ``board_windows`` holds the period with the bounds the read
   would sum over; otherwise (the job has not run yet, a new time zone) the board is ranked afresh by the
   database, with the same answers. Replay and a rank rebuild refill every kept period from the sources.
 
-Rows are recomputed (the same SUM as the afresh ranking), never incremented, so a repeated or reordered
-write cannot drift them. On PostgreSQL each write takes the program's rank lock (the one the ``rank_rows``
-triggers take, so nothing new is serialised) before reading which periods are kept: a job filling a period
-waits for writers in flight and is waited for by the next ones, so no write falls between its snapshot
-and its commit.
+A metric row is recomputed (the same SUM as the afresh ranking), so a repeated or reordered write cannot
+drift it; a currency row adds whole amounts, exact in a double. On PostgreSQL each write takes the
+program's rank lock (the one the ``rank_rows`` triggers take, so nothing new is serialised) before reading
+which periods are kept: a job filling a period waits for writers in flight and is waited for by the next
+ones, so no write falls between its snapshot and its commit, and two writers never add to a row at once.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from levelup.storage.sql import bulk_insert
 
 SOURCE = "w"
 CHUNK = 500  # subjects a statement (bound parameters stay well under SQLite's limit)
@@ -219,10 +220,12 @@ def metrics_written(connection: Connection, program_id: int, written: Iterable[t
             _write(connection, program_id, window, kept, sorted(subjects))
 
 
-def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int, str, str, dt.datetime]]) -> None:
-    """After ledger entries (participant id, currency, kind, at) are appended: recompute the participants'
-    rows in each kept currency period that holds an earning entry's instant."""
-    earned = [(p, c, at) for p, c, kind, at in entries if kind in EARNING_KINDS]
+def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int, str, str, int, dt.datetime]]) -> None:
+    """After ledger entries (participant id, currency, kind, amount, at) are appended: add the earnings to the
+    participants' rows in each kept currency period that holds the entry's instant. Added, not summed again:
+    the ledger is append-only and each entry is posted once, and summing a participant's entries would read
+    their whole history (the ledger is indexed by participant and id, not by time)."""
+    earned = [(p, c, amount, at) for p, c, kind, amount, at in entries if kind in EARNING_KINDS]
     if not earned:
         return
     _lock(connection, program_id)
@@ -231,9 +234,12 @@ def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int,
         if window.kind != "c":
             continue
         assert kept.starts_at is not None and kept.ends_at is not None
-        subjects = {p for p, c, at in earned if c == window.name and kept.starts_at <= at < kept.ends_at}
-        if subjects:
-            _write(connection, program_id, window, kept, sorted(subjects))
+        added: dict[int, int] = {}
+        for p, c, amount, at in earned:
+            if c == window.name and kept.starts_at <= at < kept.ends_at:
+                added[p] = added.get(p, 0) + amount
+        if added:
+            _add(connection, program_id, window, kept, added)
 
 
 def _lock(connection: Connection, program_id: int) -> None:
@@ -305,6 +311,31 @@ def _write(connection: Connection, program_id: int, window: Window, kept: Span, 
             literal(program_id), literal(SOURCE), literal(window.key), literal(kept.period), raw.c[0], raw.c[1]
         )
         connection.execute(t.rank_rows.insert().from_select(columns, fresh))
+
+
+def _add(connection: Connection, program_id: int, window: Window, kept: Span, added: dict[int, int]) -> None:
+    """Add ``added`` (subject id → amount) to the period's rows, making those missing: read, then each row
+    deleted and inserted anew (the ``rank_rows`` triggers count inserts and deletes)."""
+    r = t.rank_rows.c
+    mine = [r.program_id == program_id, r.source == SOURCE, r.key == window.key, r.period == kept.period]
+    ids = sorted(added)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        where = [*mine, r.subject_id.in_(chunk)]
+        now = dict(connection.execute(select(r.subject_id, r.value).where(*where)).all())
+        connection.execute(t.rank_rows.delete().where(*where))
+        rows = [
+            {
+                "program_id": program_id,
+                "source": SOURCE,
+                "key": window.key,
+                "period": kept.period,
+                "subject_id": s,
+                "value": float(now.get(s, 0)) + added[s],
+            }
+            for s in chunk
+        ]
+        bulk_insert(connection, t.rank_rows, rows)
 
 
 def stored(connection: Connection, program_id: int) -> dict[tuple[str, str, int], float]:

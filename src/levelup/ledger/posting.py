@@ -74,7 +74,7 @@ def post(
     arithmetic: credits pay arrears first, a debit never goes below zero); ``lots`` are the lot moves of
     the entries, in booking order (created for credits, drawn for debits; they change ``pending``)."""
     bulk_insert(connection, t.ledger_entries, [e.row(program_id, now) for e in entries])
-    windows.posted(connection, program_id, ((e.participant_id, e.currency, e.kind, e.at) for e in entries))
+    windows.posted(connection, program_id, ((e.participant_id, e.currency, e.kind, e.amount, e.at) for e in entries))
     moved = dict(deltas)
     if lots and compiled is not None:
         for key, pending in apply_moves(connection, program_id, compiled, lots, now).items():
