@@ -88,6 +88,7 @@ def test_every_job_has_the_one_signature_and_a_unique_name() -> None:
         "tiers",
         "referrals",
         "segments",
+        "board-windows",
         "board-history",
     ]
     assert set(jobs.BY_NAME) == {job.name for job in jobs.JOBS}
