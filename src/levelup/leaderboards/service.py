@@ -44,6 +44,10 @@ from levelup.storage import tables as t
 MAX_LIMIT = 1000
 
 
+class NotIndexed(Exception):
+    """The board would be ranked afresh (its rows are not kept), and the caller asked for an index read only."""
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -161,8 +165,11 @@ def leaderboard(
     offset: int = 0,
     around: str | None = None,
     now: dt.datetime | None = None,
+    indexed_only: bool = False,
 ) -> dict[str, Any]:
-    """One page of a board (``offset``/``limit``), or ``limit`` neighbours each side of ``around``."""
+    """One page of a board (``offset``/``limit``), or ``limit`` neighbours each side of ``around``. With
+    ``indexed_only``, :class:`NotIndexed` instead of ranking afresh a board whose rows are not kept (a page that
+    must stay fast at any size)."""
     board = _board(program, compiled, key)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise Invalid("bad paging", errors=[FieldError("limit", f"1..{MAX_LIMIT}; offset ≥ 0")])
@@ -172,6 +179,8 @@ def leaderboard(
     plain = _plain_board(connection, program, compiled, board, period_name, today) if not scope else None
     if plain is not None:
         return head | _fast(connection, program, board, plain, period_name, limit=limit, offset=offset, around=around)
+    if indexed_only:
+        raise NotIndexed(f"board {board.key!r} for {period_name} is ranked afresh")
     if not scope:
         values = _values(program, compiled, board, period_name, today)
         ranked = _in_sql(connection, program.id, board, values, f"board {board.key!r} for {period_name}")
@@ -230,21 +239,6 @@ def _internal_id(connection: Connection, program: ProgramRecord, subjects: Table
     c = subjects.c
     found = connection.execute(select(c.id).where(c.program_id == program.id, c.external_id == external_id)).scalar()
     return None if found is None else int(found)
-
-
-def indexed(
-    connection: Connection,
-    program: ProgramRecord,
-    compiled: CompiledProgram,
-    key: str,
-    *,
-    now: dt.datetime | None = None,
-) -> bool:
-    """Whether board ``key``'s current period is read from kept rows by index (a page at any size), not ranked
-    afresh: what a page that must stay fast at any size shows."""
-    board = _board(program, compiled, key)
-    today = _today(compiled, now)
-    return _plain_board(connection, program, compiled, board, _period_for(board, None, today), today) is not None
 
 
 def _plain_board(

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from levelup.cases import service as cases
 from levelup.errors import FieldError, Invalid, LevelupError, NotFound
 from levelup.kudos.service import give
-from levelup.leaderboards.service import indexed, leaderboard
+from levelup.leaderboards.service import NotIndexed, leaderboard
 from levelup.ledger import lots
 from levelup.ledger import service as ledger
 from levelup.metrics.periods import local_date, period_key
@@ -76,18 +76,24 @@ def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, 
 
 def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
     """Where the participant stands on each board ranked by index (the neighbourhood, never the bottom of a
-    board): rank of total, value and the gap to the one above. Only boards read by index (leaderboards.service.
-    indexed): one ranked afresh over every participant (a normalised rolling board, a windowed board before the
-    board-windows job has kept today's rows) is too slow for a page at scale, and is left to the TV and the API."""
+    board): rank of total, value and the gap to the one above. Only boards read by index: one ranked afresh over
+    every participant (a normalised rolling board, a windowed board before the board-windows job has kept today's
+    rows) is too slow for a page at scale, and is left to the TV and the API."""
     shown = []
     for board in opened.compiled.doc.leaderboards:
-        if board.by != "participant" or not indexed(connection, opened.program, opened.compiled, board.key):
+        if board.by != "participant":
             continue
         try:
             body = leaderboard(
-                connection, opened.program, opened.compiled, board.key, around=opened.participant, limit=1
+                connection,
+                opened.program,
+                opened.compiled,
+                board.key,
+                around=opened.participant,
+                limit=1,
+                indexed_only=True,
             )
-        except NotFound:  # not on this board for the period yet
+        except (NotFound, NotIndexed):  # not on this board for the period yet; or not read by index
             continue
         entries = body["entries"]
         at = next(i for i, e in enumerate(entries) if e["id"] == opened.participant)
