@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from levelup.events import replay
+from levelup.events.ingest import ingest
 from levelup.jobs import registry
 from levelup.leaderboards import ranks, service, windows
 from levelup.metrics.periods import local_date
@@ -241,3 +243,33 @@ def test_only_windowed_boards_are_kept() -> None:
         "xp-day": windows.Window("c", "day", "xp"),
         "coins-2d": windows.Window("c", "last_2_days", "coins"),
     }
+
+
+def test_slides_beside_ingestion_lose_no_write(client: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    """The job refilling periods while batches are scored in other transactions (two threads; on PostgreSQL
+    truly at once): every kept row ends equal to its sum from the sources, and nothing deadlocks."""
+    apply(client, admin)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    rng = random.Random(17)
+    batches = [deals(rng, now, f"b{n}", 40) for n in range(8)]
+    failures: list[BaseException] = []
+
+    def scoring() -> None:
+        try:
+            for batch in batches:
+                outcomes = ingest(runtime, "acme-sales", batch)
+                assert all(o.status == "accepted" for o in outcomes)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=scoring)
+    thread.start()
+    for n in range(12):  # today, then two days on, and back: each slide drops and fills the rolling periods
+        windows.slide(runtime, now=now + dt.timedelta(days=2 * (n % 2)))
+    thread.join()
+    assert not failures, failures
+    windows.slide(runtime, now=now)
+    with runtime.db.read() as connection:
+        program_id = programs.find(connection, "acme-sales").id
+        assert windows.expected(connection, program_id) == windows.stored(connection, program_id)
+    same_as_afresh(runtime, now)
