@@ -19,11 +19,13 @@ PURE = (
     "levelup.programs.compiled",
     "levelup.programs.document",
     "levelup.rules.expressions",
+    "levelup.rules.plain",
     "levelup.metrics.periods",
     "levelup.errors",
 )
 # the pure modules outside engine/ (checked by the same rule, so purity is transitive)
 PURE_FILES = [SRC / "programs" / "compiled.py", SRC / "programs" / "document.py", SRC / "rules" / "expressions.py"]
+PURE_FILES += [SRC / "rules" / "plain.py"]
 PURE_FILES += [SRC / "metrics" / "periods.py", SRC / "errors.py"]
 EFFECTFUL = ("sqlalchemy", "fastapi", "starlette", "httpx", "redis", "psycopg", "uvicorn", "typer", "rich", "alembic")
 

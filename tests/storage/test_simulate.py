@@ -133,6 +133,34 @@ def counts(runtime: Runtime) -> dict[str, int]:
         }
 
 
+def test_workers_read_the_log_as_the_parent_saw_it(played: Runtime) -> None:
+    """A worker reads the log itself, in the parent's snapshot (PostgreSQL: exported; SQLite: up to the last
+    event the parent saw): an event stored meanwhile is not in it."""
+    with played.db.read() as connection:
+        program_id = programs.find(connection, PROGRAM).id
+        log = sim._log(connection, program_id, START, END)
+        assert log is not None and log.upto > 0
+        expected = [r.event_id for r in sim.stored_events(connection, program_id, start=START, end=END)]
+        late = call("late-call", REPS[0][0], "2026-10-20")
+        assert [o.status for o in ingest(played, PROGRAM, [late])] == ["accepted"]  # committed meanwhile
+        assert [r.event_id for r in sim._read(log)] == expected
+    assert "late-call" not in expected
+
+
+def test_an_in_memory_database_is_simulated_in_one_process(acme_text: str) -> None:
+    runtime = Runtime.from_url("sqlite://")
+    try:
+        with runtime.db.write() as connection:
+            programs.apply(connection, load_document(acme_text), actor="test")
+        ingest(runtime, PROGRAM, [call("c-1", "ann", "2026-10-02")])
+        with runtime.db.read() as connection:
+            assert sim._log(connection, programs.find(connection, PROGRAM).id, START, END) is None
+        report = sim.run(runtime, PROGRAM, doc(runtime), START, END, parallel=True)
+        assert report["window"]["events"] == 1 and report["current"]["totals"]["xp"] == 5
+    finally:
+        runtime.db.dispose()
+
+
 @pytest.mark.parametrize(
     ("chunk", "parallel"),
     [(sim.CHUNK, False), (3, False), (7, True)],  # a new world every 3 events (reversals across); two workers
@@ -140,7 +168,7 @@ def counts(runtime: Runtime) -> dict[str, int]:
 def test_the_document_in_force_gives_what_is_stored(
     played: Runtime, monkeypatch: pytest.MonkeyPatch, chunk: int, parallel: bool
 ) -> None:
-    monkeypatch.setattr(sim, "CHUNK", chunk)  # a spawned worker keeps its own: the parent's chunks drive it
+    monkeypatch.setattr(sim, "CHUNK", chunk)  # the parent hands its CHUNK to the workers it spawns
     balances, badges, done = stored(played)
     before = counts(played)
     report = sim.run(played, PROGRAM, doc(played), START, END, parallel=parallel)

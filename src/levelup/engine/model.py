@@ -235,7 +235,7 @@ class Problem(NamedTuple):
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Effects:
     event: Event
     program_version: int

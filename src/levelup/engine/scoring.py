@@ -6,6 +6,7 @@ simulation all call :func:`score`, which is why they agree.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import math
@@ -33,7 +34,7 @@ from levelup.engine.model import (
     StreakChange,
     TierReview,
 )
-from levelup.engine.positions import Position, PositionDelta, move
+from levelup.engine.positions import Position, PositionDelta, apply, move
 from levelup.engine.tiers import counts_in_window, rerate
 from levelup.metrics.periods import GRAINS, local_date, period_key, period_keys
 from levelup.programs.compiled import CompiledAward, CompiledProgram, CompiledRule, Kept
@@ -52,21 +53,13 @@ def activation_for(program: CompiledProgram, state: ParticipantState, event: Eve
         variables["id"] = event.id
     if "type" in wanted:
         variables["type"] = event.type
-    fields = program.fields_by_event.get(event.type, {})
     if "data" in wanted:
-        variables["data"] = _only(event.data, fields.get("data"))
+        variables["data"] = event.data
     if "occurred_at" in wanted:
         variables["occurred_at"] = event.occurred_at
     if "participant" in wanted:
-        variables["participant"] = _only(state.view(event.occurred_at), fields.get("participant"))
-    return Activation(variables)
-
-
-def _only(value: Any, fields: frozenset[str] | None) -> Any:
-    """``value`` cut to the ``fields`` expressions read (a missing one stays missing); whole for None."""
-    if fields is None or type(value) is not dict:
-        return value
-    return {k: value[k] for k in fields if k in value}
+        variables["participant"] = state.view(event.occurred_at)
+    return Activation(variables, program.fields_by_event.get(event.type))
 
 
 def metric_contributions(
@@ -142,15 +135,48 @@ def metric_contributions(
             )
 
 
-def _book(effects: Effects, scratch: dict[str, Position], entry: LedgerEffect) -> None:
+class _Scratch(dict[str, Position]):
+    """The event's positions as its entries move them, each copied from the state's on first use; what they
+    moved is read off them once the event is scored (:func:`_moved`)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, held: Mapping[str, Position]) -> None:
+        super().__init__()
+        self.held = held
+
+    def __missing__(self, currency: str) -> Position:
+        had = self.held.get(currency)
+        position = self[currency] = Position(had.available, had.arrears, had.earned) if had else Position()
+        return position
+
+
+def _book(
+    effects: Effects,
+    scratch: _Scratch,
+    key: str,
+    currency: str,
+    amount: int,
+    kind: str,
+    rule: str | None,
+    rule_version: int | None,
+    explain: str,
+    at: dt.datetime,
+) -> None:
     """Append an entry and move the scratch position, so later entries of this event see it."""
-    position = scratch.get(entry.currency) or Position()
-    delta = move(position, entry.amount, entry.kind)
-    scratch[entry.currency] = Position(
-        position.available + delta.available, position.arrears + delta.arrears, position.earned + delta.earned
-    )
-    effects.ledger.append(entry._replace(moved=delta.available))
-    effects.positions[entry.currency] = effects.positions.get(entry.currency, PositionDelta()) + delta
+    position = scratch[currency]
+    delta = move(position, amount, kind)
+    apply(position, delta)
+    effects.ledger.append(LedgerEffect(key, currency, amount, kind, rule, rule_version, explain, at, delta.available))
+
+
+def _moved(scratch: _Scratch) -> dict[str, PositionDelta]:
+    """Per currency the event's entries moved, what they did to the position (the engine never moves pending)."""
+    out = {}
+    for currency, now in scratch.items():
+        was = scratch.held.get(currency) or Position()
+        out[currency] = PositionDelta(now.available - was.available, now.arrears - was.arrears, now.earned - was.earned)
+    return out
 
 
 def _amounts(
@@ -196,7 +222,7 @@ def _apply_rules(
     event: Event,
     activation: Activation,
     effects: Effects,
-    scratch: dict[str, Position],
+    scratch: _Scratch,
     day: dt.date,
 ) -> None:
     rules = program.rules_by_event.get(event.type)
@@ -209,7 +235,7 @@ def _apply_rules(
     for rule in rules:
         holds, problem = condition_holds(rule.condition, activation)
         if problem:
-            effects.problems.append(Problem(f"rule:{rule.key}", problem))
+            effects.problems.append(Problem(rule.source, problem))
         if not holds:
             continue
         blocked = _blocked(rule, state, event, periods)
@@ -220,9 +246,18 @@ def _apply_rules(
         if holdouts and (experiment := held_out_by(holdouts, state.id)) is not None:
             effects.notes.append(f"rule {rule.key}: held out by experiment {experiment} (scored silently)")
             continue
-        entries = [
-            LedgerEffect(
-                f"rule:{rule.key}:{currency}",
+        awarded = _within_velocity(
+            program,
+            state,
+            effects,
+            periods,
+            _amounts(rule.awards, activation, effects, rule.source, lambda c: program.multiplier(state.tier, c)),
+        )
+        for currency, amount in awarded:
+            _book(
+                effects,
+                scratch,
+                rule.entry_keys[currency],
                 currency,
                 amount,
                 "rule",
@@ -231,19 +266,7 @@ def _apply_rules(
                 rule.explain,
                 event.occurred_at,
             )
-            for currency, amount in _within_velocity(
-                program,
-                state,
-                effects,
-                periods,
-                _amounts(
-                    rule.awards, activation, effects, f"rule:{rule.key}", lambda c: program.multiplier(state.tier, c)
-                ),
-            )
-        ]
-        for entry in entries:
-            _book(effects, scratch, entry)
-        if entries:
+        if awarded:
             for grain in rule.counted_grains:
                 last = event.occurred_at if grain == "all" and rule.cooldown_s is not None else None
                 effects.counters.append(CounterDelta(rule.key, periods[GRAINS.index(grain)], 1, last))
@@ -287,7 +310,7 @@ def _reverse(
     state: ParticipantState,
     event: Event,
     effects: Effects,
-    scratch: dict[str, Position],
+    scratch: _Scratch,
     kept: Mapping[str, Kept] | None,
 ) -> None:
     """Undo an earlier event, or a share of it (a partial refund), with compensating records: never by deleting.
@@ -315,16 +338,14 @@ def _reverse(
         _book(
             effects,
             scratch,
-            LedgerEffect(
-                f"reversal:{entry.key}",
-                entry.currency,
-                -amount,
-                "reversal",
-                entry.rule,
-                entry.rule_version,
-                f"{what} of event {before}: {entry.explain}",
-                event.occurred_at,
-            ),
+            f"reversal:{entry.key}",
+            entry.currency,
+            -amount,
+            "reversal",
+            entry.rule,
+            entry.rule_version,
+            f"{what} of event {before}: {entry.explain}",
+            event.occurred_at,
         )
     undone = Effects(reversed_event.event, original.version, reversed_event.teams)
     old = reversed_event.event
@@ -368,7 +389,7 @@ def score(
     version in force decides, for a reversal too, so what is undone is what was stored; None: all)."""
     referrals.check(program.doc.referrals, event)
     effects = Effects(event, program.version, state.teams, state.tier, state.status == "suspended")
-    scratch = {c: Position(p.available, p.arrears, p.earned) for c, p in state.positions.items()}
+    scratch = _Scratch(state.positions)
     activation = activation_for(program, state, event)
     day = local_date(event.occurred_at, program.timezone)  # once: each part below reads it
     if reversed_event is not None:
@@ -384,6 +405,8 @@ def score(
     if program.doc.referrals is not None:
         effects.referral = referrals.progress(program.doc.referrals, state, event, effects.refunded)
         effects.qualifies = event.type == program.doc.referrals.qualify
+    if scratch:
+        effects.positions = _moved(scratch)
     return effects
 
 
@@ -406,7 +429,7 @@ def _settle_goal(
     event: Event,
     activation: Activation,
     effects: Effects,
-    scratch: dict[str, Position],
+    scratch: _Scratch,
     *,
     paying: bool,
 ) -> Completion:
@@ -418,16 +441,14 @@ def _settle_goal(
             _book(
                 effects,
                 scratch,
-                LedgerEffect(
-                    f"challenge-undone:{challenge.key}:{change.period}:{currency}",
-                    currency,
-                    -amount,
-                    "reversal",
-                    None,
-                    program.version,
-                    f"challenge {name} ({change.period}) undone by event {event.id}",
-                    event.occurred_at,
-                ),
+                f"challenge-undone:{challenge.key}:{change.period}:{currency}",
+                currency,
+                -amount,
+                "reversal",
+                None,
+                program.version,
+                f"challenge {name} ({change.period}) undone by event {event.id}",
+                event.occurred_at,
             )
         return change
     if challenge.draft or not paying:
@@ -437,18 +458,16 @@ def _settle_goal(
         _book(
             effects,
             scratch,
-            LedgerEffect(
-                f"challenge:{challenge.key}:{change.period}:{currency}",
-                currency,
-                amount,
-                "challenge",
-                None,
-                program.version,
-                f"quest {name} complete ({change.period})"
-                if challenge.kind == "quest"
-                else f"challenge {name}: {change.target:g} reached ({change.period})",
-                event.occurred_at,
-            ),
+            f"challenge:{challenge.key}:{change.period}:{currency}",
+            currency,
+            amount,
+            "challenge",
+            None,
+            program.version,
+            f"quest {name} complete ({change.period})"
+            if challenge.kind == "quest"
+            else f"challenge {name}: {change.target:g} reached ({change.period})",
+            event.occurred_at,
         )
     return change._replace(reward=tuple(paid))
 
@@ -460,7 +479,7 @@ def _mechanics(
     reversed_event: ReversedEvent | None,
     activation: Activation,
     effects: Effects,
-    scratch: dict[str, Position],
+    scratch: _Scratch,
     day: dt.date,
     undone_count: int = 0,
 ) -> None:
@@ -470,19 +489,20 @@ def _mechanics(
     Each of goals, quests, badges and streaks is judged only when a metric it reads moved (``touched``);
     so metrics none of them reads are left out of ``own``, and an event that moves none skips them all."""
     read = program.read_metrics
-    own: dict[tuple[str, str], float] = defaultdict(float)
+    own: dict[tuple[str, str], float] = {}
     for m in effects.metrics:
         if m.team is None and m.metric in read:
-            own[(m.metric, m.period)] += m.delta
+            key = (m.metric, m.period)
+            own[key] = own.get(key, 0.0) + m.delta
 
     def after(metric: str, period: str) -> float:
         return state.metrics.get((metric, period), 0.0) + own.get((metric, period), 0.0)
 
     touched = {metric for metric, _ in own}
     if touched:
-        days = [day]
+        days: tuple[dt.date, ...] = (day,)
         if reversed_event is not None:
-            days.append(local_date(reversed_event.event.occurred_at, program.timezone))
+            days = tuple(dict.fromkeys((day, local_date(reversed_event.event.occurred_at, program.timezone))))
         # the state's own dicts, copied on the first change only (most events change none of them)
         completions = state.completions
         progress = state.quests
@@ -490,7 +510,8 @@ def _mechanics(
         for m in effects.metrics[:undone_count]:
             if m.team is None:
                 undone[(m.metric, m.period)] += m.delta
-        for when in dict.fromkeys(days):
+        challenged = not touched.isdisjoint(program.challenge_reads)
+        for when in days if challenged else ():
             undo = reversed_event is not None
             done = goals.evaluate(
                 program.goals,
@@ -540,7 +561,7 @@ def _mechanics(
                 else:
                     completions.pop((settled.challenge, settled.period), None)
         held = state.badges
-        for when in dict.fromkeys(days):
+        for when in days if not touched.isdisjoint(program.badge_metrics) else ():
             for badge in badges.evaluate(
                 program.doc.badges,
                 held,
@@ -557,14 +578,15 @@ def _mechanics(
             if streak.metric not in touched:
                 continue
             periods, _ = state.streaks.get(streak.key, ([], 0))
-            for when in dict.fromkeys(days):
+            for when in days:
                 point = streaks.ordinal(streak.period, when)
                 qualifies = after(streak.metric, period_key(streak.period, when)) >= streak.at_least
                 if qualifies == (point in periods):
                     continue
                 periods = streaks.with_period(periods, point, qualifies)
-                run = next((r for r in streaks.runs(periods, streak.grace) if r[0] <= point <= r[1]), None)
-                best = streaks.best(periods, streak.grace)
+                found = streaks.runs(periods, streak.grace)
+                run = next((r for r in found if r[0] <= point <= r[1]), None)
+                best = streaks.best(found)
                 effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))
     levels = program.doc.levels
     if levels is not None:
@@ -572,12 +594,13 @@ def _mechanics(
         now: float
         if levels.currency is not None:
             was = state.positions[levels.currency].earned if levels.currency in state.positions else 0
-            now = scratch[levels.currency].earned if levels.currency in scratch else 0
+            now = scratch[levels.currency].earned if levels.currency in scratch else was
         else:
             assert levels.metric is not None
             was = state.metrics.get((levels.metric, "all"), 0.0)
             now = after(levels.metric, "all")
-        if was != now:
+        marks = program.level_marks
+        if bisect.bisect_right(marks, was) != bisect.bisect_right(marks, now):  # a step's threshold crossed
             before_name, after_name = level_name(levels, was), level_name(levels, now)
             if before_name != after_name:
                 effects.level = LevelChange(before_name, after_name, now > was)

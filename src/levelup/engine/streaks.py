@@ -44,8 +44,9 @@ def with_period(periods: list[int], point: int, qualifies: bool) -> list[int]:
     return sorted(found)[-MAX_PERIODS:]
 
 
-def best(periods: list[int], grace: int) -> int:
-    return max((r[2] for r in runs(periods, grace)), default=0)
+def best(found: list[Run]) -> int:
+    """The longest of the runs (``runs``), in qualifying periods."""
+    return max((r[2] for r in found), default=0)
 
 
 def current(periods: list[int], now: int, grace: int) -> int:

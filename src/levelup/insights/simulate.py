@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection as Connection_
+from multiprocessing.connection import wait
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, select
@@ -56,6 +57,7 @@ from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Challenge, Leaderboard, ProgramDocument
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
+from levelup.storage.db import Database
 
 TOP = 10
 MAX_CHANGES = 100
@@ -366,22 +368,6 @@ def _reversed_in(connection: Connection, program_id: int, start: dt.datetime, en
     return set(connection.execute(query).scalars())
 
 
-class Stored(NamedTuple):
-    """A stored event as scoring reads it (``as_scored``), light enough to send to a worker process."""
-
-    event_id: str
-    type: str
-    external_id: str
-    occurred_at: dt.datetime
-    data: Any
-    reverses: str | None
-    seq: int
-    share: int | None
-    teams: list[str]
-    tier: str | None
-    suspended: bool
-
-
 class Known(NamedTuple):
     """A participant's name and attributes, and the stored inputs live scoring was handed (segment
     assignments, frozen ``target: auto`` targets), as ``as_scored`` reads them."""
@@ -392,69 +378,125 @@ class Known(NamedTuple):
     targets: dict[tuple[str, str], float] = {}  # noqa: RUF012 (shared empty default, never written)
 
 
+@dataclass(frozen=True)
+class Log:
+    """Where a worker reads the log from, as the parent sees it: the database, the snapshot to read in
+    (PostgreSQL: the parent's, exported; SQLite numbers events in commit order, so ``upto`` is enough),
+    and the last event of the window the parent saw."""
+
+    url: str
+    program_id: int
+    start: dt.datetime
+    end: dt.datetime
+    upto: int
+    snapshot: str | None = None
+    chunk: int = 0  # the parent's CHUNK (tests make it small): a spawned worker would import its own
+
+
+def _read(log: Log) -> Iterator[Any]:
+    """The window's events as the parent's snapshot holds them, read in this process."""
+    database = Database(log.url, pool=False, keep_copies=False)
+    try:
+        with database.engine.connect() as connection:
+            if log.snapshot is not None:
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                if log.snapshot is not None:
+                    connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{log.snapshot}'")
+                for row in stored_events(connection, log.program_id, start=log.start, end=log.end):
+                    if row.seq > log.upto:
+                        break
+                    yield row
+    finally:
+        database.dispose()
+
+
+def _feed(
+    rows: Iterator[Any],
+    scenarios: list[Scenario],
+    names: Mapping[str, Any],
+    reversed_later: set[str],
+    progress: Progress | None,
+    chunk: int,
+) -> int:
+    """Every row scored by every scenario, a fresh world each ``chunk`` rows; progress told a chunk at a time."""
+    seen = 0
+    for row in rows:
+        if seen % chunk == 0:
+            for s in scenarios:
+                s.new_world()
+            if progress and seen:
+                progress(chunk)
+        for s in scenarios:
+            s.score(row, names, reversed_later)
+        seen += 1
+    if progress:
+        progress(seen % chunk or (chunk if seen else 0))
+    return seen
+
+
 def _score_apart(
     pipe: Connection_,
+    log: Log,
     document: dict[str, Any],
     version: int,
-    start: dt.datetime,
-    end: dt.datetime,
     names: dict[str, Known],
     reversed_later: set[str],
     members: dict[str, list[str]],
 ) -> None:
-    """A worker process: one document scored over the chunks the parent sends (None: the end), then closed;
-    its report (or the error) sent back."""
+    """A worker process: one document scored over the log it reads itself (nothing is pickled an event),
+    then closed; progress, then its report (or the error), sent back."""
     try:
-        scenario = Scenario(CompiledProgram(ProgramDocument.model_validate(document), version), end)
-        while (rows := pipe.recv()) is not None:
-            scenario.new_world()
-            for row in rows:
-                scenario.score(row, names, reversed_later)
-        scenario.close(start, members)
-        pipe.send((True, scenario.report()))
+        scenario = Scenario(CompiledProgram(ProgramDocument.model_validate(document), version), log.end)
+        seen = _feed(_read(log), [scenario], names, reversed_later, lambda n: pipe.send(("progress", n)), log.chunk)
+        scenario.close(log.start, members)
+        pipe.send(("done", (seen, scenario.report())))
     except Exception as exc:  # the parent raises it: a worker must never hang the simulation
-        pipe.send((False, f"{exc.__class__.__name__}: {exc}"))
+        pipe.send(("failed", f"{exc.__class__.__name__}: {exc}"))
 
 
 def _in_parallel(
-    rows: Iterator[Any],
+    log: Log,
     documents: list[tuple[dict[str, Any], int]],
-    start: dt.datetime,
-    end: dt.datetime,
     names: dict[str, Known],
     reversed_later: set[str],
     members: dict[str, list[str]],
     progress: Progress | None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Each document scored in a process of its own (the engine is CPU-bound: one core each), fed chunk by
-    chunk from this process's one read of the log; a worker is at most a chunk behind, so memory stays bounded."""
+    """Each document scored in a process of its own (the engine is CPU-bound: one core each), each reading
+    the log in the parent's snapshot; progress is the slower worker's."""
     context = multiprocessing.get_context("spawn")  # never fork a threaded server
     pipes, workers = [], []
     try:
         for document, version in documents:
-            mine, theirs = context.Pipe()
+            mine, theirs = context.Pipe(duplex=False)
             worker = context.Process(
-                target=_score_apart, args=(theirs, document, version, start, end, names, reversed_later, members)
+                target=_score_apart, args=(theirs, log, document, version, names, reversed_later, members)
             )
             worker.start()
-            theirs.close()  # the worker's end is the worker's: if it dies, a send here fails instead of waiting
+            theirs.close()  # the worker's end is the worker's: if it dies, a receive here ends instead of waiting
             pipes.append(mine)
             workers.append(worker)
-        seen = 0
-        for chunk in _chunks(rows):
-            for pipe in pipes:
-                pipe.send(chunk)
-            seen += len(chunk)
-            if progress:
-                progress(len(chunk))
-        reports = []
-        for pipe in pipes:
-            pipe.send(None)
-            ok, body = pipe.recv()
-            if not ok:
-                raise RuntimeError(f"a simulation worker failed: {body}")
-            reports.append(body)
-        return seen, reports
+        done: dict[int, tuple[int, dict[str, Any]]] = {}
+        counts, told = [0] * len(pipes), 0
+        while len(done) < len(pipes):
+            for ready in wait([p for i, p in enumerate(pipes) if i not in done]):
+                assert isinstance(ready, Connection_)
+                i = pipes.index(ready)
+                try:
+                    kind, body = ready.recv()
+                except EOFError:
+                    raise RuntimeError("a simulation worker died") from None
+                if kind == "failed":
+                    raise RuntimeError(f"a simulation worker failed: {body}")
+                if kind == "done":
+                    done[i] = body
+                else:
+                    counts[i] += body
+                    if progress and min(counts) > told:
+                        progress(min(counts) - told)
+                        told = min(counts)
+        return done[0][0], [done[i][1] for i in range(len(pipes))]
     finally:
         for worker in workers:
             worker.join(timeout=5)
@@ -462,29 +504,20 @@ def _in_parallel(
                 worker.terminate()
 
 
-def _chunks(rows: Iterator[Any]) -> Iterator[list[Stored]]:
-    chunk: list[Stored] = []
-    for r in rows:
-        chunk.append(
-            Stored(
-                r.event_id,
-                r.type,
-                r.external_id,
-                r.occurred_at,
-                r.data,
-                r.reverses,
-                r.seq,
-                r.share,
-                r.teams,
-                r.tier,
-                r.suspended,
-            )
-        )
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _log(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime) -> Log | None:
+    """The log as this transaction sees it, for workers to read; None when they cannot (an in-memory
+    SQLite database is this process's alone)."""
+    url = connection.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    e = t.events.c
+    upto = connection.execute(
+        select(func.max(e.seq)).where(e.program_id == program_id, e.occurred_at >= start, e.occurred_at < end)
+    ).scalar_one()
+    snapshot = None
+    if connection.dialect.name == "postgresql":
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    return Log(url.render_as_string(hide_password=False), program_id, start, end, upto or 0, snapshot, CHUNK)
 
 
 def simulate(
@@ -509,25 +542,20 @@ def simulate(
     names = {k: Known(r.name, r.attributes, segments.get(k, ()), targets.get(k, {})) for k, r in rows_of.items()}
     reversed_later = _reversed_in(connection, program.id, start, end)
     members = _team_members(connection, program.id)
-    rows = stored_events(connection, program.id, start=start, end=end)
-    if parallel:
-        known = names
+    log = _log(connection, program.id, start, end) if parallel else None
+    if log is not None:
         documents = [
             (programs.document_of(connection, program), program.version),
             (draft.model_dump(mode="json", by_alias=True, exclude_none=True), program.version + 1),
         ]
-        seen, (now, then) = _in_parallel(rows, documents, start, end, known, reversed_later, members, progress)
+        seen, (now, then) = _in_parallel(log, documents, names, reversed_later, members, progress)
     else:
-        seen, (now, then) = _here(
-            rows,
-            [current, CompiledProgram(draft, program.version + 1)],
-            start,
-            end,
-            names,
-            reversed_later,
-            members,
-            progress,
-        )
+        scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
+        rows = stored_events(connection, program.id, start=start, end=end)
+        seen = _feed(rows, scenarios, names, reversed_later, progress, CHUNK)
+        for s in scenarios:
+            s.close(start, members)
+        now, then = (s.report() for s in scenarios)
     return {
         "program": program.key,
         "version": program.version,
@@ -536,35 +564,6 @@ def simulate(
         "draft": then,
         "changes": changes(now, then, current.doc, {k: r.name for k, r in names.items()}),
     }
-
-
-def _here(
-    rows: Iterator[Any],
-    compiled: list[CompiledProgram],
-    start: dt.datetime,
-    end: dt.datetime,
-    names: Mapping[str, Any],
-    reversed_later: set[str],
-    members: dict[str, list[str]],
-    progress: Progress | None,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Both documents scored in this process, event by event."""
-    scenarios = [Scenario(c, end) for c in compiled]
-    seen = 0
-    for row in rows:
-        if seen % CHUNK == 0:
-            for s in scenarios:
-                s.new_world()
-            if progress and seen:
-                progress(CHUNK)
-        for s in scenarios:
-            s.score(row, names, reversed_later)
-        seen += 1
-    if progress:
-        progress(seen % CHUNK or (CHUNK if seen else 0))
-    for s in scenarios:
-        s.close(start, members)
-    return seen, [s.report() for s in scenarios]
 
 
 def _signed(n: float) -> str:

@@ -46,13 +46,23 @@ class CompiledRule:
     cooldown_s: int | None
     explain: str
 
-    @property
+    @cached_property
     def counted_grains(self) -> tuple[str, ...]:
         """Periods whose award counters this rule needs: its cap's, and ``all`` for a cooldown."""
         grains = [self.cap.per] if self.cap else []
         if self.cooldown_s is not None and "all" not in grains:
             grains.append("all")
         return tuple(grains)
+
+    @cached_property
+    def source(self) -> str:
+        """How its problems and notes name it."""
+        return f"rule:{self.key}"
+
+    @cached_property
+    def entry_keys(self) -> dict[str, str]:
+        """Per currency, the key of its award's ledger entry within the event."""
+        return {a.currency: f"rule:{self.key}:{a.currency}" for a in self.awards}
 
 
 @dataclass(frozen=True)
@@ -279,6 +289,22 @@ class CompiledProgram:
                 self._ranges_on.clear()
             found = self._ranges_on[day] = tuple(key for key, start, end in self.ranges if start <= day <= end)
         return found
+
+    @cached_property
+    def challenge_reads(self) -> frozenset[str]:
+        """Metrics the individual goals and quests judged at scoring time read: nothing to judge otherwise."""
+        found = {c.metric for c in self.goals if c.metric} | {s.metric for q in self.quests for s in q.steps or ()}
+        return frozenset(found)
+
+    @cached_property
+    def badge_metrics(self) -> frozenset[str]:
+        """Metrics any badge reads (``badge_reads``, all together)."""
+        return frozenset().union(*self.badge_reads.values())
+
+    @cached_property
+    def level_marks(self) -> tuple[float, ...]:
+        """The levels' thresholds, sorted: the level's name can change only when a value crosses one."""
+        return tuple(sorted(s.at for s in self.doc.levels.steps)) if self.doc.levels else ()
 
     @cached_property
     def badge_reads(self) -> dict[str, frozenset[str]]:

@@ -25,10 +25,13 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
+
+from levelup.rules.plain import Compiled, Unsure, compile_plain
 
 MACROS = re.compile(r"\.(map|filter|exists|exists_one|all)\s*\(")
 BOUND = re.compile(r"\.(?:map|filter|exists|exists_one|all)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")  # x of .map(x, …)
@@ -190,6 +193,10 @@ def _doubles(value: Any) -> Any:
 _NESTED = frozenset({dict, list})
 
 
+def _tokens(source: str) -> list[tuple[str, str, int]]:
+    return [(m.lastgroup or "other", m.group(0), m.start()) for m in _TOKEN.finditer(source)]
+
+
 def _compile(source: str) -> Any:
     try:
         return cel.compile(source)
@@ -209,6 +216,7 @@ class Expression:
     _numeric: Any = field(repr=False, compare=False)
     _native: Any = field(repr=False, compare=False)
     _metered: bool = field(default=True, repr=False, compare=False)  # has comprehensions: steps counted, timed
+    _plain: Compiled | None = field(default=None, repr=False, compare=False)  # the plain subset, in Python
 
     @classmethod
     def compile(cls, source: str) -> Expression:
@@ -221,7 +229,8 @@ class Expression:
             native = _compile(metered)
         numeric_source = _as_doubles(metered)
         numeric = native if numeric_source == metered else _compile(numeric_source)
-        return cls(source, numeric, native, metered != source)
+        plain = None if metered != source else compile_plain(_tokens(source))
+        return cls(source, numeric, native, metered != source, plain)
 
     @property
     def variables(self) -> frozenset[str]:
@@ -254,7 +263,13 @@ class Expression:
         """The value, or an exception from CEL (KeyError for a missing field, :class:`OverBudget`).
 
         Only an expression with comprehensions is timed: one without has no loop to stop (the meter is never
-        called in it), runs in a few µs, and the two clock reads would cost as much."""
+        called in it), runs in a few µs, and the two clock reads would cost as much. One in the plain subset
+        is answered in Python when it can be (:mod:`levelup.rules.plain`), without converting the event."""
+        if self._plain is not None:
+            try:
+                return self._plain(activation.variables)
+            except Unsure:
+                pass
         if not self._metered:
             return self._execute(activation)
         try:
@@ -278,25 +293,47 @@ class Expression:
 class Activation:
     """The variables expressions see, converted to CEL once per event and shared by all its expressions."""
 
-    __slots__ = ("_native", "_numeric", "meter", "variables")
+    __slots__ = ("_fields", "_meter", "_native", "_numeric", "variables")
 
-    def __init__(self, variables: dict[str, Any]) -> None:
+    def __init__(self, variables: dict[str, Any], fields: Mapping[str, frozenset[str] | None] | None = None) -> None:
         self.variables = variables
-        self.meter = _Meter()
+        self._fields = fields  # per variable, the fields CEL is given (the others are never read); None: all
+        self._meter: _Meter | None = None
         self._numeric: Any = None
         self._native: Any = None
 
     @property
+    def meter(self) -> _Meter:
+        """The event's comprehension budget, made when CEL first needs it (most events never do)."""
+        if self._meter is None:
+            self._meter = _Meter()
+        return self._meter
+
+    @property
     def numeric(self) -> Any:
         if self._numeric is None:
-            self._numeric = self._context(_doubles(self.variables))
+            self._numeric = self._context(_doubles(self._given()))
         return self._numeric
 
     @property
     def native(self) -> Any:
         if self._native is None:
-            self._native = self._context(dict(self.variables))
+            self._native = self._context(self._given())
         return self._native
+
+    def _given(self) -> dict[str, Any]:
+        """The variables as CEL gets them: each cut to the fields expressions read (a missing one stays
+        missing), since converting a value for CEL is what costs."""
+        fields = self._fields
+        if not fields:
+            return dict(self.variables)
+        out = {}
+        for name, value in self.variables.items():
+            wanted = fields.get(name)
+            out[name] = (
+                value if wanted is None or type(value) is not dict else {k: value[k] for k in wanted if k in value}
+            )
+        return out
 
     def _context(self, variables: dict[str, Any]) -> Any:
         context = cel.Context(variables)

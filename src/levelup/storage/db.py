@@ -83,7 +83,8 @@ def after_commit(connection: Connection, name: str, callback: Callable[[], None]
 class Database:
     """One database: its engine, transactions and schema."""
 
-    def __init__(self, url: str | None = None, *, pool: bool = True) -> None:
+    def __init__(self, url: str | None = None, *, pool: bool = True, keep_copies: bool = True) -> None:
+        """``keep_copies``: False for a process that only reads (a simulation worker): no feed, no Redis."""
         self.url = _normalize(url or database_url())
         options: dict[str, Any] = {} if pool else {"poolclass": NullPool}
         if make_url(self.url).get_backend_name() == "sqlite":
@@ -93,7 +94,8 @@ class Database:
                 options = {"pool_size": pool_size(), "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True}
             self.engine = create_engine(self.url, **JSON_OPTIONS, **options)
         self.dialect = self.engine.dialect.name
-        self._keep_copies(os.environ.get("LEVELUP_REDIS_URL") or None)
+        if keep_copies:
+            self._keep_copies(os.environ.get("LEVELUP_REDIS_URL") or None)
 
     def _keep_copies(self, redis_url: str | None) -> None:
         """Wake live-feed streams on commits (across processes through Redis) and, with Redis, keep its
