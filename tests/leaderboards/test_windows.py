@@ -143,14 +143,21 @@ def test_kept_windowed_boards_answer_as_the_afresh_ranking(
 
     today, tomorrow = local_date(now, TZ), local_date(now, TZ) + dt.timedelta(days=1)
     same_week = today.isocalendar()[:2] == tomorrow.isocalendar()[:2]
-    assert windows.slide(runtime, now=now) == 2 * len(BOARDS) - same_week  # today's and tomorrow's periods
-    assert windows.slide(runtime, now=now) == 0  # kept: nothing to fill again
-    with runtime.db.read() as connection:
-        kept = connection.execute(select(t.board_windows.c.key, t.board_windows.c.period)).all()
-    assert {(k, p) for k, p in kept if k.startswith("p/")} == {
-        ("p/last_3_days/revenue", today.isoformat()),
-        ("p/last_3_days/revenue", tomorrow.isoformat()),
-    }
+    morning, evening = (
+        local_midnight_utc(now) + dt.timedelta(hours=1),
+        local_midnight_utc(now, 1) - dt.timedelta(minutes=30),
+    )
+
+    def kept_revenue() -> set[str]:
+        with runtime.db.read() as connection:
+            kept = connection.execute(select(t.board_windows.c.key, t.board_windows.c.period)).all()
+        return {p for k, p in kept if k == "p/last_3_days/revenue"}
+
+    assert windows.slide(runtime, now=morning) == len(BOARDS)  # today's period of each board
+    assert kept_revenue() == {today.isoformat()}
+    assert windows.slide(runtime, now=evening) == len(BOARDS) - same_week  # and, in the last hour, tomorrow's
+    assert kept_revenue() == {today.isoformat(), tomorrow.isoformat()}
+    assert windows.slide(runtime, now=evening) == 0  # kept: nothing to fill again
     assert same_as_afresh(runtime, now) > 0
 
     # late, out of order, some outside every window; reversals of earlier deals; an adjustment

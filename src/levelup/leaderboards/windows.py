@@ -11,8 +11,9 @@ kind ``p``/``t`` for a participants' or teams' metric, ``c`` for a currency) for
 period (period = its key). The ``rank_rows`` triggers keep their bucket counts, and a read is index seeks
 and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
 
-- **The job** (``board-windows``, every tick) fills the periods of today *and tomorrow* in the program's
-  time zone, and drops the others: at midnight tomorrow's rows are already there and exact, because
+- **The job** (``board-windows``, every tick) fills today's period in the program's time zone and, in the
+  last hour of the day, tomorrow's, and drops the others: at midnight tomorrow's rows are already there and
+  exact (keeping a period costs every write, so tomorrow's is not kept all day), because
 - **every write** keeps the kept periods: a metric write (``events.store.write_totals``) recomputes, for
   the subjects whose day totals changed, their sum in each kept rolling period whose days hold that day;
   a ledger posting (``ledger.posting.post``) adds each earning to its participant's row in each kept
@@ -48,7 +49,8 @@ from levelup.storage import tables as t
 from levelup.storage.sql import bulk_insert
 
 SOURCE = "w"
-CHUNK = 500  # subjects a statement (bound parameters stay well under SQLite's limit)
+CHUNK = 500  # subjects a statement (with a window's days, bound parameters stay under SQLite's 32,766)
+AHEAD = dt.timedelta(hours=1)  # how long before the local midnight tomorrow's periods are filled and kept
 _LOCK = text(
     "SELECT pg_advisory_xact_lock(hashtext('levelup.rank:' || current_schema()), ((:p) % 2147483648)::integer)"
 )
@@ -145,14 +147,18 @@ def kept_board(
 
 
 def slide_program(connection: Connection, program_id: int, compiled: CompiledProgram, now: dt.datetime) -> int:
-    """Keep exactly the periods of today and tomorrow of each windowed board of the document: drop the others
-    (and any kept under other bounds), fill the missing ones from the sources. Returns the periods filled."""
+    """Keep exactly today's periods of each windowed board of the document, and tomorrow's in the last
+    :data:`AHEAD` of the day: drop the others (and any kept under other bounds), fill the missing ones from the
+    sources. Returns the periods filled."""
     _lock(connection, program_id)
     today = local_date(now, compiled.timezone)
+    tomorrow = today + dt.timedelta(days=1)
+    midnight = dt.datetime.combine(tomorrow, dt.time(), zone(compiled.timezone))
+    days = (today, tomorrow) if midnight - now <= AHEAD else (today,)
     wanted: dict[tuple[str, str], Span] = {}
     for board in compiled.doc.leaderboards:
         window = of_board(board)
-        for day in (today, today + dt.timedelta(days=1)) if window is not None else ():
+        for day in days if window is not None else ():
             assert window is not None
             found = span(window, compiled.timezone, day)
             if found is not None:
@@ -282,19 +288,15 @@ def sums(program_id: int, window: Window, kept: Span, ids: Sequence[int] | None)
         )
         return query if ids is None else query.where(c.participant_id.in_(ids))
     m = t.metric_totals.c
-    query = (
-        select(m.subject_id, func.sum(m.value))
-        .where(
-            m.program_id == program_id,
-            m.metric == window.name,
-            m.subject_kind == window.kind,
-            m.period >= kept.first,
-            m.period <= kept.last,
-            func.length(m.period) == 10,
-        )
-        .group_by(m.subject_id)
-    )
-    return query if ids is None else query.where(m.subject_id.in_(ids))
+    mine = (m.program_id == program_id, m.metric == window.name, m.subject_kind == window.kind)
+    query = select(m.subject_id, func.sum(m.value)).group_by(m.subject_id)
+    if ids is None:  # every day total in the window: the afresh ranking's own condition
+        return query.where(*mine, m.period >= kept.first, m.period <= kept.last, func.length(m.period) == 10)
+    # a few subjects: the same rows (a key of length 10 is a day's, and ISO days sort as dates) as primary-key
+    # seeks, each subject's day in the window, rather than a range over every subject's days
+    first, last = dt.date.fromisoformat(kept.first), dt.date.fromisoformat(kept.last)
+    day_keys = [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    return query.where(*mine, m.period.in_(day_keys), m.subject_id.in_(ids))
 
 
 def _write(connection: Connection, program_id: int, window: Window, kept: Span, ids: list[int] | None) -> None:
