@@ -30,7 +30,7 @@ class Position:
         return self.available - self.arrears
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # never changed once made; not frozen, as a frozen one costs twice as much to make
 class PositionDelta:
     available: int = 0
     arrears: int = 0

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
@@ -184,9 +184,11 @@ def _amounts(
     activation: Activation,
     effects: Effects,
     source: str,
-    multiplier: Callable[[str], float] = lambda _currency: 1.0,
+    program: CompiledProgram | None = None,
+    tier: str | None = None,
 ) -> list[tuple[str, int]]:
-    """Whole positive amounts per currency; a failing expression awards nothing and is recorded."""
+    """Whole positive amounts per currency, times the ``tier``'s multiplier in ``program`` when given (rule
+    awards); a failing expression awards nothing and is recorded."""
     out = []
     for award in awards:
         try:
@@ -198,7 +200,7 @@ def _amounts(
         except Exception as exc:
             effects.problems.append(Problem(source, f"award {award.currency} failed: {exc}"))
             continue
-        amount = math.floor(base * multiplier(award.currency))
+        amount = math.floor(base * program.multiplier(tier, award.currency)) if program is not None else base
         if amount > 0:
             out.append((award.currency, amount))
     return out
@@ -251,7 +253,7 @@ def _apply_rules(
             state,
             effects,
             periods,
-            _amounts(rule.awards, activation, effects, rule.source, lambda c: program.multiplier(state.tier, c)),
+            _amounts(rule.awards, activation, effects, rule.source, program, state.tier),
         )
         for currency, amount in awarded:
             _book(
@@ -507,7 +509,7 @@ def _mechanics(
         completions = state.completions
         progress = state.quests
         undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
-        for m in effects.metrics[:undone_count]:
+        for m in effects.metrics[:undone_count] if undone_count else ():
             if m.team is None:
                 undone[(m.metric, m.period)] += m.delta
         challenged = not touched.isdisjoint(program.challenge_reads)

@@ -56,8 +56,9 @@ def stored_events(
     fetched CHUNK rows at a time (a server-side cursor on PostgreSQL): memory stays bounded whatever
     the size of the log. Shared by replay and simulation."""
     e = t.events.c
-    query = (
-        select(t.events, t.participants.c.external_id)
+    wanted = (e.seq, e.event_id, e.type, e.occurred_at, e.data, e.reverses, e.share, e.program_version, e.teams)
+    query = (  # only what scoring reads: the other columns (hashes, receipt times, problems) cost to decode
+        select(*wanted, e.tier, e.suspended, t.participants.c.external_id)
         .join(t.participants, t.participants.c.id == e.participant_id)
         .where(e.program_id == program_id)
         .order_by(e.seq)

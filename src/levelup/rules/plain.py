@@ -14,6 +14,7 @@ gives the exact value or error. So a value given here is CEL's (differential tes
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +30,14 @@ _PAIRS = frozenset({"&&", "||", "==", "!=", "<=", ">="})
 _RELATIONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _ORDERED = frozenset({float, str, dt.datetime})  # the types < and > are answered for
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 class Unsure(Exception):
@@ -158,14 +167,21 @@ class _Parser:
 
     def member(self) -> Compiled:
         node = self.primary()
+        path: list[str] = []
         while self.peek() == ".":
             self.take()
             kind, name, _ = self.take()
             if kind != "ident" or self.peek() == "(":
                 raise _Outside  # a method call
-            node = _field(node, name)
+            path.append(name)
         if self.peek() in ("[", "(", "{"):
             raise _Outside
+        if not path:
+            return node
+        if isinstance(node, _Variable):
+            return _path(node.name, tuple(path))  # the common data.field: one closure
+        for name in path:
+            node = _field(node, name)
         return node
 
     def primary(self) -> Compiled:
@@ -196,16 +212,61 @@ class _Parser:
         return _variable(text)
 
 
+class _Constant:
+    """A literal (its value known when compiling, so an operator beside it is specialised)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, _v: Variables) -> Any:
+        return self.value
+
+
+class _Variable:
+    """A top-level variable (``data``, ``participant``…); missing: CEL's error to give."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, v: Variables) -> Any:
+        try:
+            return v[self.name]
+        except KeyError:
+            raise Unsure from None
+
+
 def _constant(value: Any) -> Compiled:
-    return lambda _v: value
+    return _Constant(value)
 
 
 def _variable(name: str) -> Compiled:
+    return _Variable(name)
+
+
+def _path(root: str, names: tuple[str, ...]) -> Compiled:
+    """``root.a.b``: each step a map holding the field, else CEL's error to give."""
+    if len(names) == 1:
+        name = names[0]
+
+        def read_one(v: Variables) -> Any:
+            found = v.get(root)
+            if type(found) is not dict or name not in found:
+                raise Unsure
+            return found[name]
+
+        return read_one
+
     def read(v: Variables) -> Any:
-        try:
-            return v[name]
-        except KeyError:
-            raise Unsure from None
+        found = v.get(root)
+        for step in names:
+            if type(found) is not dict or step not in found:
+                raise Unsure
+            found = found[step]
+        return found
 
     return read
 
@@ -251,25 +312,46 @@ def _logic(left: Compiled, right: Compiled, *, stop: bool) -> Compiled:
 
 
 def _compare(op: str, left: Compiled, right: Compiled) -> Compiled:
+    test = _OPERATORS[op]
+    ordered = op not in ("==", "!=")
+    if isinstance(right, _Constant) and not isinstance(left, _Constant):
+        b = _scalar_or_none(right.value)
+        kind = type(b)
+        if b is _NOT_SCALAR or (ordered and kind not in _ORDERED):
+            return _unsure
+        # the usual shape (data.duration_s >= 60): the literal's type and value known beforehand
+
+        def against(v: Variables) -> bool:
+            a = left(v)
+            if type(a) is int:
+                a = float(a)
+            if type(a) is not kind:
+                raise Unsure
+            return bool(test(a, b))
+
+        return against
+
     def compare(v: Variables) -> bool:
         a, b = _scalar(left(v)), _scalar(right(v))
-        if type(a) is not type(b):
+        if type(a) is not type(b) or (ordered and type(a) not in _ORDERED):
             raise Unsure
-        if op == "==":
-            return bool(a == b)
-        if op == "!=":
-            return bool(a != b)
-        if type(a) not in _ORDERED:
-            raise Unsure
-        if op == "<":
-            return bool(a < b)
-        if op == "<=":
-            return bool(a <= b)
-        if op == ">":
-            return bool(a > b)
-        return bool(a >= b)
+        return bool(test(a, b))
 
     return compare
+
+
+_NOT_SCALAR = object()
+
+
+def _scalar_or_none(value: Any) -> Any:
+    try:
+        return _scalar(value)
+    except Unsure:
+        return _NOT_SCALAR
+
+
+def _unsure(_v: Variables) -> Any:
+    raise Unsure
 
 
 def _arithmetic(op: str, left: Compiled, right: Compiled) -> Compiled:
@@ -300,9 +382,12 @@ def compile_plain(tokens: list[Token]) -> Compiled | None:
         return None
 
     def evaluate(v: Variables) -> Any:
-        value = _scalar(node(v))
-        if type(value) is dt.datetime:
-            raise Unsure
-        return value
+        value = node(v)
+        kind = type(value)
+        if kind is bool or kind is float or kind is str or value is None:
+            return value
+        if kind is int:
+            return float(value)
+        raise Unsure  # a timestamp, a map, a list: CEL gives it as it converts it
 
     return evaluate
