@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,14 @@ def simulate(
     start: Annotated[str, typer.Option("--from", help="first instant (RFC 3339; a date is midnight UTC)")],
     end: Annotated[str, typer.Option("--to", help="end of the window, exclusive")],
     program: Annotated[str | None, typer.Option(help="the program (default: the document's)")] = None,
+    workers: Annotated[
+        bool,
+        typer.Option(
+            "--workers/--one-process",
+            help="score each document in a process of its own (default with 2 CPUs or more; an in-memory "
+            "database is scored in one)",
+        ),
+    ] = (os.cpu_count() or 1) >= 2,
     as_json: JsonOption = False,
     database: DatabaseOption = None,
 ) -> None:
@@ -40,12 +49,14 @@ def simulate(
         draft = load_document(file.read_bytes(), program=program)
         window = common.window(common.parse_instant(start, "from"), common.parse_instant(end, "to"))
         if as_json:
-            report = sim.run(runtime, draft.program, draft, *window)
+            report = sim.run(runtime, draft.program, draft, *window, parallel=workers)
         else:
             with _progress() as progress:
                 total = sim.count_events(runtime, draft.program, *window)
                 task = progress.add_task("simulate", total=total, rate="")
-                report = sim.run(runtime, draft.program, draft, *window, lambda n: progress.advance(task, n))
+                report = sim.run(
+                    runtime, draft.program, draft, *window, lambda n: progress.advance(task, n), parallel=workers
+                )
     except LevelupError as exc:
         _fail(exc)
     if as_json:
