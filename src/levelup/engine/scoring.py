@@ -10,7 +10,6 @@ import bisect
 import datetime as dt
 import json
 import math
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,8 +117,9 @@ def metric_contributions(
                 grains, in_ranges = (
                     (wanted.person, wanted.person_ranges) if team is None else (wanted.team, wanted.team_ranges)
                 )
-                effects.metrics.extend(MetricDelta(metric.key, keys[i], number, team) for i in grains)
-                effects.metrics.extend(MetricDelta(metric.key, r, number, team) for r in ranges if r in in_ranges)
+                effects.metrics.extend([MetricDelta(metric.key, keys[i], number, team) for i in grains])
+                if in_ranges and ranges:
+                    effects.metrics.extend([MetricDelta(metric.key, r, number, team) for r in ranges if r in in_ranges])
         else:
             number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
             if metric.aggregate == "max" and (number != value or not math.isfinite(number)):
@@ -508,10 +508,10 @@ def _mechanics(
         # the state's own dicts, copied on the first change only (most events change none of them)
         completions = state.completions
         progress = state.quests
-        undone: dict[tuple[str, str], float] = defaultdict(float)  # what a reversal took off each metric
+        undone: dict[tuple[str, str], float] = {}  # what a reversal took off each metric
         for m in effects.metrics[:undone_count] if undone_count else ():
             if m.team is None:
-                undone[(m.metric, m.period)] += m.delta
+                undone[(m.metric, m.period)] = undone.get((m.metric, m.period), 0.0) + m.delta
         challenged = not touched.isdisjoint(program.challenge_reads)
         for when in days if challenged else ():
             undo = reversed_event is not None
