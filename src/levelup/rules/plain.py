@@ -193,15 +193,15 @@ class _Parser:
         if kind == "number":
             if not re.fullmatch(r"\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?", text):
                 raise _Outside  # hexadecimal or unsigned: integers on purpose
-            return _constant(float(text))
+            return _Constant(float(text))
         if kind == "string":
             if text[0] not in "'\"" or text[:3] in ("'''", '"""') or "\\" in text:
                 raise _Outside  # raw, bytes, triple-quoted or with escapes
-            return _constant(text[1:-1])
+            return _Constant(text[1:-1])
         if kind != "ident":
             raise _Outside
         if text in _LITERALS:
-            return _constant(_LITERALS[text])
+            return _Constant(_LITERALS[text])
         if self.peek() == "(":
             if text != "timestamp":
                 raise _Outside
@@ -209,7 +209,7 @@ class _Parser:
             argument = self.conditional()
             self.take(")")
             return _timestamp(argument)
-        return _variable(text)
+        return _Variable(text)
 
 
 class _Constant:
@@ -237,14 +237,6 @@ class _Variable:
             return v[self.name]
         except KeyError:
             raise Unsure from None
-
-
-def _constant(value: Any) -> Compiled:
-    return _Constant(value)
-
-
-def _variable(name: str) -> Compiled:
-    return _Variable(name)
 
 
 def _path(root: str, names: tuple[str, ...]) -> Compiled:
