@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +146,20 @@ def test_workers_read_the_log_as_the_parent_saw_it(played: Runtime) -> None:
         assert [o.status for o in ingest(played, PROGRAM, [late])] == ["accepted"]  # committed meanwhile
         assert [r.event_id for r in sim._read(log)] == expected
     assert "late-call" not in expected
+
+
+def test_collections_are_fewer_while_scoring_and_as_before_after() -> None:
+    """Nested (or concurrent) simulations share the pace; the last one out restores what it found."""
+    found = gc.get_threshold()
+    with sim.fewer_collections():
+        assert gc.get_threshold()[0] == sim.GC_PACE
+        with sim.fewer_collections():
+            assert gc.get_threshold()[0] == sim.GC_PACE
+        assert gc.get_threshold()[0] == sim.GC_PACE  # the outer one still scoring
+    assert gc.get_threshold() == found
+    with pytest.raises(RuntimeError), sim.fewer_collections():
+        raise RuntimeError("a failed simulation")
+    assert gc.get_threshold() == found
 
 
 def test_an_in_memory_database_is_simulated_in_one_process(acme_text: str) -> None:

@@ -22,8 +22,10 @@ import datetime as dt
 import gc
 import math
 import multiprocessing
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection as Connection_
@@ -379,6 +381,37 @@ class Known(NamedTuple):
     targets: dict[tuple[str, str], float] = {}  # noqa: RUF012 (shared empty default, never written)
 
 
+GC_PACE = 50_000  # allocations between two young-generation collections while scoring (Python's default: 700)
+
+
+class _Pace:
+    """How many simulations are scoring in this process, and the pace they found."""
+
+    lock = threading.Lock()
+    depth = 0
+    saved: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Collect garbage less often while scoring. The loop makes many small objects and few cycles, while the
+    states it keeps grow: at the default pace (a pass every 700 allocations, rescanning young states) it spent
+    about a fifth of its time there (bench/simulate.py). Process-wide, so nested and concurrent simulations
+    (HTTP requests) count: the last one out restores the pace found."""
+    with _Pace.lock:
+        if _Pace.depth == 0:
+            _Pace.saved = gc.get_threshold()
+            gc.set_threshold(GC_PACE, *_Pace.saved[1:])
+        _Pace.depth += 1
+    try:
+        yield
+    finally:
+        with _Pace.lock:
+            _Pace.depth -= 1
+            if _Pace.depth == 0:
+                gc.set_threshold(*_Pace.saved)
+
+
 @dataclass(frozen=True)
 class Log:
     """Where a worker reads the log from, as the parent sees it: the database, the snapshot to read in
@@ -448,12 +481,9 @@ def _score_apart(
     """A worker process: one document scored over the log it reads itself (nothing is pickled an event),
     then closed; progress, then its report (or the error), sent back."""
     try:
-        # A scoring loop makes many small objects and few cycles, while the states it keeps grow: at the
-        # collector's default pace (a pass every 700 allocations, rescanning the young states) it spent about
-        # a fifth of the time (bench/simulate.py). The worker is this loop alone: collect less often.
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         scenario = Scenario(CompiledProgram(ProgramDocument.model_validate(document), version), log.end)
-        seen = _feed(_read(log), [scenario], names, reversed_later, lambda n: pipe.send(("progress", n)), log.chunk)
+        with fewer_collections():
+            seen = _feed(_read(log), [scenario], names, reversed_later, lambda n: pipe.send(("progress", n)), log.chunk)
         scenario.close(log.start, members)
         pipe.send(("done", (seen, scenario.report())))
     except Exception as exc:  # the parent raises it: a worker must never hang the simulation
@@ -557,7 +587,8 @@ def simulate(
     else:
         scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
         rows = stored_events(connection, program.id, start=start, end=end)
-        seen = _feed(rows, scenarios, names, reversed_later, progress, CHUNK)
+        with fewer_collections():
+            seen = _feed(rows, scenarios, names, reversed_later, progress, CHUNK)
         for s in scenarios:
             s.close(start, members)
         now, then = (s.report() for s in scenarios)
