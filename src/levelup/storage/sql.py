@@ -36,7 +36,11 @@ def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tup
     out = []
     for name in columns:
         column_type = table.c[name].type
-        processor = column_type.bind_processor(dialect)
+        # the dialect's own type's processor, as a compiled statement uses: the generic one of a TypeDecorator
+        # leaves SQLite's datetimes to the driver, which writes a whole second without its ".000000", a text
+        # that then sorts before the same instant bound by a query (an entry at a period's first instant fell
+        # in the period before)
+        processor = column_type.dialect_impl(dialect).bind_processor(dialect)
         if processor is None and isinstance(column_type, JSON):
             processor = json_dumps
         out.append(processor)
