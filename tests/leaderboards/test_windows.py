@@ -32,6 +32,7 @@ BOARDS = [
     {"key": "xp-week", "currency": "xp", "window": "week"},
     {"key": "xp-day", "currency": "xp", "window": "day"},
     {"key": "coins-2d", "currency": "coins", "window": "last_2_days"},
+    {"key": "quota-3d", "metric": "revenue", "window": "last_3_days", "normalize": "participant.attributes.quota"},
 ]
 WINDOWED = [b["key"] for b in BOARDS]
 PEOPLE = [f"rep-{i:02d}" for i in range(24)]
@@ -72,6 +73,11 @@ def deals(rng: random.Random, now: dt.datetime, prefix: str, n: int, *, oldest_d
         found.append(event(f"{prefix}-{i}", participant=who, data={"amount": amount}, occurred_at=at.isoformat()))
     rng.shuffle(found)
     return found
+
+
+def quota(i: int) -> dict[str, Any]:
+    """A handicap of a few kinds: a number, none, zero and text (the last three leave a normalised board)."""
+    return [{"quota": 1 + i % 4}, {}, {"quota": 0}, {"quota": "high"}, {"quota": 2.5}][i % 5]
 
 
 def post(client: TestClient, admin: dict[str, str], events: list[dict[str, Any]]) -> None:
@@ -133,8 +139,8 @@ def test_kept_windowed_boards_answer_as_the_afresh_ranking(
     client: TestClient, admin: dict[str, str], runtime: Runtime
 ) -> None:
     apply(client, admin)
-    for i, who in enumerate(PEOPLE):  # team members, for the team board
-        client.put(f"{P}/participants/{who}", json={"teams": [TEAMS[i % 3]]}, headers=admin)
+    for i, who in enumerate(PEOPLE):  # team members, for the team board; handicaps, for the normalised one
+        client.put(f"{P}/participants/{who}", json={"teams": [TEAMS[i % 3]], "attributes": quota(i)}, headers=admin)
     rng = random.Random(11)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     first = deals(rng, now, "a", 120)
@@ -170,6 +176,15 @@ def test_kept_windowed_boards_answer_as_the_afresh_ranking(
     fix = {"participant": "rep-03", "currency": "xp", "amount": 777, "note": "fix"}
     adjusted = client.post(f"{P}/adjustments", json=fix, headers=admin)
     assert adjusted.status_code in (200, 201), adjusted.text
+    same_as_afresh(runtime, now)
+
+    # new handicaps: one doubled, one gone, one given, then one erased (a normalised rolling board follows)
+    for who, attributes in (("rep-01", {"quota": 2}), ("rep-02", {}), ("rep-05", {"quota": 0.5})):
+        response = client.put(f"{P}/participants/{who}", json={"attributes": attributes}, headers=admin)
+        assert response.status_code == 200, response.text
+    same_as_afresh(runtime, now)
+    erased = client.delete(f"{P}/participants/rep-01", headers=admin)  # an erasure takes the handicap away
+    assert erased.status_code == 200, erased.text
     same_as_afresh(runtime, now)
 
     # one minute past the local midnight, before the job slides: tomorrow's rows were kept all along
@@ -249,6 +264,7 @@ def test_only_windowed_boards_are_kept() -> None:
         "xp-week": windows.Window("c", "week", "xp"),
         "xp-day": windows.Window("c", "day", "xp"),
         "coins-2d": windows.Window("c", "last_2_days", "coins"),
+        "quota-3d": windows.Window("q", "last_3_days", "revenue/quota"),
     }
 
 

@@ -21,7 +21,7 @@ from levelup.errors import Conflict
 from levelup.events.ingest import Outcome, batches, ingest
 from levelup.events.schema import MAX_BATCH
 from levelup.keys import service as keys
-from levelup.leaderboards import history, normalised
+from levelup.leaderboards import history, normalised, windows
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import expiry
 from levelup.ledger.liability import liability
@@ -172,6 +172,7 @@ def set_up_retail(runtime: Runtime, people: list[dict[str, Any]], *, actor: str 
             ],
         )
         normalised.refresh(connection, record.id, ids.values())  # new handicaps: kept normalised quotients follow
+        windows.handicaps_changed(connection, record.id, ids.values())
     return record
 
 

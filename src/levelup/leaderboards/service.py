@@ -7,8 +7,8 @@ Plain boards (a calendar window, no scope, no normalization; or a currency board
 time) are answered by indexes and the bucket counts of :mod:`levelup.leaderboards.ranks`,
 at any size; so are normalized boards on a calendar window, from the quotients
 :mod:`levelup.leaderboards.normalised` keeps, and rolling boards and currency boards over a window, from
-the sums :mod:`levelup.leaderboards.windows` keeps for today's period. A board whose rows are not kept
-(a normalized rolling board; a period the board-windows job has not filled) is ranked by the database (a
+the sums (and, normalized, the quotients) :mod:`levelup.leaderboards.windows` keeps for today's period. A
+board whose rows are not kept (a period the board-windows job has not filled) is ranked by the database (a
 page, then one count: two scans of the board's rows, nothing in Python); scoped boards rank in Python over
 the board's rows (O(rows) a request).
 """
@@ -377,8 +377,8 @@ def _in_sql(connection: Connection, program_id: int, board: Leaderboard, values:
 
 @dataclass(frozen=True)
 class _Ranked:
-    """A board ranked by the database (a board without a scope whose rows are not kept: a normalised rolling
-    board, a windowed board whose period the job has not filled): a page is the page's rows, then one count
+    """A board ranked by the database (a board without a scope whose rows are not kept: a windowed board
+    whose period the job has not filled): a page is the page's rows, then one count
     of the board and of the rows ahead of the page, instead of every row of the board in Python."""
 
     rows: Subquery

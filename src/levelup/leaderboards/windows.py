@@ -6,7 +6,8 @@ window (what was earned between two instants: a sum of ledger entries). Ranking 
 and sorting every participant's rows at each read: hundreds of milliseconds at 100,000 participants.
 
 So their rows are kept in ``rank_rows`` under source ``w`` (key ``<kind>/<window>/<metric or currency>``,
-kind ``p``/``t`` for a participants' or teams' metric, ``c`` for a currency) for the periods listed in
+kind ``p``/``t`` for a participants' or teams' metric, ``c`` for a currency; ``q/<window>/<metric>/<attribute>``
+for a normalised rolling board, each participant's sum ÷ their handicap) for the periods listed in
 ``board_windows``: a rolling board as of a local day (period = that day), a currency board over a calendar
 period (period = its key). The ``rank_rows`` triggers keep their bucket counts, and a read is index seeks
 and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
@@ -17,8 +18,9 @@ and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
 - **every write** keeps the kept periods: a metric write (``events.store.write_totals``) recomputes, for
   the subjects whose day totals changed, their sum in each kept rolling period whose days hold that day;
   a ledger posting (``ledger.posting.post``) adds each earning to its participant's row in each kept
-  currency period whose instants hold the entry's (the ledger is append-only: an entry is posted once).
-  Late and out-of-order events, reversals and adjustments are writes like any other.
+  currency period whose instants hold the entry's (the ledger is append-only: an entry is posted once);
+  a new handicap (a profile set, an erasure: :func:`handicaps_changed`) recomputes that participant's
+  quotients. Late and out-of-order events, reversals and adjustments are writes like any other.
 - **A read** uses the kept rows only when ``board_windows`` holds the period with the bounds the read
   would sum over; otherwise (the job has not run yet, a new time zone) the board is ranked afresh by the
   database, with the same answers. Replay and a rank rebuild refill every kept period from the sources.
@@ -40,6 +42,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, literal, select, text
 
 from levelup.engine.positions import EARNING_KINDS
+from levelup.leaderboards import normalised
 from levelup.metrics.periods import local_date, period_dates, period_key, rolling_days, window_dates, zone
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
@@ -58,8 +61,9 @@ _LOCK = text(
 
 @dataclass(frozen=True)
 class Window:
-    """What a windowed board sums: ``kind`` 'p'/'t' (a metric of participants or teams) or 'c' (a currency
-    earned), ``name`` the metric or currency, ``window`` the board's window."""
+    """What a windowed board sums: ``kind`` 'p'/'t' (a metric of participants or teams), 'q' (a participants'
+    metric ÷ a handicap: ``name`` is ``<metric>/<attribute>``) or 'c' (a currency earned), ``name`` the metric
+    or currency, ``window`` the board's window."""
 
     kind: str
     window: str
@@ -68,6 +72,16 @@ class Window:
     @property
     def key(self) -> str:
         return f"{self.kind}/{self.window}/{self.name}"
+
+    @property
+    def metric(self) -> str:
+        """The metric summed (a 'q' name's first part), or the currency."""
+        return self.name.split("/", 1)[0]
+
+    @property
+    def subject_kind(self) -> str:
+        """The metric totals' subject kind summed ('p' for a quotient)."""
+        return "p" if self.kind == "q" else self.kind
 
     @staticmethod
     def parse(key: str) -> Window:
@@ -88,11 +102,15 @@ class Span:
 
 
 def of_board(board: Leaderboard) -> Window | None:
-    """The kept rows that can serve ``board``: a metric board over a rolling window, or a participants'
-    currency board over a window other than ``all``, neither normalised (those rank as before)."""
+    """The kept rows that can serve ``board``: a metric board over a rolling window (normalised or not), or a
+    participants' currency board over a window other than ``all``, not normalised (a normalised board on a
+    calendar window is :mod:`levelup.leaderboards.normalised`'s)."""
+    rolling = board.metric is not None and rolling_days(board.window) is not None
     if board.normalize is not None:
-        return None
-    if board.metric is not None and rolling_days(board.window) is not None:
+        if not rolling or board.by != "participant":
+            return None
+        found = Window("q", board.window, f"{board.metric}/{board.normalize.rsplit('.', 1)[1]}")
+    elif rolling and board.metric is not None:
         found = Window("t" if board.by == "team" else "p", board.window, board.metric)
     elif board.currency is not None and board.window != "all" and board.by == "participant":
         found = Window("c", board.window, board.currency)
@@ -221,9 +239,22 @@ def metrics_written(connection: Connection, program_id: int, written: Iterable[t
         window = Window.parse(key)
         if window.kind == "c":
             continue
-        subjects = {s for m, p, k, s in days if m == window.name and k == window.kind and kept.first <= p <= kept.last}
+        metric, kind = window.metric, window.subject_kind
+        subjects = {s for m, p, k, s in days if m == metric and k == kind and kept.first <= p <= kept.last}
         if subjects:
             _write(connection, program_id, window, kept, sorted(subjects))
+
+
+def handicaps_changed(connection: Connection, program_id: int, participants: Iterable[int]) -> None:
+    """After participants' attributes changed (a profile set, an erasure): recompute their quotients in each
+    kept period of a normalised rolling board (a participant with no positive handicap leaves it)."""
+    ids = sorted(set(participants))
+    if not ids:
+        return
+    _lock(connection, program_id)
+    for key, kept in _kept(connection, program_id):
+        if key.startswith("q/"):
+            _write(connection, program_id, Window.parse(key), kept, ids)
 
 
 def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int, str, str, int, dt.datetime]]) -> None:
@@ -270,9 +301,19 @@ def _drop(connection: Connection, program_id: int, key: str, period: str) -> Non
     connection.execute(t.board_windows.delete().where(w.program_id == program_id, w.key == key, w.period == period))
 
 
-def sums(program_id: int, window: Window, kept: Span, ids: Sequence[int] | None) -> Select[Any]:
+def sums(connection: Connection, program_id: int, window: Window, kept: Span, ids: Sequence[int] | None) -> Select[Any]:
     """(subject id, sum) of each subject with a row in the period: the afresh ranking's own sums
-    (``leaderboards.service``), of ``ids`` only when given."""
+    (``leaderboards.service``; a quotient's sum divided as it divides, the participants without a positive
+    handicap left off), of ``ids`` only when given."""
+    if window.kind == "q":
+        raw = sums(connection, program_id, Window("p", window.window, window.metric), kept, ids).subquery()
+        p = t.participants.c
+        handicap = normalised.divisor(connection, window.name.split("/", 1)[1])
+        return (
+            select(raw.c[0], raw.c[1] / handicap)
+            .select_from(raw.join(t.participants, p.id == raw.c[0]))
+            .where(handicap > 0)
+        )
     if window.kind == "c":
         c = t.ledger_entries.c
         query = (
@@ -308,7 +349,7 @@ def _write(connection: Connection, program_id: int, window: Window, kept: Span, 
         chunk = None if start is None or ids is None else ids[start : start + CHUNK]
         where = mine if chunk is None else [*mine, r.subject_id.in_(chunk)]
         connection.execute(t.rank_rows.delete().where(*where))
-        raw = sums(program_id, window, kept, chunk).subquery()
+        raw = sums(connection, program_id, window, kept, chunk).subquery()
         fresh = select(
             literal(program_id), literal(SOURCE), literal(window.key), literal(kept.period), raw.c[0], raw.c[1]
         )
@@ -353,6 +394,6 @@ def expected(connection: Connection, program_id: int) -> dict[tuple[str, str, in
     """The rows the kept periods should hold, summed afresh from the sources."""
     found: dict[tuple[str, str, int], float] = {}
     for key, kept in _kept(connection, program_id):
-        for subject, value in connection.execute(sums(program_id, Window.parse(key), kept, None)):
+        for subject, value in connection.execute(sums(connection, program_id, Window.parse(key), kept, None)):
             found[(key, kept.period, int(subject))] = float(value)
     return found

@@ -36,7 +36,7 @@ from sqlalchemy import Column, ColumnElement, Connection, String, Table, case, c
 
 from levelup.audit import service as audit
 from levelup.errors import NotFound
-from levelup.leaderboards import normalised
+from levelup.leaderboards import normalised, windows
 from levelup.ledger import posting
 from levelup.participants import repository as participants
 from levelup.programs.personal import fields_by_type
@@ -245,6 +245,7 @@ def erase(
         .values(external_id=scrub.new_id, name=None, attributes={}, erased_at=now)
     )
     normalised.refresh(connection, program_id, [row.id])  # no handicap left: off the normalised boards
+    windows.handicaps_changed(connection, program_id, [row.id])
     rewritten = {"participants": 1, "events": _events(connection, program_id, row.id, scrub)}
     rewritten["ledger_entries"] = _ledger(connection, program_id, row.id, scrub)
     rewritten |= _texts(connection, program_id, row.id, now)

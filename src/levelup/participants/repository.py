@@ -15,7 +15,7 @@ from levelup.engine.positions import Position
 from levelup.errors import NotFound
 from levelup.feed import service as feed
 from levelup.feed.service import FeedItem
-from levelup.leaderboards import normalised
+from levelup.leaderboards import normalised, windows
 from levelup.programs.compiled import CompiledProgram
 from levelup.storage import tables as t
 from levelup.storage.sql import allocate_ids, fetch_by_keys, insert_ignore
@@ -265,6 +265,7 @@ def set_profile(
         connection.execute(t.participants.update().where(t.participants.c.id == participant_id).values(**changes))
     if attributes is not None:  # a new handicap moves the participant on the normalised boards
         normalised.refresh(connection, program_id, [participant_id])
+        windows.handicaps_changed(connection, program_id, [participant_id])
     if teams is not None:
         team_ids = ensure_teams(connection, program_id, teams)
         connection.execute(t.memberships.delete().where(t.memberships.c.participant_id == participant_id))

@@ -77,7 +77,7 @@ def _kudos(connection: Connection, opened: Opened, today: dt.date) -> dict[str, 
 def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
     """Where the participant stands on each board ranked by index (the neighbourhood, never the bottom of a
     board): rank of total, value and the gap to the one above. Only boards read by index: one ranked afresh over
-    every participant (a normalised rolling board, a windowed board before the board-windows job has kept today's
+    every participant (a windowed board before the board-windows job has kept today's
     rows) is too slow for a page at scale, and is left to the TV and the API."""
     shown = []
     for board in opened.compiled.doc.leaderboards:
