@@ -7,6 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -90,13 +91,26 @@ def board_movement(ranks: Mapping[str, Mapping[dt.date, int]], days: Sequence[dt
     left off, so a line breaks where someone was off the board's top); None with fewer than two days."""
     if len(days) < 2 or not ranks:
         return None
+    held = tuple((name, tuple(sorted(by_day.items()))) for name, by_day in ranks.items())
+    return _bump(held, tuple(days), deepest)
+
+
+Held = tuple[tuple[str, tuple[tuple[dt.date, int], ...]], ...]  # (name, ((day, rank), …)), in the legend's order
+
+
+@lru_cache(maxsize=128)
+def _bump(ranks: Held, days: tuple[dt.date, ...], deepest: int) -> Markup:
+    """:func:`board_movement`'s drawing, once per distinct picture: drawing costs ~15 ms, and a TV redraws
+    every board it shows at each event, most of whose tops have not moved (the picture is a function of
+    the ranks alone)."""
     chart = leather.Chart()
     x_ticks, y_ticks = list(range(len(days))), [-r for r in range(1, deepest + 1)]
     chart.set_x_scale(_Exact(-0.3, len(days) - 0.7, x_ticks))  # one tick a kept day, under its dots
     chart.add_x_axis(ticks=x_ticks, tick_formatter=lambda i, _i, _n: days[int(i)].strftime("%-d %b"))
     chart.set_y_scale(_Exact(-deepest - 0.4, -0.6, y_ticks))  # upside down: the leader's line at the top
     chart.add_y_axis(ticks=y_ticks, tick_formatter=lambda rank, _i, _n: f"#{-rank}")
-    for (name, held), color in zip(ranks.items(), TEN * 5, strict=False):
+    for (name, pairs), color in zip(ranks, TEN * 5, strict=False):
+        held = dict(pairs)
         points = [(i, -held[day] if held.get(day, deepest + 1) <= deepest else None) for i, day in enumerate(days)]
         chart.add_line(points, name=name, stroke_color=color, width=3)
         chart.add_series(leather.Series(points), _Marks(fill_color=color, radius=4))
