@@ -24,6 +24,9 @@ TIMES = st.sampled_from(
         "2026-10-01T09:00:00Z",
         "2026-10-01T09:00:00.5Z",
         "2026-10-01T11:00:00+02:00",
+        "2026-10-01T03:15:00-05:45",
+        "2026-10-01T09:00:00+00:60",  # minutes past 59: Python reads an hour, CEL refuses
+        "2026-10-01T09:00:00-12:75",
         "2026-10-01T09:00:00.123456Z",
         "2026-10-01T09:00:00.1234567Z",  # nanoseconds: CEL's
         "2026-10-01 09:00:00Z",
@@ -167,6 +170,7 @@ def test_what_is_outside_the_subset_is_left_to_cel(source: str) -> None:
         ("data.a == data.b", {"a": 1, "b": "1"}),  # different types
         ("data.a + 1", {"a": [1]}),  # a list where a number is wanted
         ("timestamp(data.a) < timestamp(data.b)", {"a": "2026-10-01T09:00:00.1234567Z", "b": "2026-10-01T09:00:00Z"}),
+        ("timestamp(data.a) > timestamp(data.b)", {"a": "2026-10-01T09:00:00+00:60", "b": "2026-10-01T00:00:00Z"}),
     ],
 )
 def test_off_the_plain_path_cel_decides(source: str, data: dict[str, Any]) -> None:

@@ -51,19 +51,25 @@ def local_period(instant: dt.datetime, timezone: str, grain: str) -> str:
 
 
 class Bucket:
-    """The local period of an instant, remembered per UTC hour: a stream of a million events converts
-    a few thousand hours, not a million instants (zones move by whole hours, or half hours kept apart)."""
+    """The local period of an instant, remembered per quarter hour of UTC: a stream of a million events
+    converts a few thousand slots, not a million instants. A slot is remembered only when its first and
+    last instants fall in the same period; one that a period starts inside (a zone 45 minutes off the hour,
+    an old local mean time) is converted instant by instant."""
+
+    SLOT = 900  # seconds
 
     def __init__(self, timezone: str, grain: str) -> None:
         self.timezone, self.grain = timezone, grain
-        self._seen: dict[int, str] = {}
+        self._seen: dict[int, str | None] = {}
 
     def __call__(self, instant: dt.datetime) -> str:
-        hour = int(instant.timestamp()) // 1800
-        found = self._seen.get(hour)
-        if found is None:
-            found = self._seen[hour] = local_period(instant, self.timezone, self.grain)
-        return found
+        slot = math.floor(instant.timestamp() / self.SLOT)
+        if slot not in self._seen:
+            first = dt.datetime.fromtimestamp(slot * self.SLOT, dt.UTC)
+            last = first + dt.timedelta(seconds=self.SLOT, microseconds=-1)
+            period = local_period(first, self.timezone, self.grain)
+            self._seen[slot] = period if period == local_period(last, self.timezone, self.grain) else None
+        return self._seen[slot] or local_period(instant, self.timezone, self.grain)
 
 
 def gini(values: Sequence[float]) -> float:

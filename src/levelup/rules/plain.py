@@ -24,8 +24,9 @@ Compiled = Callable[[Variables], Any]
 Token = tuple[str, str, int]  # kind (string, ident, number, other), text, offset in the source
 
 #: RFC 3339 as both CEL and ``datetime.fromisoformat`` read it alike: at most microseconds (CEL keeps
-#: nanoseconds, which Python would cut), an upper-case T and Z.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+#: nanoseconds, which Python would cut), an upper-case T and Z, an offset of at most 23:59 (Python reads
+#: ``+00:60`` as an hour, CEL refuses it).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)")
 _PAIRS = frozenset({"&&", "||", "==", "!=", "<=", ">="})
 _RELATIONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
