@@ -148,6 +148,40 @@ def test_workers_read_the_log_as_the_parent_saw_it(played: Runtime) -> None:
     assert "late-call" not in expected
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_reversal_stored_during_a_run_is_in_none_of_its_reads(
+    played: Runtime, monkeypatch: pytest.MonkeyPatch, parallel: bool
+) -> None:
+    """A reversal of a deal of the window committed after the run read which events are reversed, before it
+    reads the log: the run shows the state before it, never half of it (the deal kept, its reversal
+    'skipped'). PostgreSQL reads in REPEATABLE READ for this; SQLite's read transaction is one snapshot."""
+    monkeypatch.setattr(sim, "CHUNK", 3)  # the deal and its reversal in different chunks
+    before = sim.run(played, PROGRAM, doc(played), START, END, parallel=parallel)
+    members = sim._team_members
+
+    def then_a_reversal(connection: Any, program_id: int) -> Any:  # after _reversed_in, before the log
+        found = members(connection, program_id)
+        late = reopened("r-late", "w30-bob", "bob", "2026-10-29")
+        assert [o.status for o in ingest(played, PROGRAM, [late])] == ["accepted"]
+        return found
+
+    monkeypatch.setattr(sim, "_team_members", then_a_reversal)
+    during = sim.run(played, PROGRAM, doc(played), START, END, parallel=parallel)
+    assert during["current"]["skipped"] == 0
+    assert during["window"] == before["window"]
+    assert during["current"]["participants"] == before["current"]["participants"]
+
+
+def test_a_period_begun_before_the_window_is_listed_not_settled(played: Runtime) -> None:
+    """Settled from the window's share of it, the October blitz would go to others than the server paid."""
+    late = sim.run(played, PROGRAM, doc(played), dt.datetime(2026, 10, 20, 4, tzinfo=dt.UTC), END)
+    assert not [p for p in late["current"]["prizes"] if p["challenge"] == "october-blitz"]
+    assert {"challenge": "october-blitz", "period": "20261001-20261031"} in late["current"]["unsettled"]
+    whole = sim.run(played, PROGRAM, doc(played), START, END)
+    assert [p["rank"] for p in whole["current"]["prizes"] if p["challenge"] == "october-blitz"] == [1, 2, 3]
+    assert not [u for u in whole["current"]["unsettled"] if u["challenge"] == "october-blitz"]
+
+
 def test_collections_are_fewer_while_scoring_and_as_before_after() -> None:
     """Nested (or concurrent) simulations share the pace; the last one out restores what it found."""
     found = gc.get_threshold()

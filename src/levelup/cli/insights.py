@@ -130,6 +130,9 @@ def print_simulation(report: dict[str, Any]) -> None:
             awards = ", ".join(f"{n:,} {c}" for c, n in p["awards"].items())
             table.add_row(p["challenge"], p["period"], str(p["rank"] or "goal"), p["winner"], awards)
         console.print(table)
+    if then["unsettled"]:
+        periods = ", ".join(f"{u['challenge']} {u['period']}" for u in then["unsettled"])
+        console.print(f"[yellow]not settled, begun before the window:[/yellow] {periods}")
     if not report["changes"]:
         console.print("[green]the draft changes nothing over this window[/green]")
     for change in report["changes"]:

@@ -47,6 +47,7 @@ from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import (
     grain_of,
     local_date,
+    period_dates,
     period_end,
     period_key,
     range_key,
@@ -90,6 +91,7 @@ class Scenario:
     kept: dict[str, ReversedEvent] = field(default_factory=dict)  # events reversed later in the window
     reversed_by: dict[str, str] = field(default_factory=dict)
     prizes: list[dict[str, Any]] = field(default_factory=list)
+    unsettled: list[dict[str, str]] = field(default_factory=list)  # periods that began before the window
     events: int = 0
     skipped: int = 0
     world: World | None = None
@@ -177,22 +179,32 @@ class Scenario:
                 self.finished.pop(key, None)
 
     def close(self, start: dt.datetime, members: Mapping[str, list[str]]) -> None:
-        """Settle every period of a team goal or competition that ends inside the window, as the server would."""
+        """Settle every period of a team goal or competition that ends inside the window, as the server would;
+        one that began before the window is listed in ``unsettled`` instead (its totals here hold only the
+        window's share of it, so settling it would pay others than the server paid)."""
         tz = zone(self.program.timezone)
         for c in self._closed_here():
             assert c.metric is not None
-            ends: dict[str, dt.datetime]
+            spans: dict[str, tuple[dt.date, dt.datetime]]  # period → (its first local day, the instant it ends)
             if c.start and c.end and not c.every:
-                ends = {range_key(c.start, c.end): dt.datetime.combine(c.end + dt.timedelta(days=1), dt.time(), tz)}
+                last = dt.datetime.combine(c.end + dt.timedelta(days=1), dt.time(), tz)
+                spans = {range_key(c.start, c.end): (c.start, last)}
             else:
                 source = self.team if c.mode == "team" else self.person
-                ends = {
-                    p: end
+                spans = {
+                    p: (dates[0], end)
                     for (metric, p) in source
-                    if metric == c.metric and _grain(p) == c.every and (end := period_end(p, self.program.timezone))
+                    if metric == c.metric
+                    and _grain(p) == c.every
+                    and (end := period_end(p, self.program.timezone))
+                    and (dates := period_dates(p))
                 }
-            for period, end in sorted(ends.items()):
-                if start < end <= self.to:  # no grace: the window's end is the time
+            for period, (first, end) in sorted(spans.items()):
+                if not start < end <= self.to:  # no grace: the window's end is the time
+                    continue
+                if dt.datetime.combine(first, dt.time(), tz) < start:
+                    self.unsettled.append({"challenge": c.key, "period": period})
+                else:
                     self._settle(c, period, members)
 
     def _settle(self, c: Challenge, period: str, members: Mapping[str, list[str]]) -> None:
@@ -280,6 +292,7 @@ class Scenario:
             "challenges": [{"challenge": c.key, "completions": completions[c.key]} for c in doc.challenges],
             "leaderboards": [self._board(b) for b in doc.leaderboards],
             "prizes": self.prizes,
+            "unsettled": self.unsettled,
             "liability": {
                 c.key: {
                     "outstanding": sum(
@@ -676,8 +689,9 @@ def run(
     *,
     parallel: bool = False,
 ) -> dict[str, Any]:
-    """The simulation in one read-only transaction (one snapshot of the log)."""
-    with runtime.db.read() as connection:
+    """The simulation in one read-only transaction: one snapshot of the log, the participants and the
+    reversals (on PostgreSQL REPEATABLE READ, which the workers' exported snapshot is a copy of)."""
+    with runtime.db.read(snapshot=True) as connection:
         record = programs.find(connection, program_key)
         current = runtime.programs.compiled(connection, record)
         return simulate(connection, record, current, draft, start, end, progress, parallel=parallel)

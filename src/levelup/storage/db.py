@@ -126,10 +126,15 @@ class Database:
                 callback()
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read-only transaction: one consistent snapshot."""
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read-only transaction. On SQLite it reads one snapshot; on PostgreSQL each statement reads its
+        own (READ COMMITTED) unless ``snapshot``: then the whole transaction reads one (REPEATABLE READ),
+        for work that joins many reads into one answer (a simulation: its log, participants and reversals)."""
+        with self.engine.connect() as connection:
+            if snapshot and not self.is_sqlite:
+                connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield connection
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent), then refresh the planner's statistics

@@ -63,6 +63,11 @@ class Owed(Out):
     arrears: int
 
 
+class Unsettled(Out):
+    challenge: str
+    period: str
+
+
 class Scored(Out):
     events: int
     skipped: int = Field(description="reversals of events before the window: nothing to undo")
@@ -75,6 +80,10 @@ class Scored(Out):
     challenges: list[ChallengeCount]
     leaderboards: list[BoardTop]
     prizes: list[PrizePaid] = Field(description="team goals and competitions closed in the window")
+    unsettled: list[Unsettled] = Field(
+        description="periods that end in the window but began before it: not settled, their totals here being "
+        "only the window's share"
+    )
     liability: dict[str, Owed] = Field(description="spendable currencies: points created, still held")
 
 
