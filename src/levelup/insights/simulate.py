@@ -690,8 +690,8 @@ def run(
     parallel: bool = False,
 ) -> dict[str, Any]:
     """The simulation in one read-only transaction: one snapshot of the log, the participants and the
-    reversals (on PostgreSQL REPEATABLE READ, which the workers' exported snapshot is a copy of)."""
-    with runtime.db.read(snapshot=True) as connection:
+    reversals (the workers read a copy of it: PostgreSQL's exported snapshot, SQLite's last event seen)."""
+    with runtime.db.read() as connection:
         record = programs.find(connection, program_key)
         current = runtime.programs.compiled(connection, record)
         return simulate(connection, record, current, draft, start, end, progress, parallel=parallel)

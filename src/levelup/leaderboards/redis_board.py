@@ -203,7 +203,7 @@ class Boards:
         R = t.rank_rows.c
         query = select(R.source, R.key, R.period, R.subject_id, R.value).where(
             R.program_id == program_id,
-            R.source != "n",  # normalised boards are read from the database
+            R.source.not_in(("n", "w")),  # normalised and windowed boards are read from the database
         )
         with self.db.read() as connection:
             result = connection.execution_options(yield_per=CHUNK).execute(query)

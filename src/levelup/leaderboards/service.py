@@ -40,6 +40,7 @@ from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
+from levelup.storage.sql import exact_sum
 
 MAX_LIMIT = 1000
 
@@ -98,7 +99,7 @@ def _metric_query(program: ProgramRecord, board: Leaderboard, period: str, today
     else:
         first, last = window_dates(period, today) or (today, today)
         query = (
-            select(c.subject_id, func.sum(c.value))
+            select(c.subject_id, exact_sum(c.value))
             .where(*base, c.period >= first.isoformat(), c.period <= last.isoformat(), func.length(c.period) == 10)
             .group_by(c.subject_id)
         )

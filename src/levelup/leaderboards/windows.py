@@ -25,11 +25,15 @@ and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
   would sum over; otherwise (the job has not run yet, a new time zone) the board is ranked afresh by the
   database, with the same answers. Replay and a rank rebuild refill every kept period from the sources.
 
-A metric row is recomputed (the same SUM as the afresh ranking), so a repeated or reordered write cannot
-drift it; a currency row adds whole amounts, exact in a double. On PostgreSQL each write takes the
-program's rank lock (the one the ``rank_rows`` triggers take, so nothing new is serialised) before reading
-which periods are kept: a job filling a period waits for writers in flight and is waited for by the next
-ones, so no write falls between its snapshot and its commit, and two writers never add to a row at once.
+A metric row is recomputed (the same exact SUM as the afresh ranking: ``storage.sql.exact_sum``, the same
+in any order the rows come), so a repeated or reordered write cannot drift it; a currency row adds whole
+amounts, exact in a double. On PostgreSQL each write takes the program's rank lock before reading which
+periods are kept: a job filling a period waits for writers in flight and is waited for by the next ones, so
+no write falls between its snapshot and its commit, and two writers never add to a row at once. The cost:
+the writers of a program queue behind each other from their first posting to their commit (the rank
+triggers take that lock only for a team row or a row changing bucket), even in a program that keeps no
+windowed board — bench/README measures it; a shared lock for writers and an exclusive one for the job would
+lift it, but the rank triggers take the lock first in some writes, and that order would deadlock.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Leaderboard
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.sql import bulk_insert
+from levelup.storage.sql import bulk_insert, exact_sum
 
 SOURCE = "w"
 CHUNK = 500  # subjects a statement (with a window's days, bound parameters stay under SQLite's 32,766)
@@ -330,7 +334,7 @@ def sums(connection: Connection, program_id: int, window: Window, kept: Span, id
         return query if ids is None else query.where(c.participant_id.in_(ids))
     m = t.metric_totals.c
     mine = (m.program_id == program_id, m.metric == window.name, m.subject_kind == window.kind)
-    query = select(m.subject_id, func.sum(m.value)).group_by(m.subject_id)
+    query = select(m.subject_id, exact_sum(m.value)).group_by(m.subject_id)
     if ids is None:  # every day total in the window: the afresh ranking's own condition
         return query.where(*mine, m.period >= kept.first, m.period <= kept.last, func.length(m.period) == 10)
     # a few subjects: the same rows (a key of length 10 is a day's, and ISO days sort as dates) as primary-key

@@ -8,6 +8,7 @@ failing on a lock upgrade; on PostgreSQL they lock the participants they touch.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,21 @@ def json_dumps(value: Any) -> str:
 JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
 
 
+class _FSum:
+    """SQLite's ``fsum(x)``: the correctly rounded sum of the non-null values (``math.fsum``), the same in
+    any order; NULL when there are none, as SUM gives."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value: float | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self) -> float | None:
+        return math.fsum(self.values) if self.values else None
+
+
 def _sqlite_engine(url: str, **options: Any) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **JSON_OPTIONS, **options)
 
@@ -53,6 +69,7 @@ def _sqlite_engine(url: str, **options: Any) -> Engine:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
+        dbapi_connection.create_aggregate("fsum", 1, _FSum)  # storage.sql.exact_sum
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
@@ -126,12 +143,13 @@ class Database:
                 callback()
 
     @contextmanager
-    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
-        """A read-only transaction. On SQLite it reads one snapshot; on PostgreSQL each statement reads its
-        own (READ COMMITTED) unless ``snapshot``: then the whole transaction reads one (REPEATABLE READ),
-        for work that joins many reads into one answer (a simulation: its log, participants and reversals)."""
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: one consistent snapshot. SQLite's read transaction is one; on PostgreSQL
+        it is REPEATABLE READ (READ COMMITTED would give each statement its own: a page that checks which
+        rows a board keeps, then reads them, could find them dropped in between; a simulation could count a
+        reversal whose deal it kept)."""
         with self.engine.connect() as connection:
-            if snapshot and not self.is_sqlite:
+            if not self.is_sqlite:
                 connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 yield connection

@@ -19,8 +19,19 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Float, String, Table, TypeDecorator, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Float,
+    String,
+    Table,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from levelup.storage.db import json_dumps
 
@@ -137,6 +148,28 @@ def _unprepared(connection: Connection) -> Iterator[None]:
         yield
     finally:
         driver.prepare_threshold = threshold
+
+
+class exact_sum(FunctionElement[float]):
+    """SUM of a float column whatever order the rows come in. Doubles do not add associatively and a
+    database adds them in plan order (0.1 + 0.2 + 0.3 is 0.6 or 0.6000000000000001), so two plans of one
+    sum — a board row kept by an index seek, the same ranked afresh by a scan — could differ in the last bit
+    and rank apart. PostgreSQL adds them as NUMERIC, exactly; SQLite through ``fsum``, Python's correctly
+    rounded sum, which :mod:`levelup.storage.db` registers on each connection."""
+
+    type = Float()
+    name = "exact_sum"
+    inherit_cache = True
+
+
+@compiles(exact_sum)
+def _numeric_sum(element: exact_sum, compiler: Any, **kw: Any) -> str:
+    return f"CAST(sum(CAST({compiler.process(element.clauses, **kw)} AS NUMERIC)) AS DOUBLE PRECISION)"
+
+
+@compiles(exact_sum, "sqlite")
+def _fsum(element: exact_sum, compiler: Any, **kw: Any) -> str:
+    return f"fsum({compiler.process(element.clauses, **kw)})"
 
 
 def bulk_insert(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
