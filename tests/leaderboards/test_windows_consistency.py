@@ -87,3 +87,41 @@ def test_fractional_day_totals_sum_alike_kept_and_afresh(
         assert windows.stored(connection, program_id) == windows.expected(connection, program_id)
     kept = read(runtime, now, around=f"rep-{n}", limit=1)["entries"]
     assert {e["value"] for e in kept} == {0.6}  # tied with its neighbours, as 0.1 + 0.2 + 0.3 is 0.6
+
+
+def test_writers_of_a_program_without_windowed_boards_do_not_wait_for_each_other(
+    client: TestClient, admin: dict[str, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (SQLite has one writer): ingestion of one rep held open after its writes does not hold back
+    another rep's, when the program keeps no windowed period (the writes look, unlocked, and find none)."""
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite has one writer anyway")
+    doc = yaml.safe_load((EXAMPLES / "acme-sales.yaml").read_text())
+    doc["leaderboards"] = []  # no board: no rank_rows trigger takes the rank lock either
+    doc.pop("teams", None)
+    response = client.put(P, content=yaml.safe_dump(doc), headers={**admin, "Content-Type": "application/yaml"})
+    assert response.status_code in (200, 201), response.text
+    ingest(runtime, "acme-sales", [event("a0", participant="rep-a"), event("b0", participant="rep-b")])
+    held, release = threading.Event(), threading.Event()
+    write = store.write_projections
+
+    def held_open(connection: Any, program_id: int, writes: Any) -> None:
+        write(connection, program_id, writes)
+        if threading.current_thread().name == "first":
+            held.set()
+            release.wait(20)  # the first transaction stays open here, after its writes
+
+    monkeypatch.setattr(store, "write_projections", held_open)
+    first = threading.Thread(
+        target=ingest, args=(runtime, "acme-sales", [event("a1", participant="rep-a")]), name="first"
+    )
+    first.start()
+    assert held.wait(20)
+    second = threading.Thread(target=ingest, args=(runtime, "acme-sales", [event("b1", participant="rep-b")]))
+    second.start()
+    second.join(5)
+    waited = second.is_alive()
+    release.set()
+    first.join(20)
+    second.join(20)
+    assert not waited, "another rep's ingestion waited for the first one's commit"

@@ -27,18 +27,24 @@ and counts like any plain board's (:mod:`levelup.leaderboards.ranks`).
 
 A metric row is recomputed (the same exact SUM as the afresh ranking: ``storage.sql.exact_sum``, the same
 in any order the rows come), so a repeated or reordered write cannot drift it; a currency row adds whole
-amounts, exact in a double. On PostgreSQL each write takes the program's rank lock before reading which
-periods are kept: a job filling a period waits for writers in flight and is waited for by the next ones, so
-no write falls between its snapshot and its commit, and two writers never add to a row at once. The cost:
-the writers of a program queue behind each other from their first posting to their commit (the rank
-triggers take that lock only for a team row or a row changing bucket), even in a program that keeps no
-windowed board — bench/README measures it; a shared lock for writers and an exclusive one for the job would
-lift it, but the rank triggers take the lock first in some writes, and that order would deadlock.
+amounts, exact in a double.
+
+On PostgreSQL a write of a program that keeps (or has announced) a period takes the program's rank lock
+before reading which periods are kept, and the job takes it before filling: a fill waits for writers in
+flight and is waited for by the next ones, so no write falls between its snapshot and its commit, and two
+writers never add to a row at once. Writers of such a program queue behind each other from their first
+posting to their commit (bench/README measures it). A program that keeps nothing makes its writers wait for
+nothing: a write looks, unlocked, and finds no period. That look is safe because a program's first periods
+are *announced* (listed without bounds, committed) and filled only once every transaction that was writing
+at the announcement has ended (:func:`_writers_done`, up to a minute, else at a later tick: a transaction
+left open that long only keeps the board ranked afresh); a writer that starts after the announcement sees
+it and takes the lock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +64,11 @@ from levelup.storage.sql import bulk_insert, exact_sum
 SOURCE = "w"
 CHUNK = 500  # subjects a statement (with a window's days, bound parameters stay under SQLite's 32,766)
 AHEAD = dt.timedelta(hours=1)  # how long before the local midnight tomorrow's periods are filled and kept
+ANNOUNCED = ""  # the bounds of a period announced, not filled yet (board_windows.first_day, last_day)
+WAIT_FOR_WRITERS = 60.0  # seconds the job waits for the writers in flight before a program's first fill
+# the transactions writing now (their ids), and whether each still is: what a first fill waits for
+_IN_FLIGHT = text("SELECT CAST(x AS text) FROM pg_snapshot_xip(pg_current_snapshot()) AS x")
+_STATUS = text("SELECT x, pg_xact_status(CAST(x AS xid8)) FROM unnest(CAST(:xids AS text[])) AS x")
 _LOCK = text(
     "SELECT pg_advisory_xact_lock(hashtext('levelup.rank:' || current_schema()), ((:p) % 2147483648)::integer)"
 )
@@ -168,11 +179,9 @@ def kept_board(
 # ---------------------------------------------------------------------------- the job
 
 
-def slide_program(connection: Connection, program_id: int, compiled: CompiledProgram, now: dt.datetime) -> int:
-    """Keep exactly today's periods of each windowed board of the document, and tomorrow's in the last
-    :data:`AHEAD` of the day: drop the others (and any kept under other bounds), fill the missing ones from the
-    sources. Returns the periods filled."""
-    _lock(connection, program_id)
+def _wanted(compiled: CompiledProgram, now: dt.datetime) -> dict[tuple[str, str], Span]:
+    """(key, period) → bounds of each period to keep at ``now``: today's of each windowed board of the document,
+    and tomorrow's in the last :data:`AHEAD` of the day."""
     today = local_date(now, compiled.timezone)
     tomorrow = today + dt.timedelta(days=1)
     midnight = dt.datetime.combine(tomorrow, dt.time(), zone(compiled.timezone))
@@ -185,8 +194,16 @@ def slide_program(connection: Connection, program_id: int, compiled: CompiledPro
             found = span(window, compiled.timezone, day)
             if found is not None:
                 wanted[(window.key, found.period)] = found
+    return wanted
+
+
+def slide_program(connection: Connection, program_id: int, compiled: CompiledProgram, now: dt.datetime) -> int:
+    """Keep exactly the periods :func:`_wanted` says: drop the others (any kept under other bounds, any
+    announced), fill the missing ones from the sources. Returns the periods filled."""
+    _lock(connection, program_id)
+    wanted = _wanted(compiled, now)
     filled = 0
-    for key, kept in _kept(connection, program_id):
+    for key, kept in _kept(connection, program_id, announced=True):
         if wanted.get((key, kept.period)) != kept:
             _drop(connection, program_id, key, kept.period)
         else:
@@ -218,14 +235,52 @@ def slide(runtime: Runtime, *, now: dt.datetime | None = None, program_keys: Ite
     for key in keys:
         with runtime.db.write() as connection:
             program = programs.find(connection, key)
+            announced = _announce(connection, program.id, _wanted(runtime.programs.compiled(connection, program), now))
+        if announced and not _writers_done(runtime):
+            continue  # a transaction is still in flight: filled at a later tick
+        with runtime.db.write() as connection:
+            program = programs.find(connection, key)
             filled += slide_program(connection, program.id, runtime.programs.compiled(connection, program), now)
     return filled
 
 
+def _announce(connection: Connection, program_id: int, wanted: dict[tuple[str, str], Span]) -> bool:
+    """PostgreSQL, a program that keeps no period yet: list the periods to fill as announced (no bounds: a read
+    ranks afresh, a write keeps nothing there, but takes the lock). True while the program has announced
+    periods only: the caller commits, then waits for the writers in flight — they looked, found nothing and
+    took no lock (:func:`_kept_for_writing`) — before filling; every later writer sees the announcement."""
+    if connection.dialect.name != "postgresql" or not wanted:
+        return False
+    rows = _kept(connection, program_id, announced=True)
+    if not rows:
+        marks = [
+            {"program_id": program_id, "key": key, "period": period, "first_day": ANNOUNCED, "last_day": ANNOUNCED}
+            for key, period in sorted(wanted)
+        ]
+        connection.execute(t.board_windows.insert(), marks)
+        return True
+    return all(kept.first == ANNOUNCED for _, kept in rows)
+
+
+def _writers_done(runtime: Runtime) -> bool:
+    """Wait, up to :data:`WAIT_FOR_WRITERS`, for every transaction that was writing when this is called (on
+    PostgreSQL: the in-progress ids of a snapshot taken now); False if some still are."""
+    deadline = time.monotonic() + WAIT_FOR_WRITERS
+    with runtime.db.engine.connect() as connection:
+        xids = [str(x) for x in connection.execute(_IN_FLIGHT).scalars()]
+        while xids:
+            statuses = connection.execute(_STATUS, {"xids": xids}).all()
+            xids = [x for x, status in statuses if status == "in progress"]
+            if not xids or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        connection.rollback()
+    return not xids
+
+
 def refill(connection: Connection, program_id: int) -> None:
     """Every kept period recomputed from the sources (replay, a rebuild of the metrics or of the rank rows)."""
-    _lock(connection, program_id)
-    for key, kept in _kept(connection, program_id):
+    for key, kept in _kept_for_writing(connection, program_id):
         _write(connection, program_id, Window.parse(key), kept, None)
 
 
@@ -238,8 +293,7 @@ def metrics_written(connection: Connection, program_id: int, written: Iterable[t
     days = [(m, p, k, s) for m, p, k, s in written if len(p) == 10 and p[4] == "-"]  # day keys only
     if not days:
         return
-    _lock(connection, program_id)
-    for key, kept in _kept(connection, program_id):
+    for key, kept in _kept_for_writing(connection, program_id):
         window = Window.parse(key)
         if window.kind == "c":
             continue
@@ -255,8 +309,7 @@ def handicaps_changed(connection: Connection, program_id: int, participants: Ite
     ids = sorted(set(participants))
     if not ids:
         return
-    _lock(connection, program_id)
-    for key, kept in _kept(connection, program_id):
+    for key, kept in _kept_for_writing(connection, program_id):
         if key.startswith("q/"):
             _write(connection, program_id, Window.parse(key), kept, ids)
 
@@ -269,8 +322,7 @@ def posted(connection: Connection, program_id: int, entries: Iterable[tuple[int,
     earned = [(p, c, amount, at) for p, c, kind, amount, at in entries if kind in EARNING_KINDS]
     if not earned:
         return
-    _lock(connection, program_id)
-    for key, kept in _kept(connection, program_id):
+    for key, kept in _kept_for_writing(connection, program_id):
         window = Window.parse(key)
         if window.kind != "c":
             continue
@@ -289,12 +341,26 @@ def _lock(connection: Connection, program_id: int) -> None:
         connection.execute(_LOCK, {"p": program_id})
 
 
-def _kept(connection: Connection, program_id: int) -> list[tuple[str, Span]]:
+def _kept(connection: Connection, program_id: int, *, announced: bool = False) -> list[tuple[str, Span]]:
+    """The program's kept periods (and, with ``announced``, those announced and not filled yet)."""
     w = t.board_windows.c
-    rows = connection.execute(
-        select(w.key, w.period, w.first_day, w.last_day, w.starts_at, w.ends_at).where(w.program_id == program_id)
-    )
-    return [(r.key, Span(r.period, r.first_day, r.last_day, r.starts_at, r.ends_at)) for r in rows]
+    query = select(w.key, w.period, w.first_day, w.last_day, w.starts_at, w.ends_at).where(w.program_id == program_id)
+    if not announced:
+        query = query.where(w.first_day != ANNOUNCED)
+    return [(r.key, Span(r.period, r.first_day, r.last_day, r.starts_at, r.ends_at)) for r in connection.execute(query)]
+
+
+def _kept_for_writing(connection: Connection, program_id: int) -> list[tuple[str, Span]]:
+    """The kept periods a write must keep, read under the program's rank lock — taken only when the program keeps
+    or announces a period (PostgreSQL): a program with no windowed board makes its writers wait for nothing.
+    The unlocked look is safe because a program's first periods are announced, and filled only once the
+    writers that looked before the announcement have ended (:func:`_announce`)."""
+    if connection.dialect.name == "postgresql":
+        w = t.board_windows.c
+        if connection.execute(select(w.program_id).where(w.program_id == program_id).limit(1)).first() is None:
+            return []
+        _lock(connection, program_id)
+    return _kept(connection, program_id)
 
 
 def _drop(connection: Connection, program_id: int, key: str, period: str) -> None:
