@@ -6,11 +6,8 @@ older version stored, putting the ledger's guard back as it was."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DatabaseError
 
@@ -19,8 +16,9 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.db import MIGRATIONS, Database
+from levelup.storage.db import Database
 from tests.conftest import EXAMPLES, event
+from tests.storage.migrating import migrate_to
 
 MONDAY = dt.datetime(2026, 11, 30, 5, tzinfo=dt.UTC)  # Monday 00:00 in New York: a week's first instant
 
@@ -56,32 +54,21 @@ def test_an_entry_at_a_periods_first_instant_is_in_that_period(runtime: Runtime)
 
 def test_migration_0017_rewrites_the_short_forms_and_keeps_the_guard(empty_db_url: str) -> None:
     database = Database(empty_db_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-
-    def to(revision: str, down: bool = False) -> list[str]:
-        with database.engine.connect() as connection:
-            connection.execution_options(levelup_write=True)
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
-            connection.commit()
-            if not database.is_sqlite:
-                return []
-            query = "SELECT sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
-            return [re.sub(r"\s+", " ", row[0]) for row in connection.exec_driver_sql(query)]
 
     try:
-        triggers = to("head")
+        triggers = migrate_to(database, "head")
         runtime = Runtime(database)
         program_id = won_at_the_start(runtime)
-        to("0016", down=True)
+        migrate_to(database, "0016", down=True)
         if database.is_sqlite:  # what the bulk path of an older version stored
             with database.engine.begin() as connection:
                 row = connection.exec_driver_sql("SELECT * FROM ledger_entries ORDER BY id LIMIT 1").mappings().one()
                 short = {**row, "id": row["id"] + 1000, "idempotency_key": "old", "at": "2026-11-30 05:00:00"}
                 insert = f"INSERT INTO ledger_entries ({', '.join(short)}) VALUES ({', '.join('?' * len(short))})"
                 connection.exec_driver_sql(insert, tuple(short.values()))
-        assert to("head") == triggers  # the guards and counters set aside for the rewrite are back, unchanged
+        assert (
+            migrate_to(database, "head") == triggers
+        )  # the guards and counters set aside for the rewrite are back, unchanged
         with database.engine.connect() as connection:
             week = dt.timedelta(days=7)
             found = earned(connection, program_id, MONDAY, MONDAY + week)

@@ -4,12 +4,9 @@ a board added by a new version, replay's rebuild)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select, text
 
 from levelup.events.ingest import ingest
@@ -19,9 +16,10 @@ from levelup.programs import service as programs
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from levelup.storage.db import MIGRATIONS, Database
+from levelup.storage.db import Database
 from levelup.storage.sql import SET_UPDATE_ROWS, add_checked, upsert_add
 from tests.conftest import EXAMPLES
+from tests.storage.migrating import migrate_to
 from tests.storage.test_leaderboard_scale import assert_in_step, board_rows_expected
 
 ACME = (EXAMPLES / "acme-sales.yaml").read_text()
@@ -197,33 +195,15 @@ def test_postgresql_rows_of_another_program_keep_their_own_boards(runtime: Runti
 
 def test_the_migration_goes_down_and_up(empty_db_url: str) -> None:
     database = Database(empty_db_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-
-    def to(revision: str, down: bool = False) -> list[str]:
-        with database.engine.connect() as connection:
-            connection.execution_options(levelup_write=True)
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
-            connection.commit()
-            if database.is_sqlite:
-                query = "SELECT sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
-            else:
-                query = (
-                    "SELECT pg_get_triggerdef(g.oid) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
-                    "AND NOT g.tgisinternal ORDER BY g.tgname"
-                )
-            return [re.sub(r"\s+", " ", row[0]) for row in connection.exec_driver_sql(query)]
 
     try:
-        before = to("0005")
-        after = to("head")
+        before = migrate_to(database, "0005")
+        after = migrate_to(database, "head")
         assert after != before
         narrowed = [d for d in after if "levelup_rank_board(" in d or "AFTER UPDATE OF" in d]
         assert len(narrowed) == 4  # update and re-key (SQLite), insert and update (PostgreSQL), of 2 tables
-        assert to("0005", down=True) == before
-        assert to("head") == after
+        assert migrate_to(database, "0005", down=True) == before
+        assert migrate_to(database, "head") == after
     finally:
         database.dispose()
 

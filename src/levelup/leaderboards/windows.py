@@ -94,6 +94,11 @@ class Window:
         return self.name.split("/", 1)[0]
 
     @property
+    def attribute(self) -> str:
+        """The handicap's participant attribute (a 'q' name's second part)."""
+        return self.name.split("/", 1)[1]
+
+    @property
     def subject_kind(self) -> str:
         """The metric totals' subject kind summed ('p' for a quotient)."""
         return "p" if self.kind == "q" else self.kind
@@ -378,7 +383,7 @@ def sums(connection: Connection, program_id: int, window: Window, kept: Span, id
     if window.kind == "q":
         raw = sums(connection, program_id, Window("p", window.window, window.metric), kept, ids).subquery()
         p = t.participants.c
-        handicap = normalised.divisor(connection, window.name.split("/", 1)[1])
+        handicap = normalised.divisor(connection, window.attribute)
         return (
             select(raw.c[0], raw.c[1] / handicap)
             .select_from(raw.join(t.participants, p.id == raw.c[0]))

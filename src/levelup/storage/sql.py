@@ -19,16 +19,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Connection,
-    Dialect,
-    Float,
-    String,
-    Table,
-    TypeDecorator,
-    text,
-)
+from sqlalchemy import JSON, Connection, Dialect, Float, String, Table, TypeDecorator, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
