@@ -41,7 +41,7 @@ from levelup.engine.positions import EARNING_KINDS, apply, move
 from levelup.engine.world import World
 from levelup.errors import FieldError, Invalid
 from levelup.events.replay import CHUNK as CHUNK  # a world's share of the log, as read (tests make it small)
-from levelup.events.replay import as_scored, participant_rows, stored_events
+from levelup.events.replay import StoredEvent, as_scored, participant_rows, stored_events
 from levelup.insights.common import Bucket, window
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import (
@@ -138,7 +138,7 @@ class Scenario:
         )
         return self.world
 
-    def score(self, row: Any, names: Mapping[str, Any], reversed_later: set[str]) -> None:
+    def score(self, row: StoredEvent, names: Mapping[str, Any], reversed_later: set[str]) -> None:
         assert self.world is not None
         event = as_scored(self.world.state(row.external_id), row, names)
         try:
@@ -440,7 +440,7 @@ class Log:
     chunk: int = 0  # the parent's CHUNK (tests make it small): a spawned worker would import its own
 
 
-def _read(log: Log) -> Iterator[Any]:
+def _read(log: Log) -> Iterator[StoredEvent]:
     """The window's events as the parent's snapshot holds them, read in this process."""
     database = Database(log.url, pool=False, keep_copies=False)
     try:
@@ -459,7 +459,7 @@ def _read(log: Log) -> Iterator[Any]:
 
 
 def _feed(
-    rows: Iterator[Any],
+    rows: Iterator[StoredEvent],
     scenarios: list[Scenario],
     names: Mapping[str, Any],
     reversed_later: set[str],
