@@ -10,6 +10,7 @@ uvicorn starts the workers.
 from __future__ import annotations
 
 import os
+from collections import Counter as Counter_
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,13 +67,23 @@ REDIS_FALLBACKS = Counter(
 
 
 def observe_outcomes(program: str, outcomes: Iterable[Any]) -> None:
-    """Count one ingestion's outcomes (:class:`levelup.events.ingest.Outcome`) and what they awarded."""
+    """Count one ingestion's outcomes (:class:`levelup.events.ingest.Outcome`) and what they awarded: summed
+    here first, then one increment a label set (a labelled increment costs microseconds, and a batch of a
+    thousand events made three thousand of them: ~3% of ingestion, bench/ingest.py --profile)."""
+    statuses: Counter_[str] = Counter_()
+    awarded: Counter_[str] = Counter_()
+    failing: Counter_[str] = Counter_()
     for outcome in outcomes:
-        EVENTS.labels(program, outcome.status).inc()
+        statuses[outcome.status] += 1
         for award in outcome.awards:
-            AWARDS.labels(program, award["currency"]).inc(award["amount"])
-        for source in outcome.problems:
-            RULE_ERRORS.labels(program, source).inc()
+            awarded[award["currency"]] += award["amount"]
+        failing.update(outcome.problems)
+    for status, n in statuses.items():
+        EVENTS.labels(program, status).inc(n)
+    for currency, amount in awarded.items():
+        AWARDS.labels(program, currency).inc(amount)
+    for source, n in failing.items():
+        RULE_ERRORS.labels(program, source).inc(n)
 
 
 def watch_pool(engine: Engine) -> None:
