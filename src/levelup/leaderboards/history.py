@@ -10,10 +10,10 @@ are how it ended. Internal subject ids only, so a renamed or erased participant 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, union_all
 
 from levelup.leaderboards.service import leaderboard
 from levelup.metrics.periods import local_date, zone
@@ -120,46 +120,75 @@ def backfill(
     return written
 
 
+class Shown(NamedTuple):
+    """A board as a page shows it: its key, what it ranks (``participant`` or ``team``) and its period."""
+
+    board: str
+    by: str
+    period: str
+
+
+def _kept(
+    connection: Connection,
+    program: ProgramRecord,
+    boards: Collection[Shown],
+    days: ColumnElement[bool],
+    subjects: Mapping[str, Collection[str]] | None = None,
+) -> Iterator[tuple[str, str, str, int]]:
+    """The kept rows (board, external id, day, rank) of ``boards`` on the ``days``, each board in its own
+    period and, given ``subjects`` (by board key), of those only. One statement for all the boards (a UNION ALL
+    of one select per subject table), not one a board: a TV link may show every board, and each statement is a
+    round trip within the page's budget. The statement names the boards and all their subjects, not pairs, and
+    the rows of another period or of a subject not wanted on that board are dropped here: pairs (an OR a board)
+    made PostgreSQL look up the subject of every kept row of the fourteen days, about three times the per-board
+    statements' time on a year of history."""
+    b = t.board_ranks.c
+    periods = {shown.board: shown.period for shown in boards}
+    selects = []
+    for by in sorted({shown.by for shown in boards}):
+        table = _subjects(by)
+        keys = sorted(shown.board for shown in boards if shown.by == by)
+        query = (
+            select(b.board, table.c.external_id, b.day, b.rank, b.period)
+            .select_from(t.board_ranks)
+            .join(table, table.c.id == b.subject_id)
+            .where(b.program_id == program.id, b.board.in_(keys), days)
+        )
+        if subjects is not None:
+            wanted = sorted({subject for key in keys for subject in subjects[key]})
+            if not wanted:
+                continue
+            query = query.where(table.c.external_id.in_(wanted))
+        selects.append(query)
+    if not selects:
+        return
+    statement = selects[0] if len(selects) == 1 else union_all(*selects)
+    for board, subject, day, rank, period in connection.execute(statement):
+        if period == periods[board] and (subjects is None or subject in subjects[board]):
+            yield board, subject, day, rank
+
+
 def ranks_on(
-    connection: Connection, program: ProgramRecord, board: str, by: str, period: str, day: dt.date
-) -> dict[str, int]:
-    """Who stood where on ``board`` at the end of ``day``, by external id, when that day was in ``period``
-    (a board's month starts afresh: last month's ranks say nothing about this one's). Empty when that day
-    was not kept: then no change can be told."""
-    b, subjects = t.board_ranks.c, _subjects(by).c
-    found = connection.execute(
-        select(subjects.external_id, b.rank)
-        .select_from(t.board_ranks)
-        .join(_subjects(by), subjects.id == b.subject_id)
-        .where(b.program_id == program.id, b.board == board, b.day == day.isoformat(), b.period == period)
-    )
-    return {subject: rank for subject, rank in found}
+    connection: Connection, program: ProgramRecord, boards: Collection[Shown], day: dt.date
+) -> dict[str, dict[str, int]]:
+    """Who stood where on each board at the end of ``day``, by board key then external id, when that day was in
+    the board's period (a board's month starts afresh: last month's ranks say nothing about this one's). A
+    board's are empty when that day was not kept: then no change can be told."""
+    out: dict[str, dict[str, int]] = {shown.board: {} for shown in boards}
+    for board, subject, _, rank in _kept(connection, program, boards, t.board_ranks.c.day == day.isoformat()):
+        out[board][subject] = rank
+    return out
 
 
 def movement(
-    connection: Connection,
-    program: ProgramRecord,
-    board: str,
-    by: str,
-    period: str,
-    subjects: Sequence[str],
-    first: dt.date,
-) -> dict[str, dict[dt.date, int]]:
-    """Each of ``subjects``' rank on ``board`` at the end of each kept day from ``first`` on, in ``period``."""
-    b, table = t.board_ranks.c, _subjects(by)
-    rows = connection.execute(
-        select(table.c.external_id, b.day, b.rank)
-        .select_from(t.board_ranks)
-        .join(table, table.c.id == b.subject_id)
-        .where(
-            b.program_id == program.id,
-            b.board == board,
-            b.period == period,
-            b.day >= first.isoformat(),
-            table.c.external_id.in_(list(subjects)),
-        )
-    )
-    out: dict[str, dict[dt.date, int]] = {s: {} for s in subjects}
-    for subject, day, rank in rows:
-        out[subject][dt.date.fromisoformat(day)] = rank
+    connection: Connection, program: ProgramRecord, subjects: Mapping[Shown, Collection[str]], first: dt.date
+) -> dict[str, dict[str, dict[dt.date, int]]]:
+    """Each board's ``subjects``' rank at the end of each kept day from ``first`` on, in the board's period, by
+    board key then external id."""
+    out: dict[str, dict[str, dict[dt.date, int]]] = {
+        shown.board: {s: {} for s in held} for shown, held in subjects.items()
+    }
+    after = t.board_ranks.c.day >= first.isoformat()
+    for board, subject, day, rank in _kept(connection, program, list(subjects), after, out):
+        out[board][subject][dt.date.fromisoformat(day)] = rank
     return out

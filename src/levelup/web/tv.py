@@ -38,39 +38,46 @@ HEARTBEAT_SECONDS = 15.0
 
 def _boards(connection: Connection, opened: Opened, now: dt.datetime) -> list[dict[str, Any]]:
     """The link's boards, each its top N (never the bottom of a board), each row with its change since the end
-    of yesterday, and the board's movement over the last days (its top 10's ranks, a chart)."""
+    of yesterday, and the board's movement over the last days (its top 10's ranks, a chart). Yesterday's
+    ranks, who opted out and the movement are each one statement for all the boards, not one a board: a link
+    may show every board, and each statement is a round trip to the database within the page's budget."""
     wanted = opened.link.options.boards or [b.key for b in opened.compiled.doc.leaderboards]
     by_key = {b.key: b for b in opened.compiled.doc.leaderboards}
     today = local_date(now, opened.compiled.timezone)
-    shown = []
-    for key in wanted:
-        if key not in by_key:  # a board the program has since dropped is skipped
-            continue
-        board = leaderboard(connection, opened.program, opened.compiled, key, limit=opened.link.options.top, now=now)
-        yesterday = history.ranks_on(connection, opened.program, key, by_key[key].by, board["period"], today - DAY)
+    top = opened.link.options.top
+    boards = [  # a board the program has since dropped is skipped
+        leaderboard(connection, opened.program, opened.compiled, key, limit=top, now=now)
+        for key in wanted
+        if key in by_key
+    ]
+    shown = [history.Shown(board["key"], board["by"], board["period"]) for board in boards]
+    yesterday = history.ranks_on(connection, opened.program, shown, today - DAY)
+    for board in boards:
+        before = yesterday[board["key"]]
         for entry in board["entries"]:
-            before = yesterday.get(entry["id"])
-            entry["since"] = None if not yesterday else "new" if before is None else before - entry["rank"]
-        by = by_key[key].by
-        ids = (e["id"] for e in board["entries"])
-        masking = visibility.hidden(connection, opened.program.id, ids) if by == "participant" else set()
-        moved = _movement(connection, opened, board, by, today, masking)
-        if masking:  # opted out: the row keeps its place, without a name
-            board["entries"] = visibility.mask(board["entries"], masking)
-        shown.append(board | {"name": board_title(by_key[key])} | moved)
-    return shown
-
-
-def _movement(
-    connection: Connection, opened: Opened, board: dict[str, Any], by: str, today: dt.date, hidden: set[str]
-) -> dict[str, Any]:
-    """The board's top 10 as they stood at the end of each of the last :data:`MOVEMENT_DAYS` days of its
-    period (and now): a chart, and the same in words for its caption; without the ``hidden`` (opted out)."""
-    leaders = [e for e in board["entries"][:10] if e["id"] not in hidden]
+            rank = before.get(entry["id"])
+            entry["since"] = None if not before else "new" if rank is None else rank - entry["rank"]
+    people = {e["id"] for board in boards if board["by"] == "participant" for e in board["entries"]}
+    hidden = visibility.hidden(connection, opened.program.id, people)
+    masking = {
+        b["key"]: hidden & {e["id"] for e in b["entries"]} if b["by"] == "participant" else set() for b in boards
+    }
+    leaders = {b["key"]: [e for e in b["entries"][:10] if e["id"] not in masking[b["key"]]] for b in boards}
     first = today - (MOVEMENT_DAYS - 1) * DAY
-    kept = history.movement(
-        connection, opened.program, board["key"], by, board["period"], [e["id"] for e in leaders], first
-    )
+    kept = history.movement(connection, opened.program, {s: [e["id"] for e in leaders[s.board]] for s in shown}, first)
+    out = []
+    for board in boards:
+        key = board["key"]
+        moved = _movement(leaders[key], kept[key], today)
+        if masking[key]:  # opted out: the row keeps its place, without a name
+            board["entries"] = visibility.mask(board["entries"], masking[key])
+        out.append(board | {"name": board_title(by_key[key])} | moved)
+    return out
+
+
+def _movement(leaders: list[dict[str, Any]], kept: dict[str, dict[dt.date, int]], today: dt.date) -> dict[str, Any]:
+    """A board's top 10 (without those who opted out) as they stood at the end of each of the last
+    :data:`MOVEMENT_DAYS` days of its period (``kept``) and now: a chart, and the same in words for its caption."""
     days = sorted({day for held in kept.values() for day in held} | {today})
     names = {e["id"]: e["name"] or e["id"] for e in leaders}
     ranks = {names[e["id"]]: kept[e["id"]] | {today: e["rank"]} for e in leaders}
