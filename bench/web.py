@@ -6,13 +6,13 @@ the end), the ``acme-sales`` example with kudos, ``--participants`` reps with on
 (through the real ingestion path, batches of 1,000, so every board, badge and ledger row is real), a quota
 each (the normalised board ranks them all) and the board-history job's rows for yesterday and today (on
 PostgreSQL a VACUUM ANALYZE before each timed phase, as autovacuum would after such a load), then a TV
-link and the link of one rep in the middle of the pack. Each page is then fetched ``--samples`` times
-in-process (no socket: what is timed is the app; a page stops after ``--max-seconds`` past 5 fetches) and
-p50/p99 printed beside the target (100 ms) as ``meets`` or ``MISSES``. Before the pages, a second won deal for
-10,000 reps is scored before the windowed boards' periods are kept (``revenue-7d``, ``xp-week``), for 10,000
-others with them kept (each batch then rewrites its reps' rows there) and for 10,000 more with them dropped
-again: what keeping them costs scoring, apart from the order of the phases. It prints figures
-and never asserts.
+link, the link of one rep in the middle of the pack and an admin session for the studio's pages. Each page
+is then fetched ``--samples`` times in-process (no socket: what is timed is the app; a page stops after
+``--max-seconds`` past 5 fetches) and p50/p99 printed beside the target (100 ms) as ``meets`` or
+``MISSES``. Before the pages, a second won deal for 10,000 reps is scored before the windowed boards'
+periods are kept (``revenue-7d``, ``xp-week``), for 10,000 others with them kept (each batch then rewrites
+its reps' rows there) and for 10,000 more with them dropped again: what keeping them costs scoring, apart
+from the order of the phases. It prints figures and never asserts.
 
     python bench/web.py                       # SQLite, 100,000 participants; about a minute
     python bench/web.py --participants 10000 --samples 50
@@ -179,6 +179,10 @@ def links(client: TestClient, n: int) -> dict[str, str]:
     def local(url: str) -> str:
         return url.replace("http://testserver", "")
 
+    signed = client.post("/admin/sign-in", data={"key": ADMIN_KEY})  # the studio's session cookie, kept by the client
+    assert signed.status_code == 200 and signed.url.path == "/admin", signed.status_code
+    studio = "/admin/p/acme-sales"
+
     return {
         "floor: /healthz": "/healthz",
         "TV, every board (with quota-month, normalised)": local(tv_all),
@@ -193,6 +197,20 @@ def links(client: TestClient, n: int) -> dict[str, str]:
         "participant home": local(me),
         "store": local(me).replace("/me?", "/store?"),
         "rules": local(me).replace("/me?", "/rules?"),
+        "admin: programs": "/admin",
+        "admin: a program (editor, cases, liability)": studio,
+        "admin: participants": f"{studio}/participants",
+        "admin: participants, a deep page": f"{studio}/participants?after=rep-{n * 9 // 10:06d}",
+        "admin: participants, a search (a few match)": f"{studio}/participants?q={rep[:-1]}",
+        "admin: participants, a search (none match)": f"{studio}/participants?q=nobody",
+        "admin: events": f"{studio}/events",
+        "admin: events of a type": f"{studio}/events?type=deal.won",
+        "admin: events of a rep": f"{studio}/events?participant={rep}",
+        "admin: one event and what it caused": f"{studio}/events/won-{n // 2}",
+        "admin: teams": f"{studio}/teams",
+        "admin: a team": f"{studio}/teams/east",
+        "admin: audit log": f"{studio}/audit",
+        "admin: webhooks": f"{studio}/webhooks",
     }
 
 

@@ -29,10 +29,13 @@ def participants(
     p = t.participants.c
     query = select(p.external_id, p.name, p.status).where(p.program_id == program_id)
     if search:
+        # a scan of the program's participants (nothing indexes "contains"), so the cheapest test a row:
+        # PostgreSQL's ILIKE; SQLite's LIKE, which ignores ASCII case itself (its lower() folds no more)
         pattern = _like(search)
-        query = query.where(
-            or_(func.lower(p.external_id).like(pattern, escape="\\"), func.lower(p.name).like(pattern, escape="\\"))
-        )
+        if connection.dialect.name == "postgresql":
+            query = query.where(or_(p.external_id.ilike(pattern, escape="\\"), p.name.ilike(pattern, escape="\\")))
+        else:
+            query = query.where(or_(p.external_id.like(pattern, escape="\\"), p.name.like(pattern, escape="\\")))
     if after is not None:
         query = query.where(p.external_id > after)
     rows = connection.execute(query.order_by(p.external_id).limit(limit + 1)).all()
@@ -52,13 +55,18 @@ def events(
     """Events newest first (received order), of a participant and a type if given; and the position to
     pass as ``before`` for the next page, or None on the last."""
     e, p = t.events.c, t.participants.c
-    query = (
-        select(e.seq, e.event_id, e.type, p.external_id, e.occurred_at, e.received_at, e.reverses)
-        .join(t.participants, p.id == e.participant_id)
-        .where(e.program_id == program_id)
+    query = select(e.seq, e.event_id, e.type, p.external_id, e.occurred_at, e.received_at, e.reverses).join(
+        t.participants, p.id == e.participant_id
     )
-    if participant is not None:
-        query = query.where(p.external_id == participant)
+    if participant is None:
+        query = query.where(e.program_id == program_id)
+    else:  # their id first, then their events by their own index (a participant is in one program)
+        found = connection.execute(
+            select(p.id).where(p.program_id == program_id, p.external_id == participant)
+        ).scalar()
+        if found is None:
+            return [], None
+        query = query.where(e.participant_id == found)
     if kind is not None:
         query = query.where(e.type == kind)
     if before is not None:

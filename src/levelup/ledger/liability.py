@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import BindParameter, Connection, bindparam, func, select
 
 from levelup.metrics.periods import local_date
 from levelup.programs.compiled import CompiledProgram
@@ -37,7 +37,7 @@ def liability(
                 func.coalesce(func.sum(p.arrears), 0).label("arrears"),
                 func.count().filter(p.available > 0).label("holders"),
             )
-            .where(p.program_id == program.id)
+            .where(p.program_id == program.id, p.currency.in_([c.key for c in spendable]))  # the others owe nothing
             .group_by(p.currency)
         )
     }
@@ -57,10 +57,9 @@ def liability(
             expiring[(currency, days)] = int(amount)
     e = t.ledger_entries.c
     monthly: dict[tuple[str, str, str], int] = {}
+    monthly_kinds: BindParameter[str] = bindparam("kinds", t.MONTHLY_KINDS, expanding=True, literal_execute=True)
     for currency, kind, at, amount in connection.execute(
-        select(e.currency, e.kind, e.at, e.amount).where(
-            e.program_id == program.id, e.kind.in_(("redemption", "refund", "expiry"))
-        )
+        select(e.currency, e.kind, e.at, e.amount).where(e.program_id == program.id, e.kind.in_(monthly_kinds))
     ):
         month = local_date(at, compiled.timezone).strftime("%Y-%m")
         what = "expired" if kind == "expiry" else "redeemed"

@@ -142,6 +142,9 @@ events = Table(
     Column("notes", JSON(none_as_null=True)),
     UniqueConstraint("program_id", "event_id"),
     Index("ix_events_participant", "participant_id", "seq"),
+    # the log in order (replay, simulation) and the studio's explorer, newest first, of a type or not
+    Index("ix_events_program", "program_id", "seq"),
+    Index("ix_events_type", "program_id", "type", "seq"),
 )
 
 # How much of an event refunds took back so far (millionths): the CHECK refuses refunding more than all of it.
@@ -164,6 +167,11 @@ reversals = Table(
     Column("by_event", String(200), nullable=False),
 )
 
+# The ledger kinds the liability report sums by month (redeemed, cancellations refunded, expired): a partial
+# index holds them; a query must name them as literals (not bound) for SQLite to match it
+MONTHLY_KINDS = ("redemption", "refund", "expiry")
+_MONTHLY_SQL = "kind IN (" + ", ".join(f"'{k}'" for k in MONTHLY_KINDS) + ")"
+
 ledger_entries = Table(
     "ledger_entries",
     metadata,
@@ -184,6 +192,10 @@ ledger_entries = Table(
     CheckConstraint("amount <> 0", name="nonzero"),
     Index("ix_ledger_participant", "participant_id", "id"),
     Index("ix_ledger_event", "event_seq"),
+    # the liability's months: a few entries among every award
+    Index(
+        "ix_ledger_monthly", "program_id", "kind", postgresql_where=text(_MONTHLY_SQL), sqlite_where=text(_MONTHLY_SQL)
+    ),
 )
 
 positions = Table(
@@ -199,7 +211,8 @@ positions = Table(
     CheckConstraint("available >= 0", name="available"),
     CheckConstraint("arrears >= 0", name="arrears"),
     CheckConstraint("pending >= 0 AND pending <= available", name="pending"),
-    Index("ix_positions_board", "program_id", "currency", "available"),
+    # the boards of balances, and (covering) the liability's sums of every balance
+    Index("ix_positions_board", "program_id", "currency", "available", "pending", "arrears"),
     Index("ix_positions_earned", "program_id", "currency", "earned"),
 )
 
