@@ -17,11 +17,20 @@ from the order of the phases. It prints figures and never asserts.
     python bench/web.py                       # SQLite, 100,000 participants; about a minute
     python bench/web.py --participants 10000 --samples 50
     python bench/web.py --postgres postgresql://postgres@127.0.0.1:5432/test
+
+To look into one page without loading again: ``--keep`` leaves the loaded database (its URL printed), and
+``--reuse URL`` times the pages of a database kept so (no load, no scoring phases; the links are made anew;
+give the same ``--participants``),
+``--pages TEXT`` only those whose name contains TEXT:
+
+    python bench/web.py --postgres postgresql://postgres@127.0.0.1:5432/test --keep
+    python bench/web.py --reuse postgresql+psycopg://postgres@127.0.0.1:5432/bench_web_… --pages home
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import random
@@ -214,11 +223,14 @@ def links(client: TestClient, n: int) -> dict[str, str]:
     }
 
 
-def measure(client: TestClient, pages: dict[str, str], samples: int, budget: float) -> None:
-    """p50/p99 of ``samples`` fetches of each page, fewer (at least 5) when a page uses up ``budget`` seconds."""
+def measure(client: TestClient, pages: dict[str, str], samples: int, budget: float, only: str) -> None:
+    """p50/p99 of ``samples`` fetches of each page (whose name contains ``only``, and the floor), fewer (at
+    least 5) when a page uses up ``budget`` seconds."""
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}  # the API reads' key (the pages need only their token)
     print(f"{'page':<48} {'n':>4} {'p50 ms':>8} {'p99 ms':>8}  target p99 <= {TARGET_MS:.0f} ms")
     for name, url in pages.items():
+        if only not in name and not name.startswith("floor"):
+            continue
         assert client.get(url, headers=admin).status_code == 200, (name, url)
         times: list[float] = []
         stop = time.perf_counter() + budget
@@ -238,9 +250,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--max-seconds", type=float, default=20.0, help="per page, past 5 fetches")
     parser.add_argument("--postgres", help="a PostgreSQL server URL: a fresh database is made there and dropped")
+    parser.add_argument("--keep", action="store_true", help="leave the loaded database and print its URL")
+    parser.add_argument("--reuse", metavar="URL", help="time the pages of a database --keep left (no load)")
+    parser.add_argument("--pages", default="", metavar="TEXT", help="only the pages whose name contains TEXT")
     args = parser.parse_args(argv)
     os.environ["LEVELUP_ADMIN_KEY"] = ADMIN_KEY
-    with tempfile.TemporaryDirectory(prefix="levelup-bench-web-") as folder:
+    if args.reuse:
+        runtime = Runtime.from_url(args.reuse)
+        try:
+            with TestClient(create_app(runtime)) as client:
+                measure(client, links(client, args.participants), args.samples, args.max_seconds, args.pages)
+        finally:
+            runtime.db.dispose()
+        return
+    prefix = "levelup-bench-web-"
+    left = contextlib.nullcontext(tempfile.mkdtemp(prefix=prefix)) if args.keep else None
+    with left or tempfile.TemporaryDirectory(prefix=prefix) as folder:
         url, admin_engine, name = f"sqlite:///{folder}/bench.db", None, ""
         if args.postgres:
             admin_engine = create_engine(
@@ -271,10 +296,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"{kept:,.0f} events/s on other reps with the windowed boards' periods kept, then "
                     f"{unkept:,.0f} events/s on others with them dropped again"
                 )
-                measure(client, links(client, args.participants), args.samples, args.max_seconds)
+                measure(client, links(client, args.participants), args.samples, args.max_seconds, args.pages)
         finally:
             runtime.db.dispose()
-            if admin_engine is not None:
+            if args.keep:
+                print(f"kept: python bench/web.py --reuse {url} --participants {args.participants}")
+            elif admin_engine is not None:
                 with admin_engine.connect() as connection:
                     connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin_engine.dispose()
