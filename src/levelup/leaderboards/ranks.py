@@ -19,12 +19,27 @@ the same counts to find the bucket that holds their first row.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, func, literal, literal_column, select, text, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 
 from levelup.storage import tables as t
 
@@ -68,11 +83,31 @@ def bucket_ceiling(bucket: int) -> float:
 
 
 R = t.rank_rows.c
+# The reads below are statements built once, with the board and the values as parameters: building one
+# (SQLAlchemy expressions, then its cache key) took about a millisecond, more than the index seeks it sends,
+# and a participant's home reads five boards (bench/web.py).
+_BOARD = ("program_id", "source", "key", "period")
+
+
+def _the_board(columns: Any) -> tuple[ColumnElement[bool], ...]:
+    """The rows of one board (its :attr:`Board.params`) in ``rank_rows`` or ``rank_buckets``."""
+    return tuple(columns[name] == bindparam(name, type_=R[name].type) for name in _BOARD)
+
+
+_ROWS, _COUNTS = _the_board(R), _the_board(t.rank_buckets.c)
 
 
 def _row_bucket() -> ColumnElement[Any]:
     """The bucket of a rank_rows row, computed as the triggers compute it."""
     return literal_column(bucket_sql("rank_rows.value"))
+
+
+def _value(name: str) -> Any:
+    return bindparam(name, type_=R.value.type)
+
+
+def _number(name: str) -> Any:
+    return bindparam(name, type_=Integer())
 
 
 Entry = tuple[int, float]  # (subject id, value), in board order
@@ -88,21 +123,20 @@ class Board:
     period: str  # the period key ('all' for a currency)
 
     @property
-    def rows(self) -> tuple[ColumnElement[bool], ...]:
-        return (R.program_id == self.program_id, R.source == self.source, R.key == self.key, R.period == self.period)
+    def params(self) -> dict[str, Any]:
+        """The parameters of ``_ROWS`` and ``_COUNTS``: this board."""
+        return {name: getattr(self, name) for name in _BOARD}
 
-    @property
-    def counts(self) -> tuple[ColumnElement[bool], ...]:
-        c = t.rank_buckets.c
-        return (c.program_id == self.program_id, c.source == self.source, c.key == self.key, c.period == self.period)
+
+_REGISTERED = select(t.rank_boards.c.filled).where(
+    *(getattr(t.rank_boards.c, n) == bindparam(n) for n in ("program_id", "source", "key", "grain"))
+)
 
 
 def registered(connection: Connection, program_id: int, source: str, key: str, grain: str) -> bool:
     """Whether the triggers keep this board (every plain board of a stored program version is)."""
-    c = t.rank_boards.c
-    found = connection.execute(
-        select(c.filled).where(c.program_id == program_id, c.source == source, c.key == key, c.grain == grain)
-    ).first()
+    params = {"program_id": program_id, "source": source, "key": key, "grain": grain}
+    found = connection.execute(_REGISTERED, params).first()
     return found is not None and bool(found[0])
 
 
@@ -115,21 +149,31 @@ def ranks_and_total(connection: Connection, board: Board, values: Sequence[float
     bucket of ``value``: rows in higher buckets are all above it (buckets follow values), and every
     row at or below ``b`` that is above ``value`` lies in (value, ceiling(b)], one bucket of the index.
     """
+    params = board.params
+    for i, value in enumerate(values):
+        b = bucket_at_or_above(value)
+        params |= {f"v{i}": value, f"b{i}": b, f"ceiling{i}": bucket_ceiling(b)}
+    total, *found = connection.execute(_ranks_and_total(len(values)), params).one()
+    higher, inside = found[: len(values)], found[len(values) :]
+    return [1 + int(h) + int(i) for h, i in zip(higher, inside, strict=True)], int(total)
+
+
+@functools.cache
+def _ranks_and_total(values: int) -> Select[Any]:
+    """The statement of :func:`ranks_and_total` for this many values (``v``, ``b``, ``ceiling`` 0, 1, …)."""
     c = t.rank_buckets.c
     counts = [func.coalesce(func.sum(c.n), 0)]
     near = []
-    for value in values:
-        b = bucket_at_or_above(value)
+    for i in range(values):
+        b = _number(f"b{i}")
         counts.append(func.coalesce(func.sum(c.n).filter(c.bucket > b), 0))
         near.append(
             select(func.count())
             .select_from(t.rank_rows)
-            .where(*board.rows, R.value > value, R.value <= bucket_ceiling(b), _row_bucket() <= b)
+            .where(*_ROWS, R.value > _value(f"v{i}"), R.value <= _value(f"ceiling{i}"), _row_bucket() <= b)
             .scalar_subquery()
         )
-    total, *found = connection.execute(select(*counts, *near).where(*board.counts)).one()
-    higher, inside = found[: len(values)], found[len(values) :]
-    return [1 + int(h) + int(i) for h, i in zip(higher, inside, strict=True)], int(total)
+    return select(*counts, *near).where(*_COUNTS)
 
 
 def rank_of(connection: Connection, board: Board, value: float) -> int:
@@ -142,50 +186,70 @@ def total(connection: Connection, board: Board) -> int:
 
 def page(connection: Connection, board: Board, offset: int, limit: int) -> list[Entry]:
     """Rows ``offset`` … ``offset + limit - 1`` in board order: an index range from the right bucket."""
-    query = select(R.subject_id, R.value).where(*board.rows).order_by(R.value.desc(), R.subject_id).limit(limit)
-    skip = offset
-    if offset >= DEEP_OFFSET:
-        found = _bucket_holding(connection, board, offset)
-        if found is None:
-            return []
-        bucket, above = found
-        query = query.where(R.value <= bucket_ceiling(bucket), _row_bucket() <= bucket)
-        skip = offset - above
-    return [(int(s), float(v)) for s, v in connection.execute(query.offset(skip))]
+    params = board.params | {"limit": limit}
+    if offset < DEEP_OFFSET:
+        return [(int(s), float(v)) for s, v in connection.execute(_PAGE, params | {"skip": offset})]
+    found = _bucket_holding(connection, board, offset)
+    if found is None:
+        return []
+    bucket, above = found
+    params |= {"skip": offset - above, "bucket": bucket, "ceiling": bucket_ceiling(bucket)}
+    return [(int(s), float(v)) for s, v in connection.execute(_DEEP_PAGE, params)]
+
+
+_PAGE = (
+    select(R.subject_id, R.value)
+    .where(*_ROWS)
+    .order_by(R.value.desc(), R.subject_id)
+    .limit(_number("limit"))
+    .offset(_number("skip"))
+)
+_DEEP_PAGE = _PAGE.where(R.value <= _value("ceiling"), _row_bucket() <= _number("bucket"))
 
 
 def _bucket_holding(connection: Connection, board: Board, offset: int) -> tuple[int, int] | None:
     """The bucket holding the row at ``offset`` (0-based, board order) and how many rows lie above it."""
+    row = connection.execute(_BUCKET_HOLDING, board.params | {"offset": offset}).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _bucket_holding_statement() -> Select[Any]:
     c = t.rank_buckets.c
     running = (
         select(c.bucket, c.n, func.sum(c.n).over(order_by=c.bucket.desc(), rows=(None, 0)).label("through"))
-        .where(*board.counts)
+        .where(*_COUNTS)
         .subquery()
     )
-    row = connection.execute(
+    return (
         select(running.c.bucket, running.c.through - running.c.n)
-        .where(running.c.through > offset)
+        .where(running.c.through > _number("offset"))
         .order_by(running.c.bucket.desc())
         .limit(1)
-    ).first()
-    return None if row is None else (int(row[0]), int(row[1]))
+    )
+
+
+_BUCKET_HOLDING = _bucket_holding_statement()
 
 
 def locate(connection: Connection, board: Board, subjects: Table, external_id: str) -> tuple[int, float] | None:
     """A participant's (``subjects``: participants or teams) internal id and value on the board, if on it."""
-    s = subjects.c
-    found = connection.execute(
-        select(s.id, R.value)
-        .select_from(subjects.join(t.rank_rows, and_(R.subject_id == s.id, *board.rows)))
-        .where(s.program_id == board.program_id, s.external_id == external_id)
-    ).first()
+    found = connection.execute(_locate(subjects), board.params | {"external_id": external_id}).first()
     return None if found is None else (int(found[0]), float(found[1]))
 
 
-def around(connection: Connection, board: Board, subject_id: int, value: float, limit: int) -> list[Entry]:
-    """Up to ``limit`` rows before the subject in board order, the subject, and up to ``limit`` after:
-    four index seeks from its (value, id), through its tie first, in one statement."""
+@functools.cache
+def _locate(subjects: Table) -> Select[Any]:
+    s = subjects.c
+    return (
+        select(s.id, R.value)
+        .select_from(subjects.join(t.rank_rows, and_(R.subject_id == s.id, *_ROWS)))
+        .where(s.program_id == bindparam("program_id"), s.external_id == bindparam("external_id"))
+    )
+
+
+def _around_statement() -> Any:
     s, v = R.subject_id, R.value
+    value, subject_id = _value("value"), bindparam("subject_id", type_=s.type)
     parts = [
         ((v == value, s < subject_id), (s.desc(),)),  # before it, in its tie
         ((v > value,), (v.asc(), s.desc())),  # before it, above
@@ -194,14 +258,24 @@ def around(connection: Connection, board: Board, subject_id: int, value: float, 
     ]
     seeks = [
         select(literal(i).label("part"), s.label("s"), v.label("v"))
-        .where(*board.rows, *where)
+        .where(*_ROWS, *where)
         .order_by(*order)
-        .limit(limit)
+        .limit(_number("limit"))
         .subquery()
         for i, (where, order) in enumerate(parts)
     ]
+    return union_all(*(select(seek) for seek in seeks))
+
+
+_AROUND = _around_statement()
+
+
+def around(connection: Connection, board: Board, subject_id: int, value: float, limit: int) -> list[Entry]:
+    """Up to ``limit`` rows before the subject in board order, the subject, and up to ``limit`` after:
+    four index seeks from its (value, id), through its tie first, in one statement."""
     found: list[list[Entry]] = [[], [], [], []]
-    for part, subject, row_value in connection.execute(union_all(*(select(seek) for seek in seeks))):
+    params = board.params | {"value": value, "subject_id": subject_id, "limit": limit}
+    for part, subject, row_value in connection.execute(_AROUND, params):
         found[int(part)].append((int(subject), float(row_value)))
     keys: list[Callable[[Entry], tuple[float, int]]] = [
         lambda e: (0, -e[0]),
