@@ -6,10 +6,13 @@ from __future__ import annotations
 import html
 import re
 
+import yaml
 from fastapi.testclient import TestClient
 
+from levelup.programs.validation import load_document
+from levelup.web.editor import as_yaml
 from levelup.web.render import csrf_token
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, EXAMPLES
 from tests.web.conftest import Game, P
 from tests.web.test_pages import at, text
 
@@ -151,3 +154,17 @@ def test_keys_are_made_shown_once_and_revoked_in_the_studio(game: Game) -> None:
     revoked = game.client.post(f"/admin/keys/{key_id}/revoke", data={"csrf": csrf})
     assert f"Key {key_id} revoked." in text(revoked.text)
     assert game.client.get(f"{P}/participants/rep-17", headers=reader).status_code == 401
+
+
+def test_the_editor_shows_the_text_pure_python_yaml_would() -> None:
+    """The editor's YAML comes from libyaml's emitter (for speed); it is the text PyYAML's own writes, here for
+    every example and a document with long, accented and quoted values."""
+    documents = [
+        load_document(path.read_text()).model_dump(mode="json", by_alias=True, exclude_none=True)
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+    ]
+    odd = ["a: b", "#c", "", None, "Ünïcode “quotes” — " + "long " * 40]
+    documents.append({"program": "café", "list": odd})
+    assert len(documents) >= 3
+    for document in documents:
+        assert as_yaml(document) == yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)

@@ -15,9 +15,14 @@ _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _LINE = re.compile(r"at line (\d+)")
 
 
+# libyaml's emitter where PyYAML was built with it (its wheels are): the same text, ~5x faster (acme-sales:
+# 11.3 -> 2.1 ms, a sizeable part of the program's page)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def as_yaml(document: dict[str, Any]) -> str:
     """A stored document as YAML for people, keys in the document's own order."""
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)
+    return yaml.dump(document, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=120)
 
 
 def _line_of(root: yaml.Node | None, path: str) -> int | None:
