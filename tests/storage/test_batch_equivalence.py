@@ -21,8 +21,9 @@ their draws, the feed in order, and what each job did. Zero and absent mean the 
 sums and counts; floats are compared to 6 decimals (sums taken in another order differ in
 the last bit). Not compared: ``participants.created_at`` (the clock; not an input).
 
-Every Hypothesis example gets three fresh databases (``fresh_database`` of
-``tests/conftest.py``). 30 examples per kind of database, derandomized;
+Every Hypothesis example gets three fresh databases and new Runtimes: made once per test
+(``fresh_database`` of ``tests/conftest.py``), emptied back to that state before each example
+after the first (``empty``, checked by ``assert_fresh``). 30 examples per kind of database, derandomized;
 ``LEVELUP_LONG_TESTS=1`` runs 300, randomized.
 
 Also here: the defect found on main (brewhouse-rewards and the six UCI Online Retail invoices
@@ -35,18 +36,21 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, literal, select, text, union_all
 
 from levelup.errors import LevelupError
 from levelup.events.ingest import ingest
@@ -54,11 +58,13 @@ from levelup.events.replay import replay
 from levelup.jobs import registry as jobs
 from levelup.kudos.service import give
 from levelup.programs import service as programs
+from levelup.programs.document import ProgramDocument
 from levelup.programs.validation import load_document
 from levelup.rewards.service import redeem
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-from tests.conftest import EXAMPLES, POSTGRES_URL, SHARED_DATA, fresh_database
+from levelup.storage.db import Database
+from tests.conftest import EXAMPLES, POSTGRES_URL, SHARED_DATA, TEMPLATES, fresh_database
 
 LONDON = ZoneInfo("Europe/London")
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # when events are received, kudos given, rewards redeemed
@@ -97,9 +103,15 @@ class Scenario:
         return [e for segment in self.segments for e in segment]
 
 
+@functools.cache
+def document(text: str, key: str) -> ProgramDocument:
+    """Validated once per text (a frozen model; ``programs.apply`` only reads it)."""
+    return load_document(text, program=key)
+
+
 def apply_program(runtime: Runtime, text: str, key: str) -> None:
     with runtime.db.write() as connection:
-        programs.apply(connection, load_document(text, program=key), actor="batch-equivalence")
+        programs.apply(connection, document(text, key), actor="batch-equivalence")
 
 
 def side_op(runtime: Runtime, key: str, op: SideOp, n: int) -> dict[str, Any]:
@@ -430,25 +442,88 @@ def run_variants(runtimes: dict[str, Runtime], key: str, scenario: Scenario) -> 
 Databases = Callable[[], contextlib.AbstractContextManager[dict[str, Runtime]]]
 
 
+def empty(db: Database) -> None:
+    """Bring a database used by an earlier Hypothesis example back to a fresh copy of the template.
+
+    SQLite: every connection closed, the template copied over the file (byte for byte what
+    ``fresh_database`` gives). PostgreSQL (a new database costs a copy and a background drop, each
+    example three times): every row deleted, children first (the ledger's append-only trigger
+    set aside in the same transaction), and every sequence back to its start, then vacuumed: no
+    row, dead or alive, is left. ``alembic_version`` is not in ``t.metadata``: it stays."""
+    if db.is_sqlite:
+        db.engine.dispose()
+        path = Path(str(db.engine.url.database))
+        for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        shutil.copyfile(TEMPLATES.sqlite(), path)
+        return
+    emptied = []
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only")
+        for table in reversed(t.metadata.sorted_tables):
+            if connection.execute(table.delete()).rowcount:
+                emptied.append(table.name)
+        connection.exec_driver_sql("ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only")
+        connection.execute(
+            text(
+                "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false) "
+                "FROM pg_sequences WHERE schemaname = current_schema()"
+            )
+        )
+    if emptied:  # the deleted rows' dead versions too (the other tables have none)
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM " + ", ".join(f'"{name}"' for name in emptied))
+
+
+def alembic_version(db: Database) -> list[str]:
+    with db.engine.connect() as connection:
+        return list(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+
+
+def assert_fresh(db: Database, version: list[str]) -> None:
+    """Not a row in any table, every sequence unused, the schema at the migration it was made at."""
+    with db.engine.connect() as connection:
+        counts = union_all(
+            *(select(literal(table.name), func.count()).select_from(table) for table in t.metadata.sorted_tables)
+        )
+        assert [(name, n) for name, n in connection.execute(counts) if n] == []
+        if not db.is_sqlite:
+            used = (
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+            )
+            assert connection.exec_driver_sql(used).scalars().all() == []
+    assert alembic_version(db) == version
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Databases:
-    """Makes one fresh database per variant, all of the fixture's kind (a Hypothesis example asks for its own)."""
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    """One fresh database per variant, all of the fixture's kind, made once per test (``fresh_database``).
+    Each call after the first (a Hypothesis example after another) empties them back to fresh (:func:`empty`,
+    checked by :func:`assert_fresh`) and gives new Runtimes: no compiled program carries over."""
     kind = request.param
     if kind == "postgres" and not POSTGRES_URL:
         pytest.skip("PostgreSQL not configured: set LEVELUP_TEST_POSTGRES_URL (bash .ci/run does)")
+    with contextlib.ExitStack() as stack:
+        kept: dict[str, Database] = {}
+        for name in VARIANTS:
+            folder = tmp_path_factory.mktemp(f"batch-{name}")
+            url = stack.enter_context(contextlib.contextmanager(fresh_database)(kind, folder))
+            kept[name] = Database(url)  # at the newest migration already
+            stack.callback(kept[name].dispose)
+        versions = {name: alembic_version(db) for name, db in kept.items()}
+        used = False
 
-    @contextlib.contextmanager
-    def make() -> Iterator[dict[str, Runtime]]:
-        with contextlib.ExitStack() as stack:
-            out = {}
-            for name in VARIANTS:
-                folder = tmp_path_factory.mktemp(f"batch-{name}")
-                url = stack.enter_context(contextlib.contextmanager(fresh_database)(kind, folder))
-                out[name] = Runtime.from_url(url)
-                stack.callback(out[name].db.dispose)
-            yield out
+        @contextlib.contextmanager
+        def make() -> Iterator[dict[str, Runtime]]:
+            nonlocal used
+            if used:
+                for name, db in kept.items():
+                    empty(db)
+                    assert_fresh(db, versions[name])
+            used = True
+            yield {name: Runtime(db) for name, db in kept.items()}
 
-    return make
+        yield make
 
 
 # --------------------------------------------------------------------------- the defect found on main
