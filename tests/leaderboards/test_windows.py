@@ -86,10 +86,21 @@ def post(client: TestClient, admin: dict[str, str], events: list[dict[str, Any]]
     assert all(r["status"] in ("accepted", "duplicate") for r in response.json()["results"]), response.json()
 
 
+def page_of(ranking: dict[str, Any], *, limit: int, offset: int, around: str | None) -> dict[str, Any]:
+    """A page (``offset``/``limit``) or a neighbourhood (``limit`` each side of ``around``) of a whole ranking."""
+    entries = ranking["entries"]
+    if around is not None:
+        position = next(i for i, entry in enumerate(entries) if entry["id"] == around)
+        offset, limit = max(0, position - limit), position + limit + 1 - max(0, position - limit)
+    return {"total": ranking["total"], "entries": entries[offset : offset + limit]}
+
+
 def same_as_afresh(runtime: Runtime, now: dt.datetime, *, kept: bool | None = True) -> int:
     """Every board's pages and neighbourhoods as read (from kept rows when ``kept``, ranked afresh when False,
-    either when None), against the afresh ranking (by the database, and by Python over every row); the rows
-    compared."""
+    either when None), against the afresh ranking (by the database, and by Python over every row: the whole
+    board once, each page cut from it); the rows compared. Pages of 1 and 3 at every other offset up to the
+    end (one past it when the board's size is even), and 1 and 3 each side of every entry, whose standing is
+    checked too. A board read afresh is the database's ranking itself: compared with Python only."""
     compared = 0
     with runtime.db.read() as connection:
         record = programs.find(connection, "acme-sales")
@@ -104,24 +115,20 @@ def same_as_afresh(runtime: Runtime, now: dt.datetime, *, kept: bool | None = Tr
             ranked = service._in_sql(
                 connection, record.id, board, service._values(record, compiled, board, period, today), key
             )
+            python = service._slow(
+                connection, record, compiled, board, period, today, scope=None, limit=100, offset=0, around=None
+            )
+            assert python["total"] <= 100, key  # the whole board
 
             def three(**paging: Any) -> list[dict[str, Any]]:
-                read = service.leaderboard(connection, record, compiled, key, now=now, **paging)  # noqa: B023
-                afresh = ranked.page(connection, **paging)  # noqa: B023
-                python = service._slow(
-                    connection,
-                    record,
-                    compiled,
-                    board,  # noqa: B023
-                    period,  # noqa: B023
-                    today,
-                    scope=None,
-                    **paging,
-                )
-                return [{k: read[k] for k in ("total", "entries")}, afresh, python]
+                got = service.leaderboard(connection, record, compiled, key, now=now, **paging)  # noqa: B023
+                read = {k: got[k] for k in ("total", "entries")}
+                # not kept: the read is this very query (service.leaderboard ranks it with _in_sql)
+                afresh = ranked.page(connection, **paging) if plain is not None else read  # noqa: B023
+                return [read, afresh, page_of(python, **paging)]  # noqa: B023
 
             whole = three(limit=100, offset=0, around=None)
-            assert whole[0] == whole[1] == whole[2], key
+            assert whole[0] == whole[1] == whole[2] == python, key
             compared += whole[0]["total"]
             for limit in (1, 3):
                 for offset in range(0, whole[0]["total"] + 1, 2):
@@ -130,8 +137,9 @@ def same_as_afresh(runtime: Runtime, now: dt.datetime, *, kept: bool | None = Tr
                 for entry in whole[0]["entries"]:
                     a, b, c = three(limit=limit, offset=0, around=entry["id"])
                     assert a == b == c, (key, limit, entry["id"])
-                    standing = service.standing(connection, record, compiled, key, entry["id"], now=now)
-                    assert (standing["rank"], standing["value"]) == (entry["rank"], entry["value"])
+            for entry in whole[0]["entries"]:
+                standing = service.standing(connection, record, compiled, key, entry["id"], now=now)
+                assert (standing["rank"], standing["value"]) == (entry["rank"], entry["value"])
     return compared
 
 
