@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    CompoundSelect,
     Connection,
     Integer,
     Select,
@@ -102,11 +104,11 @@ def _row_bucket() -> ColumnElement[Any]:
     return literal_column(bucket_sql("rank_rows.value"))
 
 
-def _value(name: str) -> Any:
+def _value(name: str) -> BindParameter[Any]:
     return bindparam(name, type_=R.value.type)
 
 
-def _number(name: str) -> Any:
+def _number(name: str) -> BindParameter[Any]:
     return bindparam(name, type_=Integer())
 
 
@@ -247,7 +249,7 @@ def _locate(subjects: Table) -> Select[Any]:
     )
 
 
-def _around_statement() -> Any:
+def _around_statement() -> CompoundSelect[Any]:
     s, v = R.subject_id, R.value
     value, subject_id = _value("value"), bindparam("subject_id", type_=s.type)
     parts = [
