@@ -8,8 +8,9 @@ acme-sales, then, in the same run and process:
    without scoring;
 2. the **simulation**: :func:`levelup.insights.simulate.run` with a draft doubling every XP award, so
    every event is scored twice (the document in force and the draft), then the periods closed and the
-   report built: once in this process, once with a worker process per document (``parallel=True``, what
-   ``levelup simulate`` does with 2 CPUs or more: each worker reads the log itself).
+   report built: once in this process, once with worker processes sharing the participants
+   (``parallel=True``, what ``levelup simulate`` does with 2 CPUs or more: a worker a CPU, each reading
+   the events of its share of the participants itself and scoring them by both documents).
 
 It prints events/s of each, the time extrapolated to 1,000,000 events (linear: the work is per event,
 the memory per participant) and, with ``--profile``, the cProfile top functions of the simulation.
@@ -125,7 +126,7 @@ def bench(url: str, args: argparse.Namespace) -> None:
     if one_s:
         print(f"  simulation, one process (two documents):  {one_s:7.2f} s  {n / one_s:10,.0f} events/s")
         print(f"  scoring one document, an event: {(one_s - read_s) / 2 / n * 1e6:,.0f} µs")
-    print(f"  simulation, a worker per document:        {two_s:7.2f} s  {n / two_s:10,.0f} events/s")
+    print(f"  simulation, {sim.workers()} workers sharing participants: {two_s:7.2f} s  {n / two_s:10,.0f} events/s")
     print(
         f"  1,000,000 events, extrapolated: floor {read_s * MILLION / n:,.0f} s, "
         + (f"one process {one_s * MILLION / n:,.0f} s, " if one_s else "")

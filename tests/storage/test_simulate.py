@@ -23,6 +23,7 @@ from levelup.insights.fairness import fairness
 from levelup.insights.segments import rfm, segment_of
 from levelup.participants import repository as participants
 from levelup.programs import service as programs
+from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import ProgramDocument
 from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
@@ -253,6 +254,53 @@ def test_a_draft_doubling_the_awards_doubles_the_totals(played: Runtime) -> None
     assert f"Ann: +{ann:,} XP" in texts
 
 
+def test_workers_sharing_the_participants_give_the_one_process_report(
+    played: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three workers, each scoring a third of the participants by both documents (small chunks: reversals in
+    other worlds), give the very report of one process: prizes, team goals, boards, changes."""
+    monkeypatch.setattr(sim, "CHUNK", 7)
+    monkeypatch.setattr(sim, "workers", lambda: 3)
+    body = doc(played).model_dump(mode="json", by_alias=True, exclude_none=True)
+    for rule in body["rules"]:
+        rule["award"] = {c: f"3 * ({a})" if c == "xp" else a for c, a in rule["award"].items()}
+    draft = ProgramDocument.model_validate(body)
+    told: list[int] = []
+    apart = sim.run(played, PROGRAM, draft, START, END, told.append, parallel=True)
+    together = sim.run(played, PROGRAM, draft, START, END)
+    assert apart == together and apart["changes"]
+    assert sum(told) == apart["window"]["events"] > 0  # each worker tells its own share's progress
+    assert [p["winner"] for p in apart["current"]["prizes"] if p["challenge"] == "east-quarter"] == ["east"]
+
+
+def test_the_shares_of_the_log_are_its_participants_events_in_order(played: Runtime) -> None:
+    with played.db.read() as connection:
+        program_id = programs.find(connection, PROGRAM).id
+        whole = [r.seq for r in sim.stored_events(connection, program_id)]
+        shares = [list(sim.stored_events(connection, program_id, share=(k, 3))) for k in range(3)]
+    assert sorted(r.seq for share in shares for r in share) == whole  # every event once
+    assert all([r.seq for r in share] == sorted(r.seq for r in share) for share in shares)
+    owner = {r.external_id: k for k, share in enumerate(shares) for r in share}
+    assert all(owner[r.external_id] == k for k, share in enumerate(shares) for r in share)
+    assert len(set(owner.values())) > 1
+
+
+def test_a_teams_value_does_not_depend_on_how_workers_shared_its_members(acme_text: str) -> None:
+    """Float sums depend on their order (here 0 one way, 0.6000000000000001 another): a team's value is its
+    members' parts summed exactly, so the workers' shares, and the order they are merged in, change nothing."""
+    parts = {"ann": 0.1, "bob": 0.2, "cat": 0.3, "dan": 1e16, "eve": -1e16}
+    orders = [list(parts), list(reversed(parts)), ["dan", "ann", "eve", "bob", "cat"]]
+    assert len({sum(parts[who] for who in order) for order in orders}) > 1
+    program, key = CompiledProgram(load_document(acme_text), 1), ("revenue", "2026-10")
+    values = set()
+    for order in orders:
+        scenario = sim.Scenario(program, END)
+        for who in order:
+            scenario.merge(sim.Part({}, {}, {key: {"east": {who: parts[who]}}}, {}, {}, 0, 0, None))
+        values.add(scenario.team[key]["east"])
+    assert values == {0.6}
+
+
 def test_a_window_scores_its_events_only_and_closes_the_periods_ending_in_it(played: Runtime) -> None:
     october = (dt.datetime(2026, 10, 1, 4, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, 4, tzinfo=dt.UTC))
     report = sim.run(played, PROGRAM, doc(played), *october)
@@ -305,6 +353,7 @@ def test_the_real_pipeline_simulated_gives_the_stored_balances_and_the_csv(pipel
     deal_won = next(r for r in body["rules"] if r["key"] == "deal-won")
     deal_won["award"]["xp"] = 100
     report = sim.run(pipeline, PROGRAM, ProgramDocument.model_validate(body), *ALL_TIME)
+    assert sim.run(pipeline, PROGRAM, ProgramDocument.model_validate(body), *ALL_TIME, parallel=True) == report
     now, then = report["current"], report["draft"]
     assert now["participants"] == balances
     assert {(x["badge"], x["grade"]): x["grants"] for x in now["badges"] if x["grants"]} == dict(badges)

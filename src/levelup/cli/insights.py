@@ -36,7 +36,8 @@ def simulate(
         bool,
         typer.Option(
             "--workers/--one-process",
-            help="score each document in a process of its own (default with 2 CPUs or more; an in-memory "
+            help="share the participants among a process a CPU, each scoring its share by both documents "
+            "(default with 2 CPUs or more; an in-memory "
             "database is scored in one)",
         ),
     ] = (os.cpu_count() or 1) >= 2,

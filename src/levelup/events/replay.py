@@ -69,11 +69,17 @@ class StoredEvent(NamedTuple):
 
 
 def stored_events(
-    connection: Connection, program_id: int, *, start: dt.datetime | None = None, end: dt.datetime | None = None
+    connection: Connection,
+    program_id: int,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    share: tuple[int, int] | None = None,
 ) -> Iterator[StoredEvent]:
     """The program's events in ingestion order (those with ``occurred_at`` in [start, end) when given),
     fetched CHUNK rows at a time (a server-side cursor on PostgreSQL): memory stays bounded whatever
-    the size of the log. Shared by replay and simulation."""
+    the size of the log. Shared by replay and simulation. ``share=(k, n)``: only the events of the
+    participants whose id is k modulo n (a simulation worker's share: scoring never crosses participants)."""
     e = t.events.c
     wanted = (e.seq, e.event_id, e.type, e.occurred_at, e.data, e.reverses, e.share, e.program_version, e.teams)
     query = (  # only what scoring reads: the other columns (hashes, receipt times, problems) cost to decode
@@ -86,6 +92,8 @@ def stored_events(
         query = query.where(e.occurred_at >= start)
     if end is not None:
         query = query.where(e.occurred_at < end)
+    if share is not None:
+        query = query.where(e.participant_id % share[1] == share[0])
     yield from map(StoredEvent._make, connection.execute(query, execution_options={"yield_per": CHUNK}))
 
 
@@ -97,8 +105,15 @@ def participant_rows(connection: Connection, program_id: int) -> dict[str, Any]:
 
 
 def as_scored(state: ParticipantState, row: StoredEvent, names: Mapping[str, Any]) -> Event:
-    """The stored event for the engine, its participant's state set as when it was scored: name and
-    attributes (first sight), the teams it counted for, the tier and whether suspended."""
+    """The stored event for the engine, its participant's state set as when it was scored."""
+    as_when_scored(state, row, names)
+    return event_from_row(row)
+
+
+def as_when_scored(state: ParticipantState, row: StoredEvent, names: Mapping[str, Any]) -> None:
+    """The participant's state set as when ``row`` was scored: name and attributes (first sight), the teams
+    it counted for, the tier and whether suspended (apart from the event: a simulation builds one event for
+    the states of its two documents)."""
     if state.name is None and row.external_id in names:
         found = names[row.external_id]
         state.name = found.name
@@ -107,7 +122,6 @@ def as_scored(state: ParticipantState, row: StoredEvent, names: Mapping[str, Any
             state.segments, state.targets = found.segments, found.targets  # read only: never changed by scoring
     state.teams = tuple(row.teams)
     state.tier, state.status = row.tier, "suspended" if row.suspended else "active"
-    return event_from_row(row)
 
 
 def recompute(

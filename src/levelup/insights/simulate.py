@@ -3,7 +3,10 @@ force scored the same way, in memory, writing nothing.
 
 One read of the event log in ingestion order (``replay.stored_events``: chunks, a server-side cursor) feeds
 two worlds, one per document, each event with its participant as it was when scored (teams, tier,
-suspension). Like live ingestion, a fresh :class:`World` takes each chunk over the same states, so the
+suspension). Scoring never crosses participants, so with ``parallel`` each worker process reads and scores
+the events of its share of the participants (ids modulo the workers) by both documents, and the parent
+merges the shares before closing (a team's value sums its members' parts, whatever worker scored them).
+Like live ingestion, a fresh :class:`World` takes each chunk over the same states, so the
 effects it keeps for reversals are a chunk's, not the log's: the events reversed later in the window are
 kept aside (a set read first), and memory is bounded by the participants, not the events.
 
@@ -22,12 +25,13 @@ import datetime as dt
 import gc
 import math
 import multiprocessing
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from multiprocessing.connection import Connection as Connection_
 from multiprocessing.connection import wait
 from typing import Any, NamedTuple
@@ -36,12 +40,13 @@ from sqlalchemy import Connection, func, select
 
 from levelup.challenges.closing import _awards, _settled_here
 from levelup.engine.goals import eligible
-from levelup.engine.model import WHOLE, BookedEntry, Effects, ParticipantState, ReversedEvent
+from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ParticipantState, ReversedEvent
 from levelup.engine.positions import EARNING_KINDS, apply, move
 from levelup.engine.world import World
 from levelup.errors import FieldError, Invalid
 from levelup.events.replay import CHUNK as CHUNK  # a world's share of the log, as read (tests make it small)
-from levelup.events.replay import StoredEvent, as_scored, participant_rows, stored_events
+from levelup.events.replay import StoredEvent, as_when_scored, participant_rows, stored_events
+from levelup.events.store import event_from_row
 from levelup.insights.common import Bucket, window
 from levelup.leaderboards.service import Row, rank
 from levelup.metrics.periods import (
@@ -85,7 +90,8 @@ class Scenario:
     to: dt.datetime
     states: dict[str, ParticipantState] = field(default_factory=dict)
     person: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → id → value
-    team: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # (metric, period) → team → value
+    # (metric, period) → team → member → the member's part of the team's value (see ``team``)
+    team_parts: dict[tuple[str, str], dict[str, dict[str, float]]] = field(default_factory=dict)
     earned: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (board, period) → id → earned
     finished: dict[tuple[str, str, str], dt.datetime] = field(default_factory=dict)  # race, period, id → reached at
     kept: dict[str, ReversedEvent] = field(default_factory=dict)  # events reversed later in the window
@@ -138,9 +144,10 @@ class Scenario:
         )
         return self.world
 
-    def score(self, row: StoredEvent, names: Mapping[str, Any], reversed_later: set[str]) -> None:
+    def score(self, row: StoredEvent, event: Event, names: Mapping[str, Any], reversed_later: set[str]) -> None:
+        """Score ``event`` (``row`` read as the engine's event, built once for every scenario)."""
         assert self.world is not None
-        event = as_scored(self.world.state(row.external_id), row, names)
+        as_when_scored(self.world.state(row.external_id), row, names)
         try:
             effects = self.world.process(event, self.program)
         except Invalid:
@@ -160,10 +167,11 @@ class Scenario:
         who = effects.event.participant
         for m in effects.metrics:
             if m.period in self.exact.get(m.metric, ()) or _grain(m.period) in self.grains.get(m.metric, ()):
-                into = self.person if m.team is None else self.team
-                values = into.setdefault((m.metric, m.period), {})
-                subject = m.team or who
-                values[subject] = values.get(subject, 0.0) + m.delta
+                if m.team is None:
+                    values = self.person.setdefault((m.metric, m.period), {})
+                else:
+                    values = self.team_parts.setdefault((m.metric, m.period), {}).setdefault(m.team, {})
+                values[who] = values.get(who, 0.0) + m.delta
         for board, (currency, bucket) in self.currency_boards.items():
             for e in effects.ledger:
                 if e.currency == currency and e.kind in EARNING_KINDS:
@@ -177,6 +185,43 @@ class Scenario:
                 self.finished.setdefault(key, effects.event.occurred_at)
             else:
                 self.finished.pop(key, None)
+
+    @cached_property
+    def team(self) -> dict[tuple[str, str], dict[str, float]]:
+        """(metric, period) → team → value, read once every event is in: the members' parts summed exactly
+        (``math.fsum``), so a team's value does not depend on how workers shared the participants."""
+        return {
+            key: {team: math.fsum(parts.values()) for team, parts in teams.items()}
+            for key, teams in self.team_parts.items()
+        }
+
+    def part(self) -> Part:
+        """What this scenario holds, for the parent to merge with the other workers' (:meth:`merge`). The
+        states leave behind what only scoring reads (metric values, counters, streaks, quest progress: most
+        of a state), since closing and the report read positions, badges, completions and who they are."""
+        states = {
+            k: replace(s, metrics={}, counters={}, last_award={}, streaks={}, quests={}) for k, s in self.states.items()
+        }
+        return Part(
+            states, self.person, self.team_parts, self.earned, self.finished, self.events, self.skipped, self.last
+        )
+
+    def merge(self, part: Part) -> None:
+        """Take in a worker's part: its participants are no other worker's, its teams' members may be."""
+        self.states.update(part.states)
+        self.finished.update(part.finished)
+        for key, values in part.person.items():
+            self.person.setdefault(key, {}).update(values)
+        for key, counts in part.earned.items():
+            self.earned.setdefault(key, {}).update(counts)
+        for key, teams in part.team_parts.items():
+            mine = self.team_parts.setdefault(key, {})
+            for team, parts in teams.items():
+                mine.setdefault(team, {}).update(parts)
+        self.events += part.events
+        self.skipped += part.skipped
+        if part.last is not None:
+            self.last = max(self.last or part.last, part.last)
 
     def close(self, start: dt.datetime, members: Mapping[str, list[str]]) -> None:
         """Settle every period of a team goal or competition that ends inside the window, as the server would;
@@ -340,6 +385,19 @@ class Scenario:
         }
 
 
+class Part(NamedTuple):
+    """A scenario as one worker leaves it, over its share of the participants (:meth:`Scenario.part`)."""
+
+    states: dict[str, ParticipantState]
+    person: dict[tuple[str, str], dict[str, float]]
+    team_parts: dict[tuple[str, str], dict[str, dict[str, float]]]
+    earned: dict[tuple[str, str], dict[str, int]]
+    finished: dict[tuple[str, str, str], dt.datetime]
+    events: int
+    skipped: int
+    last: dt.datetime | None
+
+
 def _board_grain(board: Leaderboard) -> str:
     return "day" if rolling_days(board.window) else board.window
 
@@ -440,8 +498,9 @@ class Log:
     chunk: int = 0  # the parent's CHUNK (tests make it small): a spawned worker would import its own
 
 
-def _read(log: Log) -> Iterator[StoredEvent]:
-    """The window's events as the parent's snapshot holds them, read in this process."""
+def _read(log: Log, share: tuple[int, int] | None = None) -> Iterator[StoredEvent]:
+    """The window's events as the parent's snapshot holds them (a worker's ``share`` of the participants'),
+    read in this process."""
     database = Database(log.url, pool=False, keep_copies=False)
     try:
         with database.engine.connect() as connection:
@@ -450,7 +509,7 @@ def _read(log: Log) -> Iterator[StoredEvent]:
             with connection.begin():
                 if log.snapshot is not None:
                     connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{log.snapshot}'")
-                for row in stored_events(connection, log.program_id, start=log.start, end=log.end):
+                for row in stored_events(connection, log.program_id, start=log.start, end=log.end, share=share):
                     if row.seq > log.upto:
                         break
                     yield row
@@ -474,8 +533,9 @@ def _feed(
                 s.new_world()
             if progress and seen:
                 progress(chunk)
+        event = event_from_row(row)
         for s in scenarios:
-            s.score(row, names, reversed_later)
+            s.score(row, event, names, reversed_later)
         seen += 1
     if progress:
         progress(seen % chunk or (chunk if seen else 0))
@@ -485,22 +545,30 @@ def _feed(
 def _score_apart(
     pipe: Connection_,
     log: Log,
-    document: dict[str, Any],
-    version: int,
+    documents: list[tuple[dict[str, Any], int]],
+    share: tuple[int, int],
     names: dict[str, Known],
     reversed_later: set[str],
-    members: dict[str, list[str]],
 ) -> None:
-    """A worker process: one document scored over the log it reads itself (nothing is pickled an event),
-    then closed; progress, then its report (or the error), sent back."""
+    """A worker process: its share of the participants scored by every document, over the log it reads
+    itself (nothing is pickled an event); progress, then each scenario's part (or the error), sent back."""
     try:
-        scenario = Scenario(CompiledProgram(ProgramDocument.model_validate(document), version), log.end)
+        scenarios = [Scenario(CompiledProgram(ProgramDocument.model_validate(d), v), log.end) for d, v in documents]
         with fewer_collections():
-            seen = _feed(_read(log), [scenario], names, reversed_later, lambda n: pipe.send(("progress", n)), log.chunk)
-        scenario.close(log.start, members)
-        pipe.send(("done", (seen, scenario.report())))
+            seen = _feed(
+                _read(log, share), scenarios, names, reversed_later, lambda n: pipe.send(("progress", n)), log.chunk
+            )
+        pipe.send(("done", (seen, [s.part() for s in scenarios])))
     except Exception as exc:  # the parent raises it: a worker must never hang the simulation
         pipe.send(("failed", f"{exc.__class__.__name__}: {exc}"))
+
+
+MAX_WORKERS = 8
+
+
+def workers() -> int:
+    """How many processes share the participants: one a CPU, at least two, at most MAX_WORKERS."""
+    return max(2, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 def _in_parallel(
@@ -508,25 +576,25 @@ def _in_parallel(
     documents: list[tuple[dict[str, Any], int]],
     names: dict[str, Known],
     reversed_later: set[str],
-    members: dict[str, list[str]],
     progress: Progress | None,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Each document scored in a process of its own (the engine is CPU-bound: one core each), each reading
-    the log in the parent's snapshot; progress is the slower worker's."""
+    count: int,
+) -> tuple[int, list[list[Part]]]:
+    """The participants shared among ``count`` processes (the engine is CPU-bound: one core each; scoring
+    never crosses participants), each scoring its share by every document and reading its share of the log
+    in the parent's snapshot. Returns the events seen and, per worker, a part per document."""
     context = multiprocessing.get_context("spawn")  # never fork a threaded server
-    pipes, workers = [], []
+    pipes, processes = [], []
     try:
-        for document, version in documents:
+        for k in range(count):
             mine, theirs = context.Pipe(duplex=False)
-            worker = context.Process(
-                target=_score_apart, args=(theirs, log, document, version, names, reversed_later, members)
+            process = context.Process(
+                target=_score_apart, args=(theirs, log, documents, (k, count), names, reversed_later)
             )
-            worker.start()
+            process.start()
             theirs.close()  # the worker's end is the worker's: if it dies, a receive here ends instead of waiting
             pipes.append(mine)
-            workers.append(worker)
-        done: dict[int, tuple[int, dict[str, Any]]] = {}
-        counts, told = [0] * len(pipes), 0
+            processes.append(process)
+        done: dict[int, tuple[int, list[Part]]] = {}
         while len(done) < len(pipes):
             for ready in wait([p for i, p in enumerate(pipes) if i not in done]):
                 assert isinstance(ready, Connection_)
@@ -539,17 +607,14 @@ def _in_parallel(
                     raise RuntimeError(f"a simulation worker failed: {body}")
                 if kind == "done":
                     done[i] = body
-                else:
-                    counts[i] += body
-                    if progress and min(counts) > told:
-                        progress(min(counts) - told)
-                        told = min(counts)
-        return done[0][0], [done[i][1] for i in range(len(pipes))]
+                elif progress:
+                    progress(body)
+        return sum(seen for seen, _ in done.values()), [done[i][1] for i in range(count)]
     finally:
-        for worker in workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
 
 
 def _log(connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime) -> Log | None:
@@ -580,8 +645,8 @@ def simulate(
     parallel: bool = False,
 ) -> dict[str, Any]:
     """The draft and the document in force scored over the events of [start, end), and what changes.
-    ``parallel``: each document in a worker process, the one read of the log staying here. Off by default:
-    it pays on idle cores only (on this 2-core machine under a load of 9 it was slower: bench/simulate.py)."""
+    ``parallel``: the participants shared among worker processes (:func:`workers`), each scoring its share by
+    both documents. Off by default: it pays on idle cores only (bench/simulate.py)."""
     window(start, end)
     if draft.program != program.key:
         raise Invalid("another program", errors=[FieldError("document.program", f"must be {program.key!r}")])
@@ -590,21 +655,24 @@ def simulate(
     names = {k: Known(r.name, r.attributes, segments.get(k, ()), targets.get(k, {})) for k, r in rows_of.items()}
     reversed_later = _reversed_in(connection, program.id, start, end)
     members = _team_members(connection, program.id)
+    scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
     log = _log(connection, program.id, start, end) if parallel else None
     if log is not None:
         documents = [
             (programs.document_of(connection, program), program.version),
             (draft.model_dump(mode="json", by_alias=True, exclude_none=True), program.version + 1),
         ]
-        seen, (now, then) = _in_parallel(log, documents, names, reversed_later, members, progress)
+        seen, shares = _in_parallel(log, documents, names, reversed_later, progress, workers())
+        for parts in shares:
+            for scenario, part in zip(scenarios, parts, strict=True):
+                scenario.merge(part)
     else:
-        scenarios = [Scenario(current, end), Scenario(CompiledProgram(draft, program.version + 1), end)]
         rows = stored_events(connection, program.id, start=start, end=end)
         with fewer_collections():
             seen = _feed(rows, scenarios, names, reversed_later, progress, CHUNK)
-        for s in scenarios:
-            s.close(start, members)
-        now, then = (s.report() for s in scenarios)
+    for s in scenarios:
+        s.close(start, members)
+    now, then = (s.report() for s in scenarios)
     return {
         "program": program.key,
         "version": program.version,
