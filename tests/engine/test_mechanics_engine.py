@@ -24,12 +24,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from levelup.engine import streaks
 from levelup.engine.model import BadgeChange, Completion, Effects, Event, LevelChange, ParticipantState
 from levelup.engine.world import World
+from levelup.errors import Invalid
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.validation import load_document
 from tests.conftest import EXAMPLES
@@ -579,3 +581,18 @@ def test_streaks_follow_the_calls_left_after_reversals(stream: list[tuple[Fact |
         days[participant].add(day)
     for person in PEOPLE:
         assert best(game, person) == longest_run(days[person])
+
+
+def test_a_world_remembers_only_the_events_it_is_told_a_reversal_may_name() -> None:
+    """A simulation keeps the events reversed later itself and has its worlds remember none: a reversal of an
+    event the world did not remember is unknown to it unless ``find_earlier`` hands it over."""
+    at = dt.datetime(2026, 10, 5, 15, tzinfo=UTC)
+    deal = Event("won-1", "deal.won", "ana", at, {"amount": 12_000})
+    undo = Event("undo-1", "deal.reopened", "ana", at + dt.timedelta(hours=1), reverses="won-1")
+    forgetful = World(lambda _version: ACME, remember=())
+    forgetful.process(deal, ACME)
+    with pytest.raises(Invalid, match="unknown"):
+        forgetful.process(undo, ACME)
+    told = World(lambda _version: ACME, remember={"won-1"})
+    taken = sum(e.amount for e in told.process(deal, ACME).ledger)
+    assert sum(e.amount for e in told.process(undo, ACME).ledger) == -taken < 0

@@ -11,7 +11,7 @@ anything a lone event would not.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import replace
 
 from levelup.engine.model import WHOLE, BookedEntry, Effects, Event, ParticipantState, ReversedEvent, apply_effects
@@ -32,6 +32,7 @@ class World:
         reversed_earlier: Callable[[str], str | None] | None = None,
         today: dt.date | None = None,
         kept: Mapping[str, Kept] | None = None,
+        remember: Container[str] | None = None,
     ) -> None:
         self.version_of = version_of  # a lookup in versions loaded beforehand, never a query
         self.today = today  # the local day tiers are reviewed on (live ingestion); None: tiers are not reviewed
@@ -39,6 +40,9 @@ class World:
         self.states = states if states is not None else {}
         self._find_earlier = find_earlier or (lambda _id: None)
         self._reversed_earlier = reversed_earlier or (lambda _id: None)
+        # the events whose effects a later reversal in this world may ask for (None: all of them); a simulation
+        # keeps those itself across its worlds and remembers none here (holding each effects costs ~7 %)
+        self._remember = remember
         self._booked: dict[str, Effects] = {}
         self.reversed_by: dict[str, str] = {}  # fully reversed event → the reversal that completed it
         self.refunded: dict[str, int] = {}  # event → share refunded so far (millionths), partial refunds included
@@ -112,5 +116,6 @@ class World:
             self.refunded[target.event.id] = target.refunded + event.share
             if target.refunded + event.share == WHOLE:
                 self.reversed_by[target.event.id] = event.id
-        self._booked[event.id] = effects
+        if self._remember is None or event.id in self._remember:
+            self._booked[event.id] = effects
         return effects

@@ -141,6 +141,7 @@ class Scenario:
             find_earlier=self.kept.get,
             reversed_earlier=self.reversed_by.get,
             kept=self.program.kept,
+            remember=(),  # ``kept`` holds every event reversed later in the window (``score``)
         )
         return self.world
 
@@ -452,7 +453,7 @@ class Known(NamedTuple):
     targets: dict[tuple[str, str], float] = {}  # noqa: RUF012 (shared empty default, never written)
 
 
-GC_PACE = 50_000  # allocations between two young-generation collections while scoring (Python's default: 700)
+GC_PACE = 200_000  # allocations between two young-generation collections while scoring (Python's default: 700)
 
 
 class _Pace:
@@ -467,8 +468,8 @@ class _Pace:
 def fewer_collections() -> Iterator[None]:
     """Collect garbage less often while scoring. The loop makes many small objects and few cycles, while the
     states it keeps grow: at the default pace (a pass every 700 allocations, rescanning young states) it spent
-    about a fifth of its time there (bench/simulate.py). Process-wide, so nested and concurrent simulations
-    (HTTP requests) count: the last one out restores the pace found."""
+    about a fifth of its time there, at 50,000 still 4 % (bench/simulate.py). Process-wide, so nested and
+    concurrent simulations (HTTP requests) count: the last one out restores the pace found."""
     with _Pace.lock:
         if _Pace.depth == 0:
             _Pace.saved = gc.get_threshold()
