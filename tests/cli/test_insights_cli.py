@@ -41,11 +41,14 @@ def test_simulate_prints_the_changes_and_the_json(db_url: str, tmp_path: Path) -
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout)
     assert (body["current"]["totals"]["xp"], body["draft"]["totals"]["xp"]) == (350, 400)
-    alone = run("simulate", str(draft), *window, "--json", "--one-process")  # the default has a worker a document
+    alone = run("simulate", str(draft), *window, "--json", "--one-process")  # the default has workers
     assert alone.exit_code == 0, alone.output
     assert json.loads(alone.stdout) == body
     wrong = run("simulate", str(draft), "--from", "2026-12-01", "--to", "2026-11-01", "--database", db_url)
     assert wrong.exit_code == 1 and "to" in wrong.stderr
+    empty = run("simulate", str(draft), "--from", "2025-01-01", "--to", "2025-02-01", "--database", db_url)
+    assert empty.exit_code == 0, empty.output
+    assert "0 events" in empty.stdout and "no participant has an event in this window" in empty.stdout
 
 
 def test_insights_as_a_table_json_and_csv(db_url: str) -> None:

@@ -90,8 +90,9 @@ def print_simulation(report: dict[str, Any]) -> None:
         spread.add_column(column, justify="right")
     for currency, values in then["distribution"].items():
         before = now["distribution"].get(currency, {})
-        spread.add_row(currency, *(f"{before.get(c, 0):,.0f} → {values[c]:,.0f}" for c in columns))
-    console.print(spread)
+        if values or before:  # neither is empty unless the window holds no event
+            spread.add_row(currency, *(f"{before.get(c, 0):,.0f} → {values.get(c, 0):,.0f}" for c in columns))
+    console.print(spread if spread.rows else "no participant has an event in this window")
     badges = {f"{b['badge']} {b['grade']}": b["holders"] for b in now["badges"]}
     console.print(
         _side_by_side(
