@@ -176,6 +176,8 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
         "admin-webhooks": f"{base}/admin/p/acme-sales/webhooks",
         "admin-deliveries": f"{base}/admin/p/acme-sales/webhooks/{webhook}",
         "admin-audit": f"{base}/admin/p/acme-sales/audit",
+        "admin-insights": f"{base}/admin/p/acme-sales/insights",
+        "admin-insights-fairness": f"{base}/admin/p/acme-sales/insights?view=fairness",
     }
     found = {}
     for viewport, urls in ((PHONE, phone), (TV, screen)):
@@ -193,7 +195,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(site: tuple[str,
                 if v["impact"] in ("serious", "critical")
             ]
         page.context.close()
-    assert len(found) == 16 and {name: v for name, v in found.items() if v} == {}
+    assert len(found) == 18 and {name: v for name, v in found.items() if v} == {}
 
 
 def test_a_missing_deal_reported_by_a_participant_and_resolved_by_the_admin(
@@ -314,3 +316,22 @@ def test_the_tv_board_shows_the_change_since_yesterday_and_the_movement(
         expect(page.locator("figure.movement figcaption")).to_contain_text("Ranks at the end of each day since")
         shot(page, f"tv-movement-{size}")
         page.close()
+
+
+def test_an_admin_reads_the_insight_of_the_last_weeks(site: tuple[str, Game], browser: object) -> None:
+    """The insight page opens on engagement with its chart (two weeks of play), and each analysis is a link."""
+    from playwright.sync_api import expect
+
+    base, game = site
+    game.post(event("d-early", occurred_at="2026-11-10T10:00:00Z", data={"amount": 5_000, "deal_id": "E-1"}))
+    for viewport, size in ((TV, "desktop"), (PHONE, "phone")):
+        page = signed_in(browser, base, viewport)
+        page.goto(f"{base}/admin/p/acme-sales")
+        page.get_by_role("link", name="Insight").click()
+        expect(page.get_by_role("heading", level=2)).to_contain_text("2 participants were active")
+        expect(page.locator("figure.chart svg")).to_be_visible()
+        shot(page, f"admin-insights-{size}")
+        page.get_by_role("link", name="Fairness").click()
+        expect(page.get_by_role("heading", level=2)).to_contain_text("the revenue in 2026-11")
+        shot(page, f"admin-insights-fairness-{size}")
+        page.context.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from levelup.web import admin, participant, studio, tv
+from levelup.web import admin, insight, participant, studio, tv
 
 STATIC = Path(__file__).parent / "static"
 
@@ -19,4 +19,5 @@ def mount(app: FastAPI) -> None:
     app.include_router(participant.router)
     app.include_router(admin.router)
     app.include_router(studio.router)
+    app.include_router(insight.router)
     app.mount("/static/web", StaticFiles(directory=STATIC), name="web-static")

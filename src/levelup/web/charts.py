@@ -115,3 +115,16 @@ def _bump(ranks: Held, days: tuple[dt.date, ...], deepest: int) -> Markup:
         chart.add_line(points, name=name, stroke_color=color, width=3)
         chart.add_series(leather.Series(points), _Marks(fill_color=color, radius=4))
     return _svg(chart, 420, 260)
+
+
+def engagement_by_period(periods: Sequence[Mapping[str, Any]], starts: Mapping[str, dt.date]) -> Markup | None:
+    """Active participants and those paid nothing, per period of the engagement insight; None with fewer
+    than two periods. ``starts``: each period's first local day (leather's time scale wants datetimes)."""
+    if len(periods) < 2:
+        return None
+    at = {p["period"]: dt.datetime.combine(starts[p["period"]], dt.time()) for p in periods}
+    series = {
+        "active": [(at[p["period"]], p["active"]) for p in periods],
+        "paid nothing": [(at[p["period"]], round(p["active"] * p["earned_nothing"])) for p in periods],
+    }
+    return _lines("Active participants", series, "%d %b %Y")
