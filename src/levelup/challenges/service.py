@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from levelup.challenges.closing import participants_taking_part, race_finishers
 from levelup.engine.goals import goal_period, pace
@@ -90,6 +90,7 @@ def list_challenges(
             )
         ).scalar_one_or_none()
     out = []
+    teams: list[str] | None = None  # the participant's, read once when a challenge needs them
     for c in compiled.doc.challenges:
         if c.draft and not include_drafts:
             continue
@@ -111,32 +112,23 @@ def list_challenges(
             item["standings"] = _standings(connection, program.id, compiled, c, period)
         if participant_id is not None and c.kind == "quest":
             item["you"] = _quest_progress(connection, program.id, participant_id, c, period)
+            item["you"] |= quest_pace(item["you"], period, today)
         elif participant_id is not None and c.metric:
-            m = t.metric_totals.c
-            value = connection.execute(
-                select(m.value).where(
-                    m.program_id == program.id,
-                    m.metric == c.metric,
-                    m.period == period,
-                    m.subject_kind == "p",
-                    m.subject_id == participant_id,
+            if teams is None:
+                teams = list(
+                    connection.execute(
+                        select(t.teams.c.external_id)
+                        .join(t.memberships, t.memberships.c.team_id == t.teams.c.id)
+                        .where(t.memberships.c.participant_id == participant_id)
+                    ).scalars()
                 )
-            ).scalar_one_or_none()
-            done = connection.execute(
-                select(func.count()).where(
-                    t.challenge_completions.c.participant_id == participant_id,
-                    t.challenge_completions.c.challenge == c.key,
-                    t.challenge_completions.c.period == period,
-                )
-            ).scalar_one()
-            teams = connection.execute(
-                select(t.teams.c.external_id)
-                .join(t.memberships, t.memberships.c.team_id == t.teams.c.id)
-                .where(t.memberships.c.participant_id == participant_id)
-            ).scalars()
-            target = personal(connection, program.id, c, period, participant or "", list(teams))
-            item["you"] = {"progress": value or 0.0, "target": target, "completed": bool(done)}
-            item["you"] |= pace(value or 0.0, target, period, today, completed=bool(done))
+            you = item["you"] = _your_progress(
+                connection, program.id, participant_id, participant or "", teams, c, period
+            )
+            if c.kind == "competition" and c.format != "race":
+                you |= time_left(period, today)
+            elif c.mode == "individual" or "name" in you:  # a team goal: paced for a member of a team in it
+                you |= pace(you["progress"], you["target"], period, today, completed=you["completed"])
         out.append(item)
     return {"program": program.key, "today": today.isoformat(), "challenges": out}
 
@@ -167,3 +159,114 @@ def _quest_progress(
         period,
         lambda metric, _period: values.get(metric, 0.0),
     )
+
+
+def quest_pace(step: dict[str, Any], period: str, today: dt.date) -> dict[str, float | int | str]:
+    """A quest's pace, from what :func:`current_step` shows: the quest's ``share`` is its steps done plus the
+    current step's own share (its progress over its target), over the number of steps.
+
+    Each step weighs the same: steps count different things (purchases, reviews…), so their targets
+    cannot be added up, and a step's size says nothing about its effort. The current step's share counts
+    so that someone halfway through a step is not shown as having done nothing on it. The same
+    computation as the profile's (``achievements.progress``), so both show one pace."""
+    partial = step["progress"] / step["target"] if "target" in step else 1.0  # of the current step
+    return pace(step["step"] - 1 + partial, step["of"], period, today, completed=step["completed"])
+
+
+def time_left(period: str, today: dt.date) -> dict[str, float | int | str]:
+    """A ranking or duel has no target to pace against (``possible`` says what each prize takes): the
+    ``elapsed`` share of its period and the ``days_left``, as :func:`pace` measures them (on a nominal
+    target, its verdict and share dropped). Empty for all time."""
+    measured = pace(0.0, 1.0, period, today, completed=False)
+    return {k: measured[k] for k in ("elapsed", "days_left") if k in measured}
+
+
+def _your_progress(
+    connection: Connection,
+    program_id: int,
+    participant_id: int,
+    participant: str,
+    teams: list[str],
+    challenge: Challenge,
+    period: str,
+) -> dict[str, Any]:
+    """A participant's progress on a goal or competition, before its pace.
+
+    Individual: their own value, their target (``target: auto``: their own) and whether they completed it.
+    Team: their **team's** value against the team's target, as the standings and closing count it
+    (``metric_totals`` of the team: its members' events, for the teams they were in when scored), with
+    ``name`` the team shown — of the participant's teams taking part, the one furthest along (ties: by
+    id). A team goal is completed when the team reached its target (the reward follows at close; once
+    the period is closed, as closing judged it). A member of no team taking part: their own value, no
+    team, not completed (nothing to pace)."""
+    m = t.metric_totals.c
+    if challenge.mode == "team":
+        found = _team_of(connection, program_id, participant_id, challenge, period)
+        if found is not None:
+            external_id, name, value = found
+            completed = challenge.kind == "goal" and _team_reached(
+                connection, program_id, challenge, period, external_id, value
+            )
+            return {"name": name or external_id, "progress": value, "target": challenge.target, "completed": completed}
+    own = connection.execute(
+        select(m.value).where(
+            m.program_id == program_id,
+            m.metric == challenge.metric,
+            m.period == period,
+            m.subject_kind == "p",
+            m.subject_id == participant_id,
+        )
+    ).scalar_one_or_none()
+    if challenge.mode == "team":
+        return {"progress": float(own or 0.0), "target": challenge.target, "completed": False}
+    done = connection.execute(
+        select(func.count()).where(
+            t.challenge_completions.c.participant_id == participant_id,
+            t.challenge_completions.c.challenge == challenge.key,
+            t.challenge_completions.c.period == period,
+        )
+    ).scalar_one()
+    target = personal(connection, program_id, challenge, period, participant, teams)
+    return {"progress": own or 0.0, "target": target, "completed": bool(done)}
+
+
+def _team_of(
+    connection: Connection, program_id: int, participant_id: int, challenge: Challenge, period: str
+) -> tuple[str, str | None, float] | None:
+    """The participant's team taking part in a team challenge furthest along in ``period``: id, name, value."""
+    m = t.metric_totals.c
+    query = (
+        select(t.teams.c.external_id, t.teams.c.name, m.value)
+        .select_from(t.memberships.join(t.teams, t.teams.c.id == t.memberships.c.team_id))
+        .outerjoin(
+            t.metric_totals,
+            and_(
+                m.subject_id == t.teams.c.id,
+                m.subject_kind == "t",
+                m.program_id == program_id,
+                m.metric == challenge.metric,
+                m.period == period,
+            ),
+        )
+        .where(t.memberships.c.participant_id == participant_id, t.teams.c.program_id == program_id)
+    )
+    if challenge.teams:
+        query = query.where(t.teams.c.external_id.in_(challenge.teams))
+    rows = [(r.external_id, r.name, float(r.value or 0.0)) for r in connection.execute(query)]
+    return min(rows, key=lambda r: (-r[2], r[0])) if rows else None
+
+
+def _team_reached(
+    connection: Connection, program_id: int, challenge: Challenge, period: str, team: str, value: float
+) -> bool:
+    """Whether a team reached a team goal's target: as closing judged it once the period is closed, else now."""
+    closed = connection.execute(
+        select(t.closed_periods.c.result).where(
+            t.closed_periods.c.program_id == program_id,
+            t.closed_periods.c.challenge == challenge.key,
+            t.closed_periods.c.period == period,
+        )
+    ).scalar_one_or_none()
+    if isinstance(closed, dict) and "reached" in closed:
+        return team in closed["reached"]
+    return challenge.target is not None and value >= challenge.target
