@@ -172,7 +172,14 @@ def insights(
             help=f"flags: a threshold, repeatable: {', '.join(gaming.Thresholds.model_fields)} (docs/insights.md)",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=segments.MAX_LIST)] = 100,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"rows listed (default 100, at most {segments.MAX_LIST:,}); churn and segments --segment with "
+            "--csv or --json: everyone by default, any limit",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="the main table as CSV")] = False,
     database: DatabaseOption = None,
@@ -182,6 +189,11 @@ def insights(
     if kind not in KINDS or grain not in engagement.GRAINS:
         errors.print(f"[red]error:[/red] KIND is one of {', '.join(KINDS)}; --grain day, week or month")
         raise typer.Exit(1)
+    if limit is not None and limit > segments.MAX_LIST and kind not in ("segments", "churn"):
+        raise typer.BadParameter(f"at most {segments.MAX_LIST:,} for {kind}", param_hint="'--limit'")
+    listed = 100 if limit is None else limit
+    # segments and churn export everyone as CSV or JSON unless --limit cuts it; their table shows the first 100
+    exported = None if limit is None and (as_csv or as_json) else listed
     runtime = _runtime(database)
     try:
         moment = common.instant(common.parse_instant(as_of, "as_of") if as_of else None, "as_of")
@@ -200,10 +212,10 @@ def insights(
                 body = fairness.fairness(connection, record, compiled, period=period, metric=metric, currency=currency)
             elif kind == "segments":
                 body = segments.rfm(
-                    connection, record, compiled, metric=metric, as_of=moment, segment=segment, limit=limit
+                    connection, record, compiled, metric=metric, as_of=moment, segment=segment, limit=exported
                 )
             elif kind == "churn":
-                body = segments.churn(connection, record, as_of=moment, limit=limit)
+                body = segments.churn(connection, record, as_of=moment, limit=exported)
             elif kind == "experiments":
                 window = common.window(
                     common.parse_instant(start, "from") if start else None,
@@ -213,9 +225,9 @@ def insights(
             elif kind == "flags":
                 since, until = _window(start, end)
                 tuned = gaming.thresholds(dict(_setting(s) for s in threshold or ()))
-                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=limit, tuned=tuned)
+                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=listed, tuned=tuned)
             elif kind == "possible":
-                body = possible.possible(connection, record, compiled, as_of=moment, challenge=challenge, limit=limit)
+                body = possible.possible(connection, record, compiled, as_of=moment, challenge=challenge, limit=listed)
             else:
                 body = targets.targets(
                     connection,
@@ -225,7 +237,7 @@ def insights(
                     as_of=moment,
                     periods=periods,
                     factor=factor,
-                    limit=limit,
+                    limit=listed,
                 )
     except LevelupError as exc:
         _fail(exc)
@@ -244,6 +256,8 @@ def insights(
     for row in rows:
         table.add_row(*(_shown(v) for v in row.values()))
     console.print(table)
+    if kind in ("segments", "churn") and len(rows) < body.get("total", 0):
+        console.print(f"the first {len(rows):,} of {body['total']:,}: --csv or --json lists everyone")
     console.print(body["sentence"])
     for found in body["experiments"] if kind == "experiments" else ():
         console.print(found["sentence"])

@@ -6,6 +6,10 @@ scored 1–5 by quintile of the population (ties share the lower score), and the
 one segment. Churn risk compares the days since a participant's last event with their own usual
 gap between events: ``1 - exp(-days / usual)`` (an exponential wait: at the usual gap 0.63, at three
 times it 0.95); someone with a single event is measured against the population's median gap.
+
+Both lists page: ``offset`` and ``limit`` cut a stable order (segment members biggest first, churn riskiest
+first, ties by participant id), and ``total`` says how many there are; ``limit=None`` lists everyone (the CLI's
+export). Pages of one ``as_of`` over the same events cover everyone exactly once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import bisect
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, and_, func, not_, select
 
@@ -33,6 +37,8 @@ MAX_LIST = 1000
 DAY = 86400.0
 HIGH_RISK = 0.9
 REFRESH_CLAIM = "segments:refresh"  # the closed_periods row a day's refresh claims (no challenge key has a colon)
+
+T = TypeVar("T")
 
 
 def segment_of(r: int, f: int, m: int) -> str:
@@ -130,8 +136,12 @@ def rfm(
     metric: str | None = None,
     as_of: dt.datetime,
     segment: str | None = None,
-    limit: int = 100,
+    limit: int | None = 100,
+    offset: int = 0,
 ) -> dict[str, Any]:
+    """The segments of everyone with an event of the metric's type before ``as_of``; with ``segment``, its
+    members (``total``) biggest monetary first, ties by id, ``limit`` of them from ``offset`` (None: all)."""
+    _check_page(limit, offset)
     metric = metric or default_metric(compiled)
     if metric not in compiled.metrics_by_key:
         raise Invalid(f"no metric {metric!r}", errors=[FieldError("metric", "not a metric of the program")])
@@ -159,6 +169,7 @@ def rfm(
         members = sorted(
             (i for i, s in enumerate(named) if s == segment), key=lambda i: (-monetary[i], names[ids[i]][0])
         )
+        out["total"] = len(members)
         out["members"] = [
             {
                 "id": names[ids[i]][0],
@@ -167,7 +178,7 @@ def rfm(
                 "frequency": int(frequency[i]),
                 "monetary": monetary[i],
             }
-            for i in members[:limit]
+            for i in _page(members, limit, offset)
         ]
     biggest = max(out["segments"], key=lambda s: s["participants"])
     out["sentence"] = (
@@ -184,8 +195,24 @@ def _median_of(values: list[float], named: list[str], name: str) -> float | None
     return None if found is None else round(found, 2)
 
 
-def churn(connection: Connection, program: ProgramRecord, *, as_of: dt.datetime, limit: int = 100) -> dict[str, Any]:
-    """Everyone who played before ``as_of``, riskiest first."""
+def _check_page(limit: int | None, offset: int) -> None:
+    if limit is not None and limit < 1:
+        raise Invalid("limit below 1", errors=[FieldError("limit", "at least 1")])
+    if offset < 0:
+        raise Invalid("negative offset", errors=[FieldError("offset", "0 or more")])
+
+
+def _page(rows: list[T], limit: int | None, offset: int) -> list[T]:
+    """``limit`` rows from ``offset`` (None: all the rest)."""
+    return rows[offset:] if limit is None else rows[offset : offset + limit]
+
+
+def churn(
+    connection: Connection, program: ProgramRecord, *, as_of: dt.datetime, limit: int | None = 100, offset: int = 0
+) -> dict[str, Any]:
+    """Everyone who played before ``as_of`` (``total``), riskiest first, ties by id: ``limit`` of them from
+    ``offset`` (None: all)."""
+    _check_page(limit, offset)
     e = t.events.c
     rows = connection.execute(
         select(e.participant_id, func.min(e.occurred_at), func.max(e.occurred_at), func.count())
@@ -214,7 +241,7 @@ def churn(connection: Connection, program: ProgramRecord, *, as_of: dt.datetime,
     return {
         "as_of": as_of.isoformat(),
         "total": len(found),
-        "participants": found[:limit],
+        "participants": _page(found, limit, offset),
         "sentence": f"{high:,} of {len(found):,} participants ({percent(high / len(found) if found else 0)}) are at "
         "high risk (0.9 or more: silent for 2.3 times their usual gap or longer)",
     }

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from levelup.api.deps import AdminAccess, ReadAccess
+from levelup.api.deps import AdminAccess, Offset, ReadAccess
 from levelup.api.responses import Out, as_is
 from levelup.api.routes.leaderboards import BoardEntry
 from levelup.insights import common, engagement, fairness, gaming, possible, segments, targets
@@ -280,7 +280,12 @@ class Segments(Out):
     as_of: str
     participants: int
     segments: list[Segment]
-    members: list[Member] | None = Field(default=None, description="with ?segment=: its members, biggest first")
+    total: int | None = Field(
+        default=None, description="with ?segment=: its members in all (`members` lists `limit` from `offset`)"
+    )
+    members: list[Member] | None = Field(
+        default=None, description="with ?segment=: its members, biggest monetary first, ties by id"
+    )
     sentence: str
 
 
@@ -291,9 +296,11 @@ def get_segments(
     as_of: AsOf = None,
     segment: Annotated[str | None, Query(max_length=40, description=", ".join(segments.SEGMENTS))] = None,
     limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     """RFM segments (Champions, Loyal, New, Potential, At risk, Lost, Hibernating) of the participants with an
-    event of the metric's type (default: the first sum metric); ``?segment=`` lists its members."""
+    event of the metric's type (default: the first sum metric); ``?segment=`` lists its members, ``limit`` from
+    ``offset`` of ``total`` (page with the same ``as_of`` to cover everyone once)."""
     with access.runtime.db.read() as connection:
         record = access.record(connection)
         compiled = access.compiled(connection, record)
@@ -305,6 +312,7 @@ def get_segments(
             as_of=common.instant(as_of, "as_of"),
             segment=segment,
             limit=limit,
+            offset=offset,
         )
     return as_is(Segments, body)
 
@@ -320,16 +328,19 @@ class AtRisk(Out):
 
 class Churn(Out):
     as_of: str
-    total: int
-    participants: list[AtRisk] = Field(description="riskiest first")
+    total: int = Field(description="everyone who played before as_of (`participants` lists `limit` from `offset`)")
+    participants: list[AtRisk] = Field(description="riskiest first, ties by id")
     sentence: str
 
 
 @router.get("/programs/{program}/insights/churn", response_model=Churn)
-def get_churn(access: ReadAccess, as_of: AsOf = None, limit: Limit = 100) -> Response:
-    """Churn risk in [0, 1]: the days since each participant's last event against their own usual gap."""
+def get_churn(access: ReadAccess, as_of: AsOf = None, limit: Limit = 100, offset: Offset = 0) -> Response:
+    """Churn risk in [0, 1]: the days since each participant's last event against their own usual gap;
+    ``limit`` from ``offset`` of ``total`` (page with the same ``as_of`` to cover everyone once)."""
     with access.runtime.db.read() as connection:
-        body = segments.churn(connection, access.record(connection), as_of=common.instant(as_of, "as_of"), limit=limit)
+        body = segments.churn(
+            connection, access.record(connection), as_of=common.instant(as_of, "as_of"), limit=limit, offset=offset
+        )
     return as_is(Churn, body)
 
 
