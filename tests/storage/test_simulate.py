@@ -301,6 +301,39 @@ def test_a_teams_value_does_not_depend_on_how_workers_shared_its_members(acme_te
     assert values == {0.6}
 
 
+def test_the_changes_say_in_words_what_a_draft_does_to_badges_challenges_liability_and_boards(
+    played: Runtime,
+) -> None:
+    """Top Closer Bronze at 500 deals (nobody), five-a-week at 50 (nobody), and a deal paying 1 XP above 40,000
+    (the biggest closers fall back): each change is said with the figures of the two reports."""
+    body = doc(played).model_dump(mode="json", by_alias=True, exclude_none=True)
+    top = next(b for b in body["badges"] if b["key"] == "top-closer")
+    top["grades"][0]["when"][0]["at_least"] = 500
+    top["grades"][1]["when"][0]["at_least"] = 5000
+    next(c for c in body["challenges"] if c["key"] == "five-a-week")["target"] = 50
+    deal = next(r for r in body["rules"] if r["key"] == "deal-won")
+    deal["award"]["xp"] = "data.amount > 40000 ? 1 : 100 + data.amount / 100"
+    report = sim.run(played, PROGRAM, ProgramDocument.model_validate(body), START, END)
+    now, then = report["current"], report["draft"]
+    said = {(c["kind"], c["key"]): c for c in report["changes"]}
+    bronze = next(x["holders"] for x in now["badges"] if (x["badge"], x["grade"]) == ("top-closer", "Bronze"))
+    assert bronze > 0 and said[("badge", "top-closer:Bronze")]["text"] == f"top-closer Bronze: {bronze} → 0 holders"
+    five = next(x["completions"] for x in now["challenges"] if x["challenge"] == "five-a-week")
+    assert five > 0 and said[("challenge", "five-a-week")]["text"] == f"five-a-week: {five} → 0 completions"
+    coins = (now["liability"]["coins"]["outstanding"], then["liability"]["coins"]["outstanding"])
+    assert coins[1] < coins[0]  # no five-a-week rewards
+    assert said[("liability", "coins")]["text"] == f"Coins outstanding: {coins[0]:,} → {coins[1]:,}"
+    leaders = [
+        (b["key"], b["entries"][0]["id"], c["entries"][0]["id"])
+        for b, c in zip(now["leaderboards"], then["leaderboards"], strict=True)
+        if b["entries"] and c["entries"] and b["entries"][0]["id"] != c["entries"][0]["id"]
+    ]
+    assert [key for key, _, _ in leaders] == ["xp-all"]  # the biggest closers lead on XP no more
+    for key, before, after in leaders:
+        assert said[("leaderboard", key)]["text"] == f"{key}: first {before} → {after}"
+    assert ("leaderboard", "revenue-month") not in said  # revenue is not XP: the same first
+
+
 def test_a_window_scores_its_events_only_and_closes_the_periods_ending_in_it(played: Runtime) -> None:
     october = (dt.datetime(2026, 10, 1, 4, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, 4, tzinfo=dt.UTC))
     report = sim.run(played, PROGRAM, doc(played), *october)
