@@ -33,9 +33,9 @@ class YourProgress(Out):
 
     step: int | None = None
     of: int | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, description="a quest's current step; a team challenge: the team shown")
     metric: str | None = None
-    progress: float | None = None
+    progress: float | None = Field(default=None, description="a team challenge: the team's value in the period")
     target: float | None = Field(default=None, description="a target: auto goal: this participant's own")
     completed: bool
     share: float | None = Field(default=None, description="of the target done (a quest: of its steps), 0 to 1")
