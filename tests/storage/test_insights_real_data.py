@@ -455,7 +455,6 @@ def test_the_other_fairness_measures_are_the_csvs(pipeline: Runtime, data: Csv, 
         ("top-closer", "Gold"): sum(1 for days in wins.values() if len(days) >= GOLD),
         ("hot-week", "Hot"): len(hot),
     }
-    data_ends = last >= max(e.day for e in data.events)
 
     with pipeline.db.read() as connection:
         record = programs.find(connection, PROGRAM)
@@ -470,13 +469,8 @@ def test_the_other_fairness_measures_are_the_csvs(pipeline: Runtime, data: Csv, 
     assert (never["participants"], never["never_rewarded"]) == (len(players), len(players - rewarded))
     assert never["share"] == pytest.approx(len(players - rewarded) / len(players), abs=5e-5)
     assert body["inflation"]["months"] == inflation
-    if data_ends:  # badge rarity checked where "held by the period's end" and "held now" are the same
-        assert {(b["badge"], b["grade"]): b["holders"] for b in body["badges"]} == holders
-        for b in body["badges"]:
-            assert b["share"] == pytest.approx(holders[(b["badge"], b["grade"])] / len(players), abs=5e-5)
-    # Not asserted for an earlier period: fairness() (insights/fairness.py, _rarity) counts every grant held now,
-    # whatever its awarded_at, over the players up to the period's end. For 2017-06 it answers 30 of 30 for
-    # Top Closer Gold and Hot week; by 2017-06-30 the CSV gives 20 (Gold) and 29 (Hot). docs/insights.md §4 only
-    # says "how rare each badge is", so which reading is meant is left to the maintainers (reported, not fixed).
+    assert {(b["badge"], b["grade"]): b["holders"] for b in body["badges"]} == holders  # as the period ended
+    for b in body["badges"]:
+        assert b["share"] == pytest.approx(holders[(b["badge"], b["grade"])] / len(players), abs=5e-5)
     assert len(teams) == 3 and seats >= 12 and 0 < kept < seats  # deals close from 2017-03: empty tops before
     assert not players - rewarded  # every agent with an event logged a call, and a call always pays

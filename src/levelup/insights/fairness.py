@@ -223,13 +223,20 @@ def _never(connection: Connection, program_id: int, end: dt.datetime) -> dict[st
     }
 
 
-def _rarity(connection: Connection, program_id: int, compiled: CompiledProgram, players: int) -> list[dict[str, Any]]:
-    b = t.badge_grants.c
+def _rarity(
+    connection: Connection, program_id: int, compiled: CompiledProgram, players: int, end: dt.datetime
+) -> list[dict[str, Any]]:
+    """Each grade's holders as the period ends (awarded before its end, not revoked by an event before it),
+    over the ``players`` up to then: an earlier period is read as it stood, not as it stands now."""
+    b, e = t.badge_grants.c, t.events.c
+    revoked_before = (
+        select(e.seq).where(e.program_id == program_id, e.event_id == b.revoked_by, e.occurred_at < end).exists()
+    )
     held = {
         (badge, grade): int(n)
         for badge, grade, n in connection.execute(
             select(b.badge, b.grade, func.count(func.distinct(b.participant_id)))
-            .where(b.program_id == program_id, b.revoked_by.is_(None))
+            .where(b.program_id == program_id, b.awarded_at < end, ~revoked_before)
             .group_by(b.badge, b.grade)
         )
     }
@@ -291,5 +298,5 @@ def fairness(
         "top3": _churn(connection, program.id, subject, period),
         "never_rewarded": never,
         "inflation": _inflation(connection, program.id, compiled, period),
-        "badges": _rarity(connection, program.id, compiled, never["participants"]),
+        "badges": _rarity(connection, program.id, compiled, never["participants"], end),
     }
