@@ -489,7 +489,13 @@ def _mechanics(
     (``effects.metrics[:undone_count]`` are a reversal's undoing of the reversed event).
 
     Each of goals, quests, badges and streaks is judged only when a metric it reads moved (``touched``);
-    so metrics none of them reads are left out of ``own``, and an event that moves none skips them all."""
+    so metrics none of them reads are left out of ``own``, and an event that moves none skips them all.
+
+    A participant a holdout experiment keeps out of the whole program (in this version, the one scoring the
+    event, as for challenge holdouts) is shown nothing: no badge, no streak, no level change, granted or
+    taken back (so a reversal has nothing to undo that was never granted); their metrics count as before."""
+    # one attribute test for a program without program holdouts; the draw is a cached hash
+    silent = bool(program.program_holdouts) and held_out_by(program.program_holdouts, state.id) is not None
     read = program.read_metrics
     own: dict[tuple[str, str], float] = {}
     for m in effects.metrics:
@@ -563,7 +569,7 @@ def _mechanics(
                 else:
                     completions.pop((settled.challenge, settled.period), None)
         held = state.badges
-        for when in days if not touched.isdisjoint(program.badge_metrics) else ():
+        for when in days if not silent and not touched.isdisjoint(program.badge_metrics) else ():
             for badge in badges.evaluate(
                 program.doc.badges,
                 held,
@@ -576,7 +582,7 @@ def _mechanics(
                 effects.badges.append(badge)
                 held = held if held is not state.badges else set(held)
                 (held.add if badge.granted else held.discard)((badge.badge, badge.grade, badge.period))
-        for streak in program.doc.streaks:
+        for streak in () if silent else program.doc.streaks:
             if streak.metric not in touched:
                 continue
             periods, _ = state.streaks.get(streak.key, ([], 0))
@@ -591,7 +597,7 @@ def _mechanics(
                 best = streaks.best(found)
                 effects.streaks.append(StreakChange(streak.key, periods, best, run[2] if run and qualifies else 0))
     levels = program.doc.levels
-    if levels is not None:
+    if levels is not None and not silent:
         was: float
         now: float
         if levels.currency is not None:
