@@ -46,6 +46,12 @@ def test_simulate_prints_the_changes_and_the_json(db_url: str, tmp_path: Path) -
     assert json.loads(alone.stdout) == body
     wrong = run("simulate", str(draft), "--from", "2026-12-01", "--to", "2026-11-01", "--database", db_url)
     assert wrong.exit_code == 1 and "to" in wrong.stderr
+    rows = run("simulate", str(draft), *window, "--csv").stdout.splitlines()
+    assert rows[0] == "participant,currency,current,draft,change"
+    balances = {(pid, c): (int(a), int(b), int(d)) for pid, c, a, b, d in (r.split(",") for r in rows[1:])}
+    assert balances[("rep-17", "xp")][2] == -20 and balances[("rep-9", "xp")][2] == 70
+    assert all(b - a == d for a, b, d in balances.values())
+    assert {pid for pid, _ in balances} == set(body["current"]["participants"]) | set(body["draft"]["participants"])
     empty = run("simulate", str(draft), "--from", "2025-01-01", "--to", "2025-02-01", "--database", db_url)
     assert empty.exit_code == 0, empty.output
     assert "0 events" in empty.stdout and "no participant has an event in this window" in empty.stdout
@@ -71,5 +77,18 @@ def test_insights_as_a_table_json_and_csv(db_url: str) -> None:
         ("rep-17", 5, "challenge"),
         ("rep-9", 5, "challenge"),
     }  # no history, no team: the challenge's own target
+    twice = [event(f"dup-{i}", participant="rep-9", data={"amount": 7, "deal_id": "DUP"}) for i in range(2)]
+    runtime = Runtime.from_url(db_url, migrate=False)
+    try:
+        assert {o.status for o in ingest(runtime, "acme-sales", twice)} == {"accepted"}
+    finally:
+        runtime.db.dispose()
+    window = ("--from", "2026-11-01", "--to", "2026-12-01")
+    repeated = json.loads(run("insights", "flags", *window, "--flag", "repeated", "--json", *common).stdout)
+    assert repeated["kinds"] == {"repeated": 1} and repeated["flags"][0]["events"] == ["dup-0", "dup-1"]
+    assert run("insights", "flags", *window, "--flag", "nope", *common).exit_code == 1
+    at = ("--as-of", "2026-10-15T12:00:00Z")
+    one = json.loads(run("insights", "possible", *at, "--participant", "rep-9", "--json", *common).stdout)
+    assert [[p["id"] for p in c["participants"]] for c in one["competitions"]] == [["rep-9"]]  # the blitz, open
     assert run("insights", "weather", *common).exit_code == 1
     assert run("insights", "fairness", *common).exit_code == 1  # no --period

@@ -42,6 +42,9 @@ def simulate(
         ),
     ] = (os.cpu_count() or 1) >= 2,
     as_json: JsonOption = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="every participant's balance per currency, current and draft, as CSV")
+    ] = False,
     database: DatabaseOption = None,
 ) -> None:
     """Score a draft over the stored events of a window beside the document in force; writes nothing."""
@@ -49,7 +52,7 @@ def simulate(
     try:
         draft = load_document(file.read_bytes(), program=program)
         window = common.window(common.parse_instant(start, "from"), common.parse_instant(end, "to"))
-        if as_json:
+        if as_json or as_csv:
             report = sim.run(runtime, draft.program, draft, *window, parallel=workers)
         else:
             with _progress() as progress:
@@ -63,7 +66,23 @@ def simulate(
     if as_json:
         print(json.dumps(report, indent=2))
         return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["participant", "currency", "current", "draft", "change"])
+        writer.writerows(_balance_rows(report["current"]["participants"], report["draft"]["participants"]))
+        return
     print_simulation(report)
+
+
+def _balance_rows(
+    now: dict[str, dict[str, int]], then: dict[str, dict[str, int]]
+) -> list[tuple[str, str, int, int, int]]:
+    """Each participant's balance per currency in either report, current and draft (0 where absent)."""
+    rows = []
+    for pid in sorted(set(now) | set(then)):
+        a, b = now.get(pid, {}), then.get(pid, {})
+        rows += [(pid, c, a.get(c, 0), b.get(c, 0), b.get(c, 0) - a.get(c, 0)) for c in sorted(set(a) | set(b))]
+    return rows
 
 
 def _side_by_side(title: str, head: str, now: dict[str, Any], then: dict[str, Any]) -> Table:
@@ -165,6 +184,10 @@ def insights(
     periods: Annotated[int, typer.Option(min=1, max=52, help="targets: periods of history")] = 8,
     factor: Annotated[float, typer.Option(min=1, max=3, help="targets: the stretch")] = 1.1,
     experiment: Annotated[str | None, typer.Option(help="experiments: only this one")] = None,
+    participant: Annotated[
+        str | None, typer.Option(help="possible: only this participant (a team's id for a team competition)")
+    ] = None,
+    flag: Annotated[str | None, typer.Option(help=f"flags: only this kind ({', '.join(gaming.KINDS)})")] = None,
     threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -225,9 +248,19 @@ def insights(
             elif kind == "flags":
                 since, until = _window(start, end)
                 tuned = gaming.thresholds(dict(_setting(s) for s in threshold or ()))
-                body = gaming.flags(connection, record, compiled, start=since, end=until, limit=listed, tuned=tuned)
+                body = gaming.flags(
+                    connection, record, compiled, start=since, end=until, kind=flag, limit=listed, tuned=tuned
+                )
             elif kind == "possible":
-                body = possible.possible(connection, record, compiled, as_of=moment, challenge=challenge, limit=listed)
+                body = possible.possible(
+                    connection,
+                    record,
+                    compiled,
+                    as_of=moment,
+                    challenge=challenge,
+                    participant=participant,
+                    limit=listed,
+                )
             else:
                 body = targets.targets(
                     connection,
