@@ -4,24 +4,36 @@ The giver's side of the budget is the ``kudos`` table (what each gave in each bu
 period, checked under the giver's row lock); the receiver's side is a ledger entry of
 kind ``kudos``. Kudos credit the balance but not the lifetime ``earned`` a level climbs
 on, so two friends trading kudos cannot level each other up.
+
+An admin can claw back what one kudos paid (a ``kudos_ring`` flag lists them): :func:`clawback` posts the
+compensating entry, of kind ``clawback``, and writes the audit entry ``kudos.clawback``, once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
-from levelup.errors import Conflict, FieldError, Invalid
+from levelup.audit import service as audit
+from levelup.errors import Conflict, FieldError, Invalid, NotFound
 from levelup.feed.service import FeedItem, publish
 from levelup.ledger.service import Booking, book
 from levelup.metrics.periods import local_date, period_key
 from levelup.participants import repository as participants
+from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
 from levelup.storage import tables as t
+
+if TYPE_CHECKING:
+    from levelup.runtime import Runtime
+
+REASON = "clawback"
+CLAWBACK_KIND = "clawback"  # the ledger kind of a kudos clawback: not an earning kind, as kudos are not
+AUDITED = "kudos.clawback"
 
 
 def give(
@@ -100,3 +112,112 @@ def give(
     payload = {"from": giver, "amount": amount, "currency": settings.currency, "message": message}
     publish(connection, program.id, [FeedItem(receiver, "kudos", payload, now)])
     return {"id": kudos_id, "status": "accepted", "period": period, "budget_left": left - amount}
+
+
+def clawback_key(kudos_id: int) -> str:
+    """The ledger key of the entry that claws kudos ``kudos_id`` back: unique in the program, so at most one."""
+    return f"kudos-clawback:{kudos_id}"
+
+
+def _entry(connection: Connection, program_id: int, key: str) -> Any:
+    le = t.ledger_entries.c
+    return connection.execute(
+        select(le.participant_id, le.currency, le.amount, le.at).where(
+            le.program_id == program_id, le.idempotency_key == key
+        )
+    ).first()
+
+
+def _answer(connection: Connection, kudos: Any, taken: Any, status: str, note: str, by: str) -> dict[str, Any]:
+    """The clawback of ``kudos`` as stored (``taken``: its ledger entry): who, why, when, and what it took."""
+    names = dict(
+        connection.execute(
+            select(t.participants.c.id, t.participants.c.external_id).where(
+                t.participants.c.id.in_([kudos.giver_id, kudos.receiver_id])
+            )
+        ).all()
+    )
+    return {
+        "status": status,
+        "kudos": kudos.id,
+        "clawback": clawback_key(kudos.id),
+        "giver": names[kudos.giver_id],
+        "participant": names[kudos.receiver_id],
+        "reason": REASON,
+        "note": note,
+        "by": by,
+        "at": taken.at.isoformat(),
+        "taken": {taken.currency: taken.amount},
+    }
+
+
+def _audited(connection: Connection, program_id: int, kudos_id: int, at: dt.datetime) -> tuple[str, str]:
+    """Who clawed kudos ``kudos_id`` back and why, as the audit entry written with the clawback says."""
+    a = t.audit_log.c
+    rows = connection.execute(
+        select(a.actor, a.detail).where(a.program_id == program_id, a.action == AUDITED, a.at == at).order_by(a.id)
+    ).all()
+    for actor, detail in rows:
+        if detail.get("kudos") == kudos_id:
+            return str(detail.get("note", "")), actor
+    return "", ""  # not expected: the clawback and its audit entry are written in one transaction
+
+
+def clawback(
+    connection: Connection,
+    program: ProgramRecord,
+    compiled: CompiledProgram,
+    *,
+    kudos_id: int,
+    note: str,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Take back from the receiver what kudos ``kudos_id`` credited, audited, once.
+
+    One compensating ledger entry of kind ``clawback`` (key ``kudos-clawback:<id>``) debits the receiver
+    the amount the kudos' own entry credited, in its currency, through :func:`levelup.ledger.service.book`
+    (the one posting path): what the receiver already spent becomes arrears, as an event's clawback
+    does, and later credits pay it off. Nothing is deleted or updated; ``earned`` does not move (kudos
+    never added to it). The audit entry ``kudos.clawback`` names ``actor`` and the note, in the same
+    transaction. The entry's explanation names the kudos and its giver, never the kudos message or the
+    note (free text the erasure of a participant must be able to find: the audit log holds the note).
+
+    The giver's spent budget is *not* given back: the kudos row stays, and still counts against the
+    giver's budget for its period. A ring's budget was spent gaming; giving it back would let the ring
+    give the same kudos again.
+
+    A second clawback of the same kudos changes nothing and answers the first with ``status:
+    duplicate`` (the receiver's row lock orders concurrent ones; the ledger's unique key would refuse
+    a second entry anyway). An unknown kudos id is :class:`NotFound`.
+    """
+    k = t.kudos.c
+    kudos = connection.execute(select(t.kudos).where(k.program_id == program.id, k.id == kudos_id)).first()
+    if kudos is None:
+        raise NotFound(f"no kudos {kudos_id} in program {program.key!r}")
+    participants.lock(connection, [kudos.receiver_id])
+    key = clawback_key(kudos_id)
+    done = _entry(connection, program.id, key)
+    if done is not None:
+        return _answer(connection, kudos, done, "duplicate", *_audited(connection, program.id, kudos_id, done.at))
+    credited = _entry(connection, program.id, f"kudos:{kudos_id}")
+    assert credited is not None, f"kudos {kudos_id} has no ledger entry"  # give books it with the kudos row
+    now = now or dt.datetime.now(dt.UTC)
+    giver = connection.execute(select(t.participants.c.external_id).where(t.participants.c.id == kudos.giver_id))
+    explain = f"clawback of kudos {kudos_id} from {giver.scalar_one()}"
+    booking = Booking(credited.participant_id, credited.currency, -credited.amount, CLAWBACK_KIND, key, explain, now)
+    book(connection, program.id, [booking], now=now, compiled=compiled)
+    answer = _answer(connection, kudos, _entry(connection, program.id, key), "accepted", note, actor)
+    detail = {name: answer[name] for name in ("kudos", "clawback", "giver", "participant", "note", "taken")}
+    audit.record(connection, program.id, actor, AUDITED, detail, now)
+    return answer
+
+
+def claw_back(
+    runtime: Runtime, program_key: str, kudos_id: int, *, note: str, actor: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """:func:`clawback` in a write transaction of its own (the API route and ``levelup clawback --kudos``)."""
+    with runtime.db.write() as connection:
+        record = programs.find(connection, program_key)
+        compiled = runtime.programs.compiled(connection, record)
+        return clawback(connection, record, compiled, kudos_id=kudos_id, note=note, actor=actor, now=now)
