@@ -43,6 +43,7 @@ def two_programs(acme: TestClient, admin: dict[str, str], acme_text: str) -> Tes
 
 
 WRITE_BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/api/v1/programs/{program}/kudos/{kudos_id}/clawback"): {"note": "x"},
     ("post", "/api/v1/programs/{program}/events"): event("won-2"),
     ("put", "/api/v1/programs/{program}/participants/{participant_id}"): {"name": "Dana"},
     ("put", "/api/v1/programs/{program}/teams/{team_id}"): {"name": "East"},
@@ -89,6 +90,7 @@ def send(
     url = (
         template.replace("{program}", program)
         .replace("{event_id}", "won-1")
+        .replace("{kudos_id}", "1")  # the plain kudos route sorts first: kudos 1 exists by then
         .replace("{participant_id}", "rep-17")
         .replace("{team_id}", "east")
         .replace("{key}", "revenue-month")

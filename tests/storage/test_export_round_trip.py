@@ -31,6 +31,7 @@ from levelup.demo import sales
 from levelup.events.ingest import ingest
 from levelup.events.replay import replay
 from levelup.jobs import registry as jobs
+from levelup.kudos import service as kudos
 from levelup.kudos.service import give
 from levelup.leaderboards.service import leaderboard
 from levelup.ledger import service as ledger
@@ -80,7 +81,19 @@ def _between(runtime: Runtime, turn: int, reps: list[str], earlier_wins: list[di
         compiled = runtime.programs.compiled(connection, program)
         adjust = {"currency": "coins", "amount": 600, "note": f"turn {turn}", "idempotency_key": f"adj-{turn}"}
         ledger.adjust(connection, program, compiled, participant=rep, actor="admin-key", now=at, **adjust)
-        give(connection, program, compiled, giver=other, receiver=rep, amount=10, message="nice", now=at + SECOND)
+        given = give(
+            connection, program, compiled, giver=other, receiver=rep, amount=10, message="nice", now=at + SECOND
+        )
+        if turn % 4 == 1:  # some kudos clawed back (a ring, say), with a note the audit log keeps
+            kudos.clawback(
+                connection,
+                program,
+                compiled,
+                kudos_id=given["id"],
+                note=f"ring {turn}",
+                actor="admin-key",
+                now=at + SECOND,
+            )
         made, _ = rewards.redeem(
             connection,
             program,
@@ -252,6 +265,7 @@ def test_a_program_rebuilt_from_its_export_equals_the_original(
     kinds = {line["kind"] for line in lines}
     assert {"header", "document", "team", "participant", "event", "adjustment", "kudos", "redemption"} <= kinds
     assert {"redemption.cancel", "redemption.fulfil", "status", "case", "case.answer", "job", "end"} <= kinds
+    assert "kudos.clawback" in kinds
     assert sum(line["kind"] == "event" for line in lines) > 1250
     empty = {name for name, rows in expected.items() if not rows}
     assert empty == {"metric_samples", "challenge_completions", "quest_progress", "tier_state"}  # acme has none

@@ -47,14 +47,20 @@ def audited(client: TestClient, admin: dict[str, str]) -> list[dict[str, Any]]:
     return [e for e in entries if e["action"] == "kudos.clawback"]
 
 
-def ring(client: TestClient, admin: dict[str, str]) -> list[int]:
-    """The kudos the ``kudos_ring`` flag lists for eve and fay (of the last day)."""
+def rings(client: TestClient, admin: dict[str, str]) -> list[dict[str, Any]]:
+    """The ``kudos_ring`` flags of the last day."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     window = f"from={(now - dt.timedelta(days=1)).isoformat()}&to={(now + dt.timedelta(days=1)).isoformat()}"
     window = window.replace("+00:00", "Z")
     found = client.get(f"{P}/insights/flags?{window}&kind=kudos_ring", headers=admin)
     assert found.status_code == 200, found.text
-    [flag] = found.json()["flags"]
+    flags: list[dict[str, Any]] = found.json()["flags"]
+    return flags
+
+
+def ring(client: TestClient, admin: dict[str, str]) -> list[int]:
+    """The kudos the ``kudos_ring`` flag lists for eve and fay (of the last day)."""
+    [flag] = rings(client, admin)
     assert flag["participants"] == ["eve", "fay"]
     kudos: list[int] = flag["kudos"]
     return kudos
@@ -103,6 +109,7 @@ def test_a_ring_clawed_back_kudos_by_kudos(
         firsts[kudos_id] = body
     assert person(client, admin, "eve") == (0, {})
     assert person(client, admin, "fay") == (0, {"coins": 25})  # she spent 25 of the 30 the ring paid her
+    assert rings(client, admin) == []  # dealt with: the flag counts the kudos that stand
 
     # the ledger says what happened, entry by entry; nothing was deleted or rewritten
     for who, giver, kudos_ids in (("fay", "eve", given[:3]), ("eve", "fay", given[3:])):

@@ -37,6 +37,7 @@ from sqlalchemy import ColumnElement, Connection, Text, and_, case, cast, exists
 
 from levelup.errors import FieldError, Invalid
 from levelup.insights.common import Bucket, median
+from levelup.kudos.service import CLAWBACK_KEY
 from levelup.metrics.periods import local_date, period_key, zone
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.service import ProgramRecord
@@ -276,8 +277,11 @@ def _repeated(connection: Connection, program_id: int, start: dt.datetime, end: 
 def _kudos_rings(
     connection: Connection, program_id: int, start: dt.datetime, end: dt.datetime, tuned: Thresholds
 ) -> list[Flag]:
-    k = t.kudos.c
-    within = and_(k.program_id == program_id, k.at >= start, k.at < end)
+    k, le = t.kudos.c, t.ledger_entries.c
+    clawed = exists().where(  # a kudos clawed back has been dealt with: the ring is flagged on what stands
+        le.program_id == program_id, le.idempotency_key == literal(CLAWBACK_KEY) + cast(k.id, Text)
+    )
+    within = and_(k.program_id == program_id, k.at >= start, k.at < end, ~clawed)
     pairs = (
         select(k.giver_id, k.receiver_id, func.sum(k.amount).label("amount"), func.count().label("n"))
         .where(within)

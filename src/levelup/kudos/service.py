@@ -114,9 +114,12 @@ def give(
     return {"id": kudos_id, "status": "accepted", "period": period, "budget_left": left - amount}
 
 
+CLAWBACK_KEY = "kudos-clawback:"  # followed by the kudos id (the anti-gaming flags skip kudos clawed back)
+
+
 def clawback_key(kudos_id: int) -> str:
     """The ledger key of the entry that claws kudos ``kudos_id`` back: unique in the program, so at most one."""
-    return f"kudos-clawback:{kudos_id}"
+    return f"{CLAWBACK_KEY}{kudos_id}"
 
 
 def _entry(connection: Connection, program_id: int, key: str) -> Any:

@@ -1,8 +1,8 @@
 """Export a program's inputs as JSON Lines, and rebuild a program from them elsewhere.
 
 Only what was *given* is exported — documents as applied, teams and participants, the event log, adjustments,
-kudos, redemptions and their cancellations, status changes, tier overrides, launches, cases, and what the engine
-was handed beside events (segment assignments, frozen ``target: auto`` targets) — plus the moments
+kudos and their clawbacks, redemptions and their cancellations, status changes, tier overrides, launches, cases,
+and what the engine was handed beside events (segment assignments, frozen ``target: auto`` targets) — plus the moments
 the time-driven jobs had effects. Everything derived (ledger, lots, balances, metrics, badges, levels, tiers,
 ranks, feed) is recomputed by the import, which sends each input through the path that first took it
 (``events.ingest``, ``ledger.service.adjust``, ``kudos.give``, ``rewards.redeem``, ``jobs.run`` …, all posting
@@ -31,6 +31,7 @@ from levelup.challenges.launch import launch
 from levelup.errors import Conflict, FieldError, Invalid
 from levelup.events.ingest import ingest
 from levelup.jobs import registry as jobs
+from levelup.kudos import service as kudos
 from levelup.kudos.service import give
 from levelup.ledger import service as ledger
 from levelup.participants import repository as participants
@@ -143,6 +144,24 @@ def _kudos(connection: Connection, program_id: int) -> Iterator[tuple[dt.datetim
     for r in _rows(connection, query):
         line = {"kind": "kudos", "from": r.external_id, "to": r.to, "amount": r.amount, "message": r.message}
         yield r.at, line | {"key": r.idempotency_key}
+
+
+def _kudos_clawbacks(connection: Connection, program_id: int) -> Iterator[tuple[dt.datetime, Line]]:
+    """Kudos clawed back (the audit log is their record: note and actor), each naming its kudos by the
+    kudos' idempotency key, which the import gives the kudos again."""
+    a, k = t.audit_log.c, t.kudos.c
+    rows = list(
+        connection.execute(
+            select(a.actor, a.detail, a.at).where(a.program_id == program_id, a.action == kudos.AUDITED).order_by(a.id)
+        )
+    )
+    wanted = [int(r.detail["kudos"]) for r in rows]
+    keys = {i: key for i, key in connection.execute(select(k.id, k.idempotency_key).where(k.id.in_(wanted)))}
+    for r in rows:
+        yield (
+            r.at,
+            {"kind": kudos.AUDITED, "kudos": keys[int(r.detail["kudos"])], "note": r.detail["note"], "by": r.actor},
+        )
 
 
 def _redemptions(connection: Connection, program_id: int) -> Iterator[tuple[dt.datetime, Line]]:
@@ -267,6 +286,7 @@ TIMELINE: tuple[Callable[[Connection, int], Iterator[tuple[dt.datetime, Line]]],
     _events,
     _adjustments,
     _kudos,
+    _kudos_clawbacks,  # after the kudos of the same moment
     _redemptions,
     _redemption_outcomes,
     _cases,
@@ -463,6 +483,13 @@ class _Rebuild:
             fields = {name: line[name] for name in ("challenge", "period", "target", "source")}
             row = {"participant_id": who, "program_id": program.id, "created_at": at} | fields
             connection.execute(t.personal_targets.insert().values(row))
+        elif kind == kudos.AUDITED:
+            k = t.kudos.c
+            found = select(k.id).where(k.program_id == program.id, k.idempotency_key == line["kudos"])
+            kudos_id = connection.execute(found).scalar_one()
+            kudos.clawback(
+                connection, program, compiled, kudos_id=kudos_id, note=line["note"], actor=line["by"], now=at
+            )
         elif kind == "case":
             self._case(connection, program, line, at)
         elif kind == "case.answer":
