@@ -18,18 +18,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from levelup.cli.demo import set_up
 from levelup.demo import sales
 from levelup.engine.experiments import draw
 from levelup.events.clawback import clawback
-from levelup.events.ingest import ingest
 from levelup.events.replay import replay
 from levelup.insights import experiments, gaming
 from levelup.programs import service as programs
 from levelup.programs.validation import validate_document
 from levelup.runtime import Runtime
 from tests.conftest import fresh_database
-from tests.storage.test_real_data import BATCH, CALL_CAP, FOLDER, PROGRAM
+from tests.storage.test_real_data import CALL_CAP, FOLDER, PROGRAM, play_pipeline
 
 pytestmark = pytest.mark.skipif(
     not (FOLDER / "sales_pipeline.csv").is_file(), reason=f"the Maven CRM data set is not at {FOLDER}"
@@ -82,10 +80,7 @@ def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     for url in fresh_database("sqlite", tmp_path_factory.mktemp("gaming-real-data")):
         runtime = Runtime.from_url(url)
         try:
-            set_up(runtime, FOLDER, actor="test")
-            events = list(sales.events(FOLDER))
-            for start in range(0, len(events), BATCH):
-                assert {o.status for o in ingest(runtime, PROGRAM, events[start : start + BATCH])} == {"accepted"}
+            play_pipeline(runtime)
             yield runtime
         finally:
             runtime.db.dispose()

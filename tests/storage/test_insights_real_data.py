@@ -22,10 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from levelup.challenges.closing import close_periods
-from levelup.cli.demo import set_up
 from levelup.demo import sales
-from levelup.events.ingest import ingest
 from levelup.insights.engagement import engagement
 from levelup.insights.fairness import fairness
 from levelup.insights.segments import churn
@@ -33,6 +30,7 @@ from levelup.insights.targets import targets
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from tests.conftest import SHARED_DATA, fresh_database
+from tests.storage.test_real_data import play_pipeline
 
 FOLDER = SHARED_DATA / "maven-crm-sales-opportunities"
 PROGRAM = "acme-sales"
@@ -140,11 +138,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     for url in fresh_database("sqlite", tmp_path_factory.mktemp("insights-real")):
         runtime = Runtime.from_url(url)
         try:
-            set_up(runtime, FOLDER, actor="test")
-            events = list(sales.events(FOLDER))
-            for start in range(0, len(events), 1000):
-                assert {o.status for o in ingest(runtime, PROGRAM, events[start : start + 1000])} == {"accepted"}
-            close_periods(runtime, now=dt.datetime(2019, 1, 1, tzinfo=UTC))
+            play_pipeline(runtime, closed_at=dt.datetime(2019, 1, 1, tzinfo=UTC))
             yield runtime
         finally:
             runtime.db.dispose()

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from levelup.challenges.closing import close_periods
 from levelup.cli.demo import set_up
 from levelup.demo import sales
 from levelup.events.ingest import ingest
@@ -138,18 +139,26 @@ TRUTH = read_truth(FOLDER) if (FOLDER / "sales_pipeline.csv").is_file() else Tru
 # --------------------------------------------------------------------------- the database, loaded once per engine
 
 
+def play_pipeline(runtime: Runtime, closed_at: dt.datetime | None = None) -> None:
+    """acme-sales set up as ``levelup demo`` does and the whole Maven pipeline ingested, every event accepted;
+    with ``closed_at``, the closing job run then (the real-data tests of other modules load it this way)."""
+    set_up(runtime, FOLDER, actor="test")
+    events = list(sales.events(FOLDER))
+    statuses: Counter[str] = Counter()
+    for start in range(0, len(events), BATCH):
+        statuses.update(o.status for o in ingest(runtime, PROGRAM, events[start : start + BATCH]))
+    assert statuses == {"accepted": len(events)}
+    if closed_at is not None:
+        close_periods(runtime, now=closed_at)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def played(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """A database with acme-sales and the whole pipeline ingested, as ``levelup demo`` does it."""
     for url in fresh_database(request.param, tmp_path_factory.mktemp("real-data")):
         runtime = Runtime.from_url(url)
         try:
-            set_up(runtime, FOLDER, actor="test")
-            events = list(sales.events(FOLDER))
-            statuses: Counter[str] = Counter()
-            for start in range(0, len(events), BATCH):
-                statuses.update(o.status for o in ingest(runtime, PROGRAM, events[start : start + BATCH]))
-            assert statuses == {"accepted": len(events)}
+            play_pipeline(runtime)
             yield runtime
         finally:
             runtime.db.dispose()

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 
 from levelup.challenges.closing import close_periods
-from levelup.cli.demo import set_up
 from levelup.demo import sales
 from levelup.errors import Invalid
 from levelup.events.ingest import ingest
@@ -29,7 +28,7 @@ from levelup.programs.validation import load_document
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
 from tests.conftest import SHARED_DATA, fresh_database
-from tests.storage.test_real_data import TRUTH, quarter_of
+from tests.storage.test_real_data import TRUTH, play_pipeline, quarter_of
 
 PROGRAM = "acme-sales"
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -369,11 +368,7 @@ def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     for url in fresh_database(request.param, tmp_path_factory.mktemp("pipeline")):
         runtime = Runtime.from_url(url)
         try:
-            set_up(runtime, REAL, actor="test")
-            events = list(sales.events(REAL))
-            for start in range(0, len(events), 1000):
-                assert {o.status for o in ingest(runtime, PROGRAM, events[start : start + 1000])} == {"accepted"}
-            close_periods(runtime, now=ALL_TIME[1])
+            play_pipeline(runtime, closed_at=ALL_TIME[1])
             yield runtime
         finally:
             runtime.db.dispose()
