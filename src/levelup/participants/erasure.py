@@ -249,6 +249,9 @@ def erase(
     rewritten = {"participants": 1, "events": _events(connection, program_id, row.id, scrub)}
     rewritten["ledger_entries"] = _ledger(connection, program_id, row.id, scrub)
     rewritten |= _texts(connection, program_id, row.id, now)
+    # the insight page's kept analyses may name them (churn, flags): derived figures, dropped, computed again
+    snapshots = t.insight_snapshots.delete().where(t.insight_snapshots.c.program_id == program_id)
+    rewritten["insight_snapshots"] = connection.execute(snapshots).rowcount
     for name, table, key, column, own in _JSON_TABLES:
         rewritten[name] = _rewrite_json(connection, table, key, column, program_id, scrub, own=own)
     audit.record(

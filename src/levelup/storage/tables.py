@@ -653,6 +653,19 @@ admin_sessions = Table(
     Column("expires_at", Timestamp, nullable=False),
 )
 
+# An analysis of the studio's insight page as an admin last computed it (seconds at 100,000 participants: the
+# page only reads it), by view and the window's parameters. Derived: erasure drops a program's, exports skip it.
+insight_snapshots = Table(
+    "insight_snapshots",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("view", String(16), primary_key=True),
+    Column("params", String(120), primary_key=True),
+    Column("body", JSON, nullable=False),
+    Column("computed_at", Timestamp, nullable=False),
+    Column("computed_by", String(64), nullable=False),
+)
+
 # A participant's RFM segment from a moment on (``levelup segments refresh`` writes a row when it changes).
 # The engine reads the one in force at an event's occurred_at, so replay finds what live scoring found.
 segment_assignments = Table(
