@@ -28,6 +28,8 @@ MAX_EXPIRES_IN = 366 * 24 * 3600
 DEFAULT_TOP = 10
 DEFAULT_ROTATE = 15
 
+NOTHING = "this link does not open anything: it may have expired or been revoked"
+
 
 @dataclass(frozen=True)
 class TvOptions:
@@ -167,7 +169,7 @@ def open_link(
         or row.revoked_at is not None
         or row.expires_at <= (now or dt.datetime.now(dt.UTC))
     ):
-        raise NotFound("this link does not open anything: it may have expired or been revoked")
+        raise NotFound(NOTHING)
     if row.kind != kind:
         raise Forbidden(f"this is a {row.kind} link")
     options = TvOptions(**row.options) if row.kind == "tv" else TvOptions()

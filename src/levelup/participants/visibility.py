@@ -8,12 +8,14 @@ still see everything; the flag only masks what a public screen shows (docs/secur
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.engine.experiments import held_out_by
 from levelup.participants import repository as participants
+from levelup.programs.document import Experiment
 from levelup.storage import tables as t
 
 HIDDEN_ID = "hidden"
@@ -27,21 +29,37 @@ def set_hidden(connection: Connection, program_id: int, external_id: str, hidden
     return hidden
 
 
-def hidden(connection: Connection, program_id: int, external_ids: Iterable[str]) -> set[str]:
-    """Those of these participants who opted out of public boards."""
+def hidden(
+    connection: Connection, program_id: int, external_ids: Iterable[str], held_out: Sequence[Experiment] = ()
+) -> set[str]:
+    """Those of these participants who opted out of public boards, and those the ``held_out`` experiments
+    (the program's: ``CompiledProgram.program_holdouts``) keep out of the whole program: scored silently,
+    shown to nobody by name, so a held-out participant never finds themselves on a public screen."""
     wanted = sorted(set(external_ids))
     if not wanted:
         return set()
     p = t.participants.c
     query = select(p.external_id).where(p.program_id == program_id, p.external_id.in_(wanted), p.hidden)
-    return set(connection.execute(query).scalars())
+    out = set(connection.execute(query).scalars())
+    return out | {w for w in wanted if kept_out(held_out, w)}
 
 
-def masked(connection: Connection, program_id: int, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def kept_out(held_out: Sequence[Experiment], external_id: str) -> bool:
+    """Whether the program's holdout experiments keep the participant out of the whole program: never named
+    where anyone can look (their own link opens nothing: ``web.access``)."""
+    return bool(held_out) and held_out_by(held_out, external_id) is not None
+
+
+def masked(
+    connection: Connection,
+    program_id: int,
+    entries: Iterable[Mapping[str, Any]],
+    held_out: Sequence[Experiment] = (),
+) -> list[dict[str, Any]]:
     """A participants' board's entries as a public screen shows them: a hidden participant's id and name
     replaced, rank and value kept (a team board's entries are teams: pass them through unchanged)."""
     rows = [dict(e) for e in entries]
-    return mask(rows, hidden(connection, program_id, (r["id"] for r in rows)))
+    return mask(rows, hidden(connection, program_id, (r["id"] for r in rows), held_out))
 
 
 def mask(entries: Iterable[Mapping[str, Any]], hidden_ids: set[str]) -> list[dict[str, Any]]:

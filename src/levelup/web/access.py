@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from levelup.engine.experiments import held_out_by
+from levelup.errors import NotFound
 from levelup.links import service as links
+from levelup.links.service import NOTHING
 from levelup.programs import service as programs
 from levelup.programs.compiled import CompiledProgram
 from levelup.runtime import Runtime
@@ -32,7 +35,11 @@ class Opened:
 
 
 def open_page(runtime: Runtime, connection: Connection, program: str, token: str | None, kind: links.Kind) -> Opened:
-    """What ``token`` opens in ``program``; the same 404 for an unknown program as for a bad token."""
+    """What ``token`` opens in ``program``; the same 404 for an unknown program as for a bad token, and for
+    the link of a participant a holdout experiment keeps out of the whole program (docs/insights.md §9)."""
     record = programs.find(connection, program)
     link = links.open_link(connection, record, token, kind)
-    return Opened(record, runtime.programs.compiled(connection, record), link, token or "")
+    compiled = runtime.programs.compiled(connection, record)
+    if link.participant is not None and held_out_by(compiled.program_holdouts, link.participant) is not None:
+        raise NotFound(NOTHING)  # held out of the program: scored silently, shown nothing (not even the game)
+    return Opened(record, compiled, link, token or "")

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from levelup.feed.service import Published
-from levelup.participants.visibility import HIDDEN_NAME
+from levelup.participants.visibility import HIDDEN_NAME, kept_out
 from levelup.programs.compiled import CompiledProgram
+from levelup.programs.document import Experiment
 from levelup.storage import tables as t
 
 QUIET_KINDS = {"award", "badge.revoked", "challenge.undone", "status", "quest"}  # told, never shown on a TV
@@ -41,9 +42,11 @@ def recent(connection: Connection, program_id: int, limit: int, scanned: int = 5
     return [Published(*row) for row in rows]
 
 
-def names(connection: Connection, program_id: int, external_ids: set[str]) -> dict[str, str]:
+def names(
+    connection: Connection, program_id: int, external_ids: set[str], held_out: Sequence[Experiment] = ()
+) -> dict[str, str]:
     """Display names of those participants (their id when they have none; a participant who opted out of
-    public boards is not named: docs/security.md)."""
+    public boards, or whom the ``held_out`` experiments keep out of the program, is not named: docs/security.md)."""
     if not external_ids:
         return {}
     p = t.participants.c
@@ -52,7 +55,12 @@ def names(connection: Connection, program_id: int, external_ids: set[str]) -> di
             p.program_id == program_id, p.external_id.in_(sorted(external_ids))
         )
     )
-    return {row.external_id: HIDDEN_NAME if row.hidden else row.name or row.external_id for row in rows}
+    return {
+        row.external_id: HIDDEN_NAME
+        if row.hidden or kept_out(held_out, row.external_id)
+        else row.name or row.external_id
+        for row in rows
+    }
 
 
 def _named(item: Published) -> set[str]:
@@ -71,7 +79,7 @@ def moments(
     connection: Connection, program_id: int, compiled: CompiledProgram, items: Sequence[Published]
 ) -> list[Moment]:
     """The sentences of those feed items that say something to a room (others are left out)."""
-    who = names(connection, program_id, {n for i in items for n in _named(i)})
+    who = names(connection, program_id, {n for i in items for n in _named(i)}, compiled.program_holdouts)
     said = []
     for item in items:
         text = _sentence(item, who, compiled)

@@ -99,7 +99,7 @@ def _boards(connection: Connection, opened: Opened) -> list[dict[str, Any]]:
         at = next(i for i, e in enumerate(entries) if e["id"] == opened.participant)
         above = entries[at - 1] if at > 0 and entries[at - 1]["rank"] < entries[at]["rank"] else None
         if above is not None:  # the one above may have opted out of being shown: a place, not a name
-            above = visibility.masked(connection, opened.program.id, [above])[0]
+            above = visibility.masked(connection, opened.program.id, [above], opened.compiled.program_holdouts)[0]
         shown.append(
             {
                 "name": board_title(board),

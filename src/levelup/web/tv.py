@@ -58,7 +58,7 @@ def _boards(connection: Connection, opened: Opened, now: dt.datetime) -> list[di
             rank = before.get(entry["id"])
             entry["since"] = None if not before else "new" if rank is None else rank - entry["rank"]
     people = {e["id"] for board in boards if board["by"] == "participant" for e in board["entries"]}
-    hidden = visibility.hidden(connection, opened.program.id, people)
+    hidden = visibility.hidden(connection, opened.program.id, people, opened.compiled.program_holdouts)
     masking = {
         b["key"]: hidden & {e["id"] for e in b["entries"]} if b["by"] == "participant" else set() for b in boards
     }
