@@ -8,7 +8,7 @@ A new salt draws new groups.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from levelup.programs.document import Experiment
@@ -33,3 +33,10 @@ def held_out(experiment: Experiment, participant: str) -> bool:
 def held_out_by(experiments: Iterable[Experiment], participant: str) -> str | None:
     """The key of the first of these experiments holding the participant out, or None."""
     return next((e.key for e in experiments if held_out(e, participant)), None)
+
+
+def kept_out(program_holdouts: Sequence[Experiment], participant: str) -> bool:
+    """Whether the program's whole-program experiments (``CompiledProgram.program_holdouts``) keep the
+    participant out: scored silently, shown nothing (no badge, streak or level; no page; no name on a
+    public screen). One truth test when a program has none: it is asked on every event scored."""
+    return bool(program_holdouts) and held_out_by(program_holdouts, participant) is not None

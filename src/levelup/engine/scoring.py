@@ -15,7 +15,7 @@ from typing import Any
 
 from levelup.engine import badges, goals, quests, referrals, streaks
 from levelup.engine.clawback import CLAWBACK
-from levelup.engine.experiments import held_out_by
+from levelup.engine.experiments import held_out_by, kept_out
 from levelup.engine.levels import level_name
 from levelup.engine.model import (
     WHOLE,
@@ -494,8 +494,7 @@ def _mechanics(
     A participant a holdout experiment keeps out of the whole program (in this version, the one scoring the
     event, as for challenge holdouts) is shown nothing: no badge, no streak, no level change, granted or
     taken back (so a reversal has nothing to undo that was never granted); their metrics count as before."""
-    # one attribute test for a program without program holdouts; the draw is a cached hash
-    silent = bool(program.program_holdouts) and held_out_by(program.program_holdouts, state.id) is not None
+    silent = kept_out(program.program_holdouts, state.id)
     read = program.read_metrics
     own: dict[tuple[str, str], float] = {}
     for m in effects.metrics:

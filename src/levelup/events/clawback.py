@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from levelup.audit import service as audit
-from levelup.engine.clawback import CLAWBACK
+from levelup.engine.clawback import CLAWBACK, REASON
 from levelup.engine.model import WHOLE
 from levelup.errors import MAX_ID_LENGTH, Conflict, FieldError, Invalid, LevelupError, NotFound
 from levelup.events.ingest import Outcome, ingest
@@ -27,8 +27,6 @@ from levelup.events.schema import OWN_EVENTS
 from levelup.programs import service as programs
 from levelup.runtime import Runtime
 from levelup.storage import tables as t
-
-REASON = "clawback"
 
 
 def clawback_id(event_id: str) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from levelup.audit import service as audit
+from levelup.engine.clawback import REASON
 from levelup.errors import Conflict, FieldError, Invalid, NotFound
 from levelup.feed.service import FeedItem, publish
 from levelup.ledger.service import Booking, book
@@ -31,8 +32,6 @@ from levelup.storage import tables as t
 if TYPE_CHECKING:
     from levelup.runtime import Runtime
 
-REASON = "clawback"
-CLAWBACK_KIND = "clawback"  # the ledger kind of a kudos clawback: not an earning kind, as kudos are not
 AUDITED = "kudos.clawback"
 
 
@@ -101,7 +100,7 @@ def give(
                 settings.currency,
                 amount,
                 "kudos",
-                f"kudos:{kudos_id}",
+                kudos_key(kudos_id),
                 f"kudos from {giver}: {message}",
                 now,
             )
@@ -115,6 +114,11 @@ def give(
 
 
 CLAWBACK_KEY = "kudos-clawback:"  # followed by the kudos id (the anti-gaming flags skip kudos clawed back)
+
+
+def kudos_key(kudos_id: int) -> str:
+    """The ledger key of the entry that credited kudos ``kudos_id`` to its receiver."""
+    return f"kudos:{kudos_id}"
 
 
 def clawback_key(kudos_id: int) -> str:
@@ -131,15 +135,15 @@ def _entry(connection: Connection, program_id: int, key: str) -> Any:
     ).first()
 
 
-def _answer(connection: Connection, kudos: Any, taken: Any, status: str, note: str, by: str) -> dict[str, Any]:
+def _names(connection: Connection, kudos: Any) -> dict[int, str]:
+    """The external ids of the kudos' giver and receiver, by internal id."""
+    p = t.participants.c
+    query = select(p.id, p.external_id).where(p.id.in_([kudos.giver_id, kudos.receiver_id]))
+    return {int(i): str(e) for i, e in connection.execute(query)}
+
+
+def _answer(kudos: Any, names: dict[int, str], taken: Any, status: str, note: str, by: str) -> dict[str, Any]:
     """The clawback of ``kudos`` as stored (``taken``: its ledger entry): who, why, when, and what it took."""
-    names = dict(
-        connection.execute(
-            select(t.participants.c.id, t.participants.c.external_id).where(
-                t.participants.c.id.in_([kudos.giver_id, kudos.receiver_id])
-            )
-        ).all()
-    )
     return {
         "status": status,
         "kudos": kudos.id,
@@ -202,15 +206,16 @@ def clawback(
     key = clawback_key(kudos_id)
     done = _entry(connection, program.id, key)
     if done is not None:
-        return _answer(connection, kudos, done, "duplicate", *_audited(connection, program.id, kudos_id, done.at))
-    credited = _entry(connection, program.id, f"kudos:{kudos_id}")
+        note, by = _audited(connection, program.id, kudos_id, done.at)
+        return _answer(kudos, _names(connection, kudos), done, "duplicate", note, by)
+    credited = _entry(connection, program.id, kudos_key(kudos_id))
     assert credited is not None, f"kudos {kudos_id} has no ledger entry"  # give books it with the kudos row
     now = now or dt.datetime.now(dt.UTC)
-    giver = connection.execute(select(t.participants.c.external_id).where(t.participants.c.id == kudos.giver_id))
-    explain = f"clawback of kudos {kudos_id} from {giver.scalar_one()}"
-    booking = Booking(credited.participant_id, credited.currency, -credited.amount, CLAWBACK_KIND, key, explain, now)
+    names = _names(connection, kudos)
+    explain = f"clawback of kudos {kudos_id} from {names[kudos.giver_id]}"
+    booking = Booking(credited.participant_id, credited.currency, -credited.amount, REASON, key, explain, now)
     book(connection, program.id, [booking], now=now, compiled=compiled)
-    answer = _answer(connection, kudos, _entry(connection, program.id, key), "accepted", note, actor)
+    answer = _answer(kudos, names, _entry(connection, program.id, key), "accepted", note, actor)
     detail = {name: answer[name] for name in ("kudos", "clawback", "giver", "participant", "note", "taken")}
     audit.record(connection, program.id, actor, AUDITED, detail, now)
     return answer

@@ -36,6 +36,7 @@ from sqlalchemy import Column, ColumnElement, Connection, String, Table, case, c
 
 from levelup.audit import service as audit
 from levelup.errors import NotFound
+from levelup.kudos.service import kudos_key
 from levelup.leaderboards import normalised, windows
 from levelup.ledger import posting
 from levelup.participants import repository as participants
@@ -173,7 +174,7 @@ def _ledger(connection: Connection, program_id: int, participant_id: int, scrub:
             .where(k.program_id == program_id, or_(k.giver_id == participant_id, k.receiver_id == participant_id))
         ).all()
     )
-    kudos_keys = {f"kudos:{i}": giver for i, giver in givers.items()}
+    kudos_keys = {kudos_key(i): giver for i, giver in givers.items()}
     rows = connection.execute(
         select(le.id, le.kind, le.idempotency_key, le.explain).where(
             le.program_id == program_id,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from levelup.engine.experiments import held_out_by
+from levelup.engine.experiments import kept_out
 from levelup.participants import repository as participants
 from levelup.programs.document import Experiment
 from levelup.storage import tables as t
@@ -42,12 +42,6 @@ def hidden(
     query = select(p.external_id).where(p.program_id == program_id, p.external_id.in_(wanted), p.hidden)
     out = set(connection.execute(query).scalars())
     return out | {w for w in wanted if kept_out(held_out, w)}
-
-
-def kept_out(held_out: Sequence[Experiment], external_id: str) -> bool:
-    """Whether the program's holdout experiments keep the participant out of the whole program: never named
-    where anyone can look (their own link opens nothing: ``web.access``)."""
-    return bool(held_out) and held_out_by(held_out, external_id) is not None
 
 
 def masked(

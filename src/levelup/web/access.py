@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from levelup.engine.experiments import held_out_by
+from levelup.engine.experiments import kept_out
 from levelup.errors import NotFound
 from levelup.links import service as links
 from levelup.links.service import NOTHING
@@ -40,6 +40,6 @@ def open_page(runtime: Runtime, connection: Connection, program: str, token: str
     record = programs.find(connection, program)
     link = links.open_link(connection, record, token, kind)
     compiled = runtime.programs.compiled(connection, record)
-    if link.participant is not None and held_out_by(compiled.program_holdouts, link.participant) is not None:
+    if link.participant is not None and kept_out(compiled.program_holdouts, link.participant):
         raise NotFound(NOTHING)  # held out of the program: scored silently, shown nothing (not even the game)
     return Opened(record, compiled, link, token or "")

@@ -8,7 +8,7 @@ and by whom it was computed — a read, within a page's 100 ms."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -27,30 +27,28 @@ from levelup.web.charts import engagement_by_period
 from levelup.web.render import PageRoute, page, whole
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-View = Literal["engagement", "fairness", "segments", "churn", "flags", "experiments"]
-VIEWS: tuple[tuple[str, str], ...] = (
-    ("engagement", "Engagement"),
-    ("fairness", "Fairness"),
-    ("segments", "Segments"),
-    ("churn", "Churn risk"),
-    ("flags", "Flags"),
-    ("experiments", "Experiments"),
-)
+VIEWS = {  # each analysis, by its key in the API's path and as the page names it
+    "engagement": "Engagement",
+    "fairness": "Fairness",
+    "segments": "Segments",
+    "churn": "Churn risk",
+    "flags": "Flags",
+    "experiments": "Experiments",
+}
+View = Annotated[str, Query(pattern=f"^({'|'.join(VIEWS)})$")]
 RECENT = 1000  # events received last, whose latest time ends the default window
 KEPT = 100  # analyses kept a program (the newest): a cache, computed again when asked
 SHOWN = 20  # rows of a list (churn, flags, a segment's members): the API and CLI export them all
 
 
-def _window_end(connection: Connection, program_id: int, now: dt.datetime) -> dt.datetime:
-    """Midnight UTC after the latest event time among the last RECENT received (an index read, not a scan of
-    the log: a back-dated straggler does not pull the window back), or ``now`` when there is none: the demo's
-    2017 data shows its own weeks, a live program its latest ones."""
+def _last_day(connection: Connection, program_id: int, now: dt.datetime) -> dt.date:
+    """The UTC day of the latest event time among the last RECENT received (an index read, not a scan of the
+    log: a back-dated straggler does not pull the window back), or the day before ``now`` when there is none
+    or it is later: the demo's 2017 data shows its own weeks, a live program its latest ones."""
     e = t.events.c
     recent = select(e.occurred_at).where(e.program_id == program_id).order_by(e.seq.desc()).limit(RECENT).subquery()
     last = connection.execute(select(func.max(recent.c.occurred_at))).scalar_one_or_none()
-    if last is None or last > now:
-        return now
-    return dt.datetime.combine(last.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return (now - dt.timedelta(days=1)).date() if last is None or last > now else last.date()
 
 
 def _analysis(
@@ -112,7 +110,7 @@ async def insights_page(
     def read() -> tuple[dt.date, str, Any]:
         with runtime.db.read() as connection:
             record = programs.find(connection, program)
-            last_day = to or (_window_end(connection, record.id, dt.datetime.now(dt.UTC)) - dt.timedelta(days=1)).date()
+            last_day = to or _last_day(connection, record.id, dt.datetime.now(dt.UTC))
             params = _params(view, last_day, weeks, period)
             s = t.insight_snapshots.c
             kept = connection.execute(
@@ -135,7 +133,7 @@ async def insights_page(
         view=view,
         views=[
             (key, label, f"/admin/p/{program}/insights?" + urlencode({"view": key, "to": last_day, "weeks": weeks}))
-            for key, label in VIEWS
+            for key, label in VIEWS.items()
         ],
         start=start.date(),
         last_day=last_day,
@@ -154,8 +152,8 @@ async def compute(program: str, request: Request) -> Response:
     and go back to it."""
     principal, fields, runtime = await posted(request, program)
     view = fields.get("view", "")
-    if view not in dict(VIEWS):
-        raise Invalid("no such analysis", errors=[FieldError("view", f"one of {', '.join(dict(VIEWS))}")])
+    if view not in VIEWS:
+        raise Invalid("no such analysis", errors=[FieldError("view", f"one of {', '.join(VIEWS)}")])
     try:
         last_day = dt.date.fromisoformat(fields.get("to", ""))
     except ValueError:
@@ -176,7 +174,7 @@ async def compute(program: str, request: Request) -> Response:
             return params
 
     params = await run_in_threadpool(run)
-    said = f"{dict(VIEWS)[view]} computed."
+    said = f"{VIEWS[view]} computed."
     return RedirectResponse(
         f"/admin/p/{program}/insights?" + urlencode({"view": view, **dict(parse_qsl(params)), "notice": said}),
         status_code=303,

@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from levelup.engine.experiments import kept_out
 from levelup.feed.service import Published
-from levelup.participants.visibility import HIDDEN_NAME, kept_out
+from levelup.participants.visibility import HIDDEN_NAME
 from levelup.programs.compiled import CompiledProgram
 from levelup.programs.document import Experiment
 from levelup.storage import tables as t
